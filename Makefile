@@ -1,0 +1,116 @@
+# helmq: build, test and run. A plain Makefile: pkg-config for the libraries,
+# -MMD for header dependencies, everything built under build/ and bin/.
+#
+#   make            build bin/helmq, bin/helmq-broker, bin/helmq-worker, ...
+#   make deps       install the Debian packages the build, tests and run need
+#   make test       deps + build + the whole test suite (TAP, run by prove)
+#   make run        deps + build + the service on embedded defaults
+#   SANITIZER=address,undefined make test    the same under ASan+UBSan
+#   CI=true         warnings become errors
+
+CC ?= cc
+PKGS := rdkafka libuv avro-c libpq jansson libcrypto
+BUILD ?= build
+BIN ?= bin
+ifneq ($(SANITIZER),)
+BUILD := build/san
+BIN := build/san/bin
+endif
+
+WARN := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef \
+        -Wshadow -Wpointer-arith -Wno-unused-parameter
+ifeq ($(CI),true)
+WARN += -Werror
+endif
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -Iworker/lib -I$(BUILD)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifneq ($(SANITIZER),)
+CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+LDLIBS = $(PKG_LIBS) -lm
+
+SCHEMAS := schemas/helm-release-command.avsc schemas/helm-release-event.avsc \
+           $(sort $(wildcard schemas/versions/*.avsc))
+LIB_SRC := $(sort $(wildcard worker/lib/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/schemas_gen.o
+LIB := $(BUILD)/libhelmq.a
+
+WORKER_SRC := $(sort $(wildcard worker/*.c))
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC := $(sort $(wildcard producer-cli/*.c))
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+BROKER_SRC := $(sort $(wildcard worker/broker/*.c))
+BROKER_OBJ := $(BROKER_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker
+ifneq ($(WORKER_SRC),)
+PROGRAMS += $(BIN)/helmq-worker
+endif
+
+.PHONY: all deps test unit check run clean format format-check
+all: $(PROGRAMS) $(UNIT_BIN)
+
+deps:
+	@bash tests/lib/deps.sh
+
+# The schemas are the only definition of the records: they are compiled into
+# every program as strings, never copied by hand.
+$(BUILD)/schemas_gen.c: $(SCHEMAS) tests/lib/embed-schemas.sh
+	@mkdir -p $(dir $@)
+	bash tests/lib/embed-schemas.sh $(SCHEMAS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/helmq: $(CLI_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/helmq-worker: $(WORKER_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/helmq-broker: $(BROKER_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+unit: all
+	prove -e '' $(UNIT_BIN)
+
+# The whole suite: C unit tests and the shell/TAP integration tests.
+# Tests find the programs through HELMQ_BIN (bin/, or the sanitizer build).
+TEST_ENV = HELMQ_BIN=$(abspath $(BIN)) HELMQ_BUILD=$(abspath $(BUILD)) \
+           ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+           LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+test: deps
+	$(MAKE) all
+	$(TEST_ENV) prove -e '' $(UNIT_BIN)
+	$(TEST_ENV) prove $(PROVE_FLAGS) tests/*.t
+
+run: deps
+	$(MAKE) all
+	bash tests/lib/run.sh
+
+format:
+	clang-format -i worker/*.c worker/lib/*.[ch] worker/broker/*.c producer-cli/*.[ch] tests/unit/*.c
+format-check:
+	clang-format --dry-run --Werror worker/*.c worker/lib/*.[ch] worker/broker/*.c producer-cli/*.[ch] tests/unit/*.c
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,300 @@
+/* helmq install|upgrade|rollback|uninstall: build a command from a JSON
+ * document and/or flags, validate it with the worker's own rules, and publish
+ * it to the commands topic with the idempotent producer, keyed
+ * tenantId/namespace/releaseName. Nothing is sent when validation fails. */
+#include "cli.h"
+#include "codec.h"
+#include "config.h"
+#include "kafka.h"
+#include "log.h"
+#include "util.h"
+#include "validate.h"
+
+#include <jansson.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CLI_MAX_DOCUMENT (4 * 1024 * 1024)
+
+static const config_opt_t send_opts[] = {
+    {"file", 'f', NULL, CONFIG_STRING, NULL, "read the command from this JSON document (- for stdin); flags override its fields"},
+    {"tenant-id", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL, "tenant UUID (tenantId)"},
+    {"namespace", 'n', NULL, CONFIG_STRING, NULL, "Kubernetes namespace (namespace)"},
+    {"release-name", 'r', NULL, CONFIG_STRING, NULL, "Helm release name (releaseName); also the first argument"},
+    {"chart-name", 0, NULL, CONFIG_STRING, NULL, "chart name (chartName; install, upgrade)"},
+    {"chart-version", 0, NULL, CONFIG_STRING, NULL, "chart version (chartVersion; install, upgrade)"},
+    {"app-version", 0, NULL, CONFIG_STRING, NULL, "application version (appVersion; install, upgrade)"},
+    {"values", 0, NULL, CONFIG_STRING, NULL, "file holding valuesOverride as a JSON object (install, upgrade)"},
+    {"set-values", 0, NULL, CONFIG_STRING, NULL, "valuesOverride as JSON object text (install, upgrade)"},
+    {"timeout", 0, NULL, CONFIG_INT, NULL, "seconds to wait for the operation (timeout; schema default 300)"},
+    {"atomic", 0, NULL, CONFIG_BOOL, NULL, "roll back automatically on failure (atomic; default false)"},
+    {"wait-for-jobs", 0, NULL, CONFIG_BOOL, NULL, "wait for resources and hook jobs (waitForJobs; default false)"},
+    {"description", 'd', NULL, CONFIG_STRING, NULL, "description recorded in the revision history"},
+    {"reason", 0, NULL, CONFIG_STRING, NULL, "why the release is uninstalled (uninstall)"},
+    {"revision", 0, NULL, CONFIG_INT, NULL, "revision to roll back to (rollback; default the previous deployed one)"},
+    {"release-id", 0, NULL, CONFIG_STRING, NULL, "guard: apply only to this release lifecycle (releaseId)"},
+    {"command-id", 0, NULL, CONFIG_STRING, NULL, "command UUID, the idempotency key (default: a new random UUID)"},
+    {"performed-by", 'u', "HELMQ_PERFORMED_BY", CONFIG_STRING, NULL, "who asks for the operation (default: the OS user)"},
+    {"dry-run", 0, NULL, CONFIG_BOOL, "false", "validate and print the command as JSON; send nothing"},
+    {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic the command is published to"},
+    {"delivery-timeout-ms", 0, "HELMQ_DELIVERY_TIMEOUT_MS", CONFIG_INT, "30000", "give up delivering after this many ms (exit 1)"},
+    {NULL, 0, NULL, 0, NULL, NULL},
+};
+
+/* Flag name -> command field, for the flags that copy straight over. */
+static const struct {
+    const char *flag, *field;
+    int integer;
+} flag_fields[] = {
+    {"tenant-id", "tenantId", 0},       {"namespace", "namespace", 0},
+    {"release-name", "releaseName", 0}, {"chart-name", "chartName", 0},
+    {"chart-version", "chartVersion", 0}, {"app-version", "appVersion", 0},
+    {"timeout", "timeout", 1},          {"description", "description", 0},
+    {"reason", "reason", 0},            {"revision", "revision", 1},
+    {"release-id", "releaseId", 0},     {"command-id", "commandId", 0},
+};
+
+static void send_usage(const char *verb) {
+    printf("Usage: helmq %s [RELEASE] [OPTIONS]\n\n", verb);
+    if (strcmp(verb, "install") == 0)
+        printf("Publishes an install command. The document given with -f may be the seed's\n"
+               "install JSON as it is (tenantId, releaseName, namespace, chartName, chartVersion,\n"
+               "appVersion, valuesOverride as an object, timeout, atomic, waitForJobs).\n");
+    else if (strcmp(verb, "upgrade") == 0)
+        printf("Publishes an upgrade command: a new revision with a chart version and values.\n");
+    else if (strcmp(verb, "rollback") == 0)
+        printf("Publishes a rollback command: back to --revision, or to the previous deployed one.\n");
+    else
+        printf("Publishes an uninstall command; the release record and history are kept.\n");
+    printf("Prints the commandId on stdout once the broker has acknowledged the record.\n"
+           "Exit codes: 0 delivered, 1 delivery failed, 2 invalid input (nothing sent).\n\nOptions:\n");
+    config_usage(send_opts, stdout);
+}
+
+static json_t *load_document(const char *path, char *errstr, size_t errstr_size) {
+    size_t len;
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: cannot open", path);
+        return NULL;
+    }
+    char *text = cli_read_all(f, CLI_MAX_DOCUMENT, &len);
+    if (f != stdin)
+        fclose(f);
+    if (!text) {
+        snprintf(errstr, errstr_size, "%s: cannot read (or more than %d bytes)", path, CLI_MAX_DOCUMENT);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (!doc) {
+        snprintf(errstr, errstr_size, "%s: invalid JSON at line %d, column %d: %s", path, jerr.line,
+                 jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        snprintf(errstr, errstr_size, "%s: the document must be a JSON object", path);
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* valuesOverride travels as JSON text; the seed writes it as an object.
+ * Objects are serialised compactly with sorted keys so the same values give
+ * the same bytes (and digest) whoever sends them. */
+static int normalise_values(json_t *doc, char *errstr, size_t errstr_size) {
+    json_t *v = json_object_get(doc, "valuesOverride");
+    if (!v || json_is_string(v))
+        return 0;
+    if (!json_is_object(v)) {
+        snprintf(errstr, errstr_size, "valuesOverride: must be a JSON object (rule json-object)");
+        return -1;
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return -1;
+    json_object_set_new(doc, "valuesOverride", json_string(text));
+    free(text);
+    return 0;
+}
+
+typedef struct delivery {
+    int done;
+    rd_kafka_resp_err_t err;
+    int32_t partition;
+    int64_t offset;
+} delivery_t;
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    delivery_t *d = m->_private;
+    d->done = 1;
+    d->err = m->err;
+    d->partition = m->partition;
+    d->offset = m->offset;
+}
+
+static int publish(const config_t *cfg, const char *key, const unsigned char *buf, size_t len,
+                   const char *command_id) {
+    char errstr[512];
+    const char *topic = config_get(cfg, "commands-topic");
+    rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, sizeof(errstr));
+    if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
+        kafka_conf_set(conf, "message.timeout.ms", config_get(cfg, "delivery-timeout-ms"), errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq: kafka configuration: %s\n", errstr);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        return EXIT_USAGE;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "helmq: kafka: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return EXIT_RUNTIME;
+    }
+    delivery_t d = {0};
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE((void *)buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
+    if (err) {
+        fprintf(stderr, "helmq: cannot queue the command for %s: %s\n", topic, rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return EXIT_RUNTIME;
+    }
+    long timeout_ms = config_int(cfg, "delivery-timeout-ms") + 5000;
+    rd_kafka_flush(rk, (int)timeout_ms);
+    while (!d.done && rd_kafka_outq_len(rk) > 0)
+        rd_kafka_poll(rk, 100);
+    rd_kafka_destroy(rk);
+    if (!d.done || d.err) {
+        fprintf(stderr, "helmq: command %s was NOT delivered to %s (brokers %s): %s\n", command_id, topic,
+                config_get(cfg, "brokers"), d.done ? rd_kafka_err2str(d.err) : "timed out");
+        return EXIT_RUNTIME;
+    }
+    log_info("commandId=%s key=%s delivered to %s [%d] at offset %lld", command_id, key, topic,
+             (int)d.partition, (long long)d.offset);
+    return 0;
+}
+
+int cli_send(const char *verb, int argc, char **argv) {
+    char errstr[512];
+    config_t cfg;
+    json_t *doc = NULL;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = config_parse(&cfg, send_opts, argc, argv, 2, errstr, sizeof(errstr));
+    if (rc == CONFIG_HELP) {
+        send_usage(verb);
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc < 0 || cfg.nargs > 1) {
+        fprintf(stderr, "helmq %s: %s\n", verb, rc < 0 ? errstr : "at most one argument, the release name (see --help)");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+
+    const char *file = config_get(&cfg, "file");
+    doc = file ? load_document(file, errstr, sizeof(errstr)) : json_object();
+    if (!doc) {
+        fprintf(stderr, "helmq %s: %s\n", verb, errstr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    const char *op = json_string_value(json_object_get(doc, "operation"));
+    if (json_object_get(doc, "operation") && (!op || strcmp(op, verb) != 0)) {
+        fprintf(stderr, "helmq %s: the document's operation is not \"%s\"\n", verb, verb);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    json_object_set_new(doc, "operation", json_string(verb));
+    if (cfg.nargs == 1)
+        json_object_set_new(doc, "releaseName", json_string(cfg.args[0]));
+    for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
+        const char *v = config_get(&cfg, flag_fields[i].flag);
+        if (v)
+            json_object_set_new(doc, flag_fields[i].field,
+                                flag_fields[i].integer ? json_integer(config_int(&cfg, flag_fields[i].flag)) : json_string(v));
+    }
+    if (config_get(&cfg, "atomic"))
+        json_object_set_new(doc, "atomic", json_boolean(config_bool(&cfg, "atomic")));
+    if (config_get(&cfg, "wait-for-jobs"))
+        json_object_set_new(doc, "waitForJobs", json_boolean(config_bool(&cfg, "wait-for-jobs")));
+    const char *values_file = config_get(&cfg, "values");
+    const char *values_text = config_get(&cfg, "set-values");
+    if (values_file || values_text) {
+        json_t *values = values_file ? load_document(values_file, errstr, sizeof(errstr))
+                                     : json_loads(values_text, JSON_REJECT_DUPLICATES, NULL);
+        if (!values || !json_is_object(values)) {
+            fprintf(stderr, "helmq %s: valuesOverride: %s\n", verb,
+                    values_file ? errstr : "--set-values must be a JSON object (rule json-object)");
+            json_decref(values);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        json_object_set_new(doc, "valuesOverride", values);
+    }
+    if (normalise_values(doc, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq %s: %s\n", verb, errstr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    char id[UUID_STR_LEN];
+    if (!json_object_get(doc, "commandId")) {
+        if (uuid_v4(id) < 0) {
+            fprintf(stderr, "helmq %s: cannot generate a UUID\n", verb);
+            rc = EXIT_RUNTIME;
+            goto out;
+        }
+        json_object_set_new(doc, "commandId", json_string(id));
+    }
+    const char *by = config_get(&cfg, "performed-by");
+    if (by)
+        json_object_set_new(doc, "performedBy", json_string(by));
+    else if (!json_object_get(doc, "performedBy")) {
+        struct passwd *pw = getpwuid(geteuid());
+        json_object_set_new(doc, "performedBy", json_string(pw ? pw->pw_name : "unknown"));
+    }
+    if (!json_object_get(doc, "requestedAt"))
+        json_object_set_new(doc, "requestedAt", json_integer(now_ms()));
+
+    validate_error_t verr;
+    if (validate_command(doc, &verr) < 0) {
+        fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb, verr.field, verr.rule, verr.message);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq %s: invalid %s\n", verb, errstr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    const char *command_id = json_string_value(json_object_get(doc, "commandId"));
+    if (config_bool(&cfg, "dry-run")) {
+        codec_fill_defaults(CODEC_COMMAND, doc, errstr, sizeof(errstr));
+        char *out = json_dumps(doc, JSON_PRESERVE_ORDER | JSON_COMPACT);
+        printf("%s\n", out ? out : "{}");
+        free(out);
+        rc = 0;
+        goto out;
+    }
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(doc, "tenantId")),
+             json_string_value(json_object_get(doc, "namespace")),
+             json_string_value(json_object_get(doc, "releaseName")));
+    rc = publish(&cfg, key, buf, len, command_id);
+    if (rc == 0)
+        printf("%s\n", command_id);
+out:
+    free(buf);
+    json_decref(doc);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs, idempotently, every Debian package that building, testing and
+# running helmq need. Does nothing when all are present; uses sudo when not
+# root; never prompts (DEBIAN_FRONTEND=noninteractive).
+set -euo pipefail
+
+packages=(
+    gcc make pkg-config libc6-dev
+    librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev
+    postgresql postgresql-client
+    kcat python3 python3-avro perl
+    unzip nodejs npm curl procps psmisc util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+echo "deps: installing missing Debian packages: ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "deps: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt_install() { $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null; }
+if ! apt_install; then
+    echo "deps: refreshing the package index and retrying" >&2
+    $sudo apt-get update -q </dev/null
+    apt_install
+fi
+# A fresh Debian install of the postgresql package may start the system
+# cluster; helmq never uses it (tests and make run start private servers).
+echo "deps: done" >&2

@@ -1,0 +1,37 @@
+# tests/lib/tap.sh: minimal TAP producer for shell tests run by prove.
+# Source it, call the assertions, end with done_testing. Every failure prints
+# both the expected and the actual value as TAP diagnostics.
+_tap_n=0
+_tap_fail=0
+ok() { # ok CONDITION_STATUS NAME  (use: cmd; ok $? "name")
+    _tap_n=$((_tap_n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2"; else echo "not ok $_tap_n - $2"; _tap_fail=$((_tap_fail + 1)); fi
+}
+is() { # is ACTUAL EXPECTED NAME
+    _tap_n=$((_tap_n + 1))
+    if [ "$1" = "$2" ]; then echo "ok $_tap_n - $3"
+    else
+        echo "not ok $_tap_n - $3"; _tap_fail=$((_tap_fail + 1))
+        printf '#   expected: %s\n#        got: %s\n' "$2" "$1"
+    fi
+}
+like() { # like ACTUAL SUBSTRING NAME
+    _tap_n=$((_tap_n + 1))
+    case "$1" in
+    *"$2"*) echo "ok $_tap_n - $3" ;;
+    *) echo "not ok $_tap_n - $3"; _tap_fail=$((_tap_fail + 1))
+       printf '#   expected to contain: %s\n#                   got: %s\n' "$2" "$1" | head -20 ;;
+    esac
+}
+unlike() { # unlike ACTUAL SUBSTRING NAME
+    _tap_n=$((_tap_n + 1))
+    case "$1" in
+    *"$2"*) echo "not ok $_tap_n - $3"; _tap_fail=$((_tap_fail + 1))
+       printf '#   expected not to contain: %s\n' "$2" ;;
+    *) echo "ok $_tap_n - $3" ;;
+    esac
+}
+diag() { printf '# %s\n' "$*"; }
+skip_all() { echo "1..0 # SKIP $*"; exit 0; }
+bail() { echo "Bail out! $*"; exit 255; }
+done_testing() { echo "1..$_tap_n"; [ "$_tap_fail" -eq 0 ]; }
