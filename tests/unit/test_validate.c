@@ -1,0 +1,100 @@
+/* Unit tests of command validation: every rule, each with its own field and
+ * rule name, and the seed's command accepted. */
+#include "codec.h"
+#include "tap.h"
+#include "validate.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+
+static json_t *base(const char *op) {
+    json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "operation", op, "commandId",
+                          "8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11", "tenantId", "3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b",
+                          "namespace", "tenant-acme", "releaseName", "acme-ai-service", "performedBy", "alice",
+                          "requestedAt", (json_int_t)1764000000000);
+    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
+        json_object_set_new(c, "chartName", json_string("matih-ai-service"));
+        json_object_set_new(c, "chartVersion", json_string("1.0.0"));
+        json_object_set_new(c, "valuesOverride", json_string("{\"replicaCount\":2}"));
+    }
+    return c;
+}
+
+/* Sets field to value (a JSON literal, or NULL to delete) and expects the
+ * given field and rule in the error. */
+static void expect(const char *op, const char *field, const char *value, const char *want_field,
+                   const char *want_rule) {
+    json_t *c = base(op);
+    if (value)
+        json_object_set_new(c, field, json_loads(value, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(c, field);
+    validate_error_t e;
+    int rc = validate_command(c, &e);
+    is_int(rc, -1, "%s %s=%s is refused", op, field, value ? value : "(absent)");
+    is_str(e.field, want_field, "  field named: %s", e.message);
+    is_str(e.rule, want_rule, "  rule named");
+    json_decref(c);
+}
+
+int main(void) {
+    char err[256];
+    validate_error_t e;
+    codec_init(err, sizeof(err));
+    const char *ops[] = {"install", "upgrade", "rollback", "uninstall"};
+    for (int i = 0; i < 4; i++) {
+        json_t *c = base(ops[i]);
+        is_int(validate_command(c, &e), 0, "a valid %s passes (%s)", ops[i], e.message);
+        json_decref(c);
+    }
+    expect("install", "tenantId", NULL, "tenantId", "required");
+    expect("install", "tenantId", "\"uuid\"", "tenantId", "uuid");
+    expect("install", "commandId", "\"not-a-uuid\"", "commandId", "uuid");
+    expect("install", "releaseId", "\"x\"", "releaseId", "uuid");
+    expect("install", "releaseName", "\"Acme\"", "releaseName", "helm-release-name");
+    expect("install", "releaseName", "\"--set\"", "releaseName", "helm-release-name");
+    expect("install", "releaseName", "\"../etc\"", "releaseName", "helm-release-name");
+    expect("install", "releaseName", "\"a;rm -rf\"", "releaseName", "helm-release-name");
+    expect("install", "releaseName", "\"abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij\"", "releaseName",
+           "helm-release-name");
+    expect("install", "releaseName", "\"caf\\u00e9\"", "releaseName", "helm-release-name");
+    expect("install", "namespace", "\"tenant.acme\"", "namespace", "dns-1123-label");
+    expect("install", "namespace", "\"-acme\"", "namespace", "dns-1123-label");
+    expect("install", "namespace",
+           "\"a123456789a123456789a123456789a123456789a123456789a123456789abcd\"", "namespace",
+           "dns-1123-label");
+    expect("install", "chartName", NULL, "chartName", "required");
+    expect("install", "chartName", "\"--post-renderer\"", "chartName", "chart-name");
+    expect("install", "chartVersion", "\"latest\"", "chartVersion", "semver");
+    expect("install", "valuesOverride", "\"[1,2]\"", "valuesOverride", "json-object");
+    expect("install", "valuesOverride", "\"{oops\"", "valuesOverride", "json");
+    expect("install", "timeout", "0", "timeout", "range");
+    expect("install", "timeout", "-5", "timeout", "range");
+    expect("install", "timeout", "86401", "timeout", "range");
+    expect("install", "atomic", "\"yes\"", "atomic", "type");
+    expect("install", "extra", "1", "extra", "unknown-field");
+    expect("uninstall", "chartName", "\"x\"", "chartName", "unknown-field");
+    expect("install", "description", "\"line\\nbreak\"", "description", "no-control-characters");
+    expect("install", "performedBy", "\"\"", "performedBy", "required");
+    expect("rollback", "revision", "0", "revision", "range");
+    expect("install", "operation", "\"explode\"", "operation", "enum");
+
+    /* Size and depth limits of valuesOverride. */
+    size_t big = VALIDATE_VALUES_MAX_BYTES + 16;
+    char *text = malloc(big + 1);
+    memset(text, ' ', big);
+    text[0] = '{';
+    text[big - 1] = '}';
+    text[big] = '\0';
+    ok(validate_values(text, &e) == NULL && strcmp(e.rule, "max-size") == 0, "oversize values refused: %s", e.message);
+    free(text);
+    char deep[256] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "{\"a\":");
+    strcat(deep, "1");
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "}");
+    ok(validate_values(deep, &e) == NULL && strcmp(e.rule, "max-depth") == 0, "deep values refused: %s", e.message);
+    codec_term();
+    return tap_done();
+}
