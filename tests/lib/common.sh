@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.." || exit 1
 HELMQ_ROOT=$(pwd)
 HELMQ_BIN=${HELMQ_BIN:-$HELMQ_ROOT/bin}
 PY=/usr/bin/python3
-export HELMQ_LOG_LEVEL=${HELMQ_LOG_LEVEL:-info}
+export HELMQ_LOG_LEVEL=${HELMQ_LOG_LEVEL:-warn}
 T=$(mktemp -d "${TMPDIR:-/tmp}/helmq-test.XXXXXX")
 chmod 755 "$T"
 _exit_cmds=()

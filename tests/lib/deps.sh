@@ -9,14 +9,21 @@ packages=(
     librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev
     postgresql postgresql-client
     kcat python3 python3-avro perl
-    unzip nodejs npm curl procps psmisc util-linux
+    unzip curl procps psmisc util-linux
 )
+# Packages checked by the command they provide: Node.js may come from
+# elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm).
+commands=(node:nodejs npm:npm)
 
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi
+done
+
+for pc in "${commands[@]}"; do
+    command -v "${pc%%:*}" >/dev/null 2>&1 || missing+=("${pc#*:}")
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then

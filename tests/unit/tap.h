@@ -9,6 +9,10 @@
 
 static int tap_n, tap_failed;
 
+/* Line-buffered stdout, so the TAP lines survive an exit taken by a
+ * sanitizer's report. */
+__attribute__((constructor)) static void tap_init(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
 #define ok(cond, ...)                                                                              \
     do {                                                                                           \
         int ok_ = (cond);                                                                          \
