@@ -18,7 +18,7 @@ BIN := build/san/bin
 endif
 
 WARN := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef \
-        -Wshadow -Wpointer-arith -Wno-unused-parameter
+        -Wshadow -Wpointer-arith -Wno-unused-parameter -Wno-format-truncation
 ifeq ($(CI),true)
 WARN += -Werror
 endif
@@ -35,7 +35,8 @@ LDLIBS = $(PKG_LIBS) -lm
 SCHEMAS := schemas/helm-release-command.avsc schemas/helm-release-event.avsc \
            $(sort $(wildcard schemas/versions/*.avsc))
 LIB_SRC := $(sort $(wildcard worker/lib/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/schemas_gen.o
+MIGRATIONS := $(sort $(wildcard sql/[0-9]*.sql))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/schemas_gen.o $(BUILD)/sql_gen.o
 LIB := $(BUILD)/libhelmq.a
 
 WORKER_SRC := $(sort $(wildcard worker/*.c))
@@ -60,9 +61,12 @@ deps:
 
 # The schemas are the only definition of the records: they are compiled into
 # every program as strings, never copied by hand.
-$(BUILD)/schemas_gen.c: $(SCHEMAS) tests/lib/embed-schemas.sh
+$(BUILD)/schemas_gen.c: $(SCHEMAS) tests/lib/embed.sh
 	@mkdir -p $(dir $@)
-	bash tests/lib/embed-schemas.sh $(SCHEMAS) > $@.tmp && mv $@.tmp $@
+	bash tests/lib/embed.sh schema_sources $(SCHEMAS) > $@.tmp && mv $@.tmp $@
+$(BUILD)/sql_gen.c: $(MIGRATIONS) tests/lib/embed.sh
+	@mkdir -p $(dir $@)
+	bash tests/lib/embed.sh sql_migrations $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

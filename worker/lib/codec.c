@@ -8,7 +8,7 @@
 #include "codec.h"
 
 #include "avro_canon.h"
-#include "schemas.h"
+#include "embedded.h"
 
 #include <avro.h>
 #include <ctype.h>
@@ -561,7 +561,7 @@ static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_sch
 int codec_init(char *errstr, size_t errstr_size) {
     if (schema_count)
         return 0;
-    for (const schema_source_t *src = schema_sources; src->path; src++) {
+    for (const embedded_file_t *src = schema_sources; src->path; src++) {
         if (schema_count == CODEC_MAX_SCHEMAS) {
             snprintf(errstr, errstr_size, "too many schemas");
             goto fail;
@@ -571,18 +571,18 @@ int codec_init(char *errstr, size_t errstr_size) {
         memset(cs, 0, sizeof(*cs));
         cs->path = src->path;
         cs->current = strstr(src->path, "/versions/") == NULL;
-        cs->json = json_loads(src->json, 0, &jerr);
+        cs->json = json_loads(src->text, 0, &jerr);
         if (!cs->json) {
             snprintf(errstr, errstr_size, "%s: %s", src->path, jerr.text);
             goto fail;
         }
         const char *ns = json_string_value(json_object_get(cs->json, "namespace"));
         cs->type = ns && strcmp(ns, "io.helmq.event") == 0 ? CODEC_EVENT : CODEC_COMMAND;
-        cs->canonical = avro_canonical_form(src->json, strlen(src->json), errstr, errstr_size);
+        cs->canonical = avro_canonical_form(src->text, strlen(src->text), errstr, errstr_size);
         if (!cs->canonical)
             goto fail;
         cs->fingerprint = avro_crc64(cs->canonical, strlen(cs->canonical));
-        if (avro_schema_from_json_length(src->json, strlen(src->json), &cs->schema) != 0) {
+        if (avro_schema_from_json_length(src->text, strlen(src->text), &cs->schema) != 0) {
             snprintf(errstr, errstr_size, "%s: %s", src->path, avro_strerror());
             goto fail;
         }

@@ -1,0 +1,964 @@
+/* One command's way through the worker: validate, record in the ledger and
+ * lock its release key, apply the tenant and lifecycle rules, run helm with
+ * its timeout, roll back atomically on failure, record the outcome with the
+ * registry it implies, publish exactly one terminal event.
+ *
+ * Every step is a callback on the loop: a ledger call (db.h), a helm process
+ * (executor.h) or a delivery report (dispatch.c). A command redelivered after
+ * it finished republishes its recorded terminal event and runs no helm; one
+ * interrupted by a crash (ledger state "running") is reconciled against
+ * helm's own record of the release. */
+#include "worker.h"
+
+#include "codec.h"
+#include "log.h"
+#include "validate.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define IN_PROGRESS_TEXT "another operation (install/upgrade/rollback) is in progress"
+
+static const char SQL_BEGIN[] = "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
+                                "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
+static const char SQL_START[] = "SELECT helmq_worker.command_start($1, $2, $3, $4)";
+static const char SQL_FINISH[] = "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+static void begin(command_t *c);
+static void finish(command_t *c);
+static void run_operation(command_t *c);
+static void after_failure(command_t *c);
+static void reconcile(command_t *c);
+
+/* --- small helpers -------------------------------------------------------- */
+
+static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+static int jint(const json_t *o, const char *k) {
+    const json_t *v = json_object_get(o, k);
+    return json_is_integer(v) ? (int)json_integer_value(v) : 0;
+}
+
+static const char *key_name(const command_t *c) { return c->key ? c->key->name : "-"; }
+
+static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Logs with the command's context: commandId, release key, source offset. */
+static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    if (log_level < level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_write(level, "commandId=%s key=%s %s[%d]@%lld: %s", c->id, key_name(c), c->w->commands_topic,
+              c->part ? (int)c->part->id : -1, (long long)c->offset, msg);
+}
+
+static void retry_later(command_t *c, uint64_t ms, uv_timer_cb cb) { uv_timer_start(&c->timer, cb, ms, 0); }
+
+static void outcome(command_t *c, const char *event_type, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void outcome(command_t *c, const char *event_type, const char *code, const char *fmt, ...) {
+    c->event_type = event_type;
+    snprintf(c->error_code, sizeof(c->error_code), "%s", code ? code : "");
+    c->error_message[0] = '\0';
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->error_message, sizeof(c->error_message), fmt, ap);
+        va_end(ap);
+    }
+}
+
+static int is_protected(worker_t *w, const char *ns) {
+    static const char *const builtin[] = {"kube-system", "kube-public", "kube-node-lease", "default"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(ns, builtin[i]) == 0)
+            return 1;
+    for (int i = 0; i < w->protected_count; i++)
+        if (strcmp(ns, w->protected_ns[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_install_or_upgrade(const command_t *c) {
+    return strcmp(c->op, "install") == 0 || strcmp(c->op, "upgrade") == 0;
+}
+
+static long command_timeout(const command_t *c) {
+    long t = jint(c->doc, "timeout");
+    return t > 0 ? t : 300;
+}
+
+/* --- history --------------------------------------------------------------- */
+
+/* Appends a revision this command created or changed. */
+static void history_add(command_t *c, int revision, const char *status, const char *chart, const char *version,
+                        const char *app, const char *operation, const char *description, const char *digest,
+                        const char *redacted) {
+    if (!c->history)
+        c->history = json_array();
+    json_array_append_new(c->history,
+                          json_pack("{s:i,s:s,s:s,s:s,s:s?,s:s,s:s?,s:I,s:s?,s:s?}", "revision", revision, "status",
+                                    status, "chartName", chart ? chart : "", "chartVersion", version ? version : "",
+                                    "appVersion", app && *app ? app : NULL, "operation", operation, "description",
+                                    description && *description ? description : NULL, "createdAt",
+                                    (json_int_t)now_ms(), "valuesDigest", digest, "valuesRedacted", redacted));
+}
+
+/* --- the terminal event and the registry ------------------------------------ */
+
+typedef struct rstate {
+    int revision, deployed;
+    char status[32];
+    char chart[256], version[128], app[128], description[512], reason[1024];
+    char digest[65];
+    char *redacted;
+} rstate_t;
+
+static void rstate_from_registry(rstate_t *s, const json_t *rel) {
+    memset(s, 0, sizeof(*s));
+    if (!rel) {
+        snprintf(s->status, sizeof(s->status), "failed");
+        return;
+    }
+    s->revision = jint(rel, "revision");
+    s->deployed = jint(rel, "deployed_revision");
+    snprintf(s->status, sizeof(s->status), "%s", jstr(rel, "status") ? jstr(rel, "status") : "");
+    snprintf(s->chart, sizeof(s->chart), "%s", jstr(rel, "chart_name") ? jstr(rel, "chart_name") : "");
+    snprintf(s->version, sizeof(s->version), "%s", jstr(rel, "chart_version") ? jstr(rel, "chart_version") : "");
+    snprintf(s->app, sizeof(s->app), "%s", jstr(rel, "app_version") ? jstr(rel, "app_version") : "");
+    snprintf(s->description, sizeof(s->description), "%s", jstr(rel, "description") ? jstr(rel, "description") : "");
+    snprintf(s->reason, sizeof(s->reason), "%s", jstr(rel, "reason") ? jstr(rel, "reason") : "");
+    snprintf(s->digest, sizeof(s->digest), "%s", jstr(rel, "values_digest") ? jstr(rel, "values_digest") : "");
+    s->redacted = jstr(rel, "values_redacted") ? strdup(jstr(rel, "values_redacted")) : NULL;
+}
+
+/* Overlays what helm last reported about the release. */
+static void rstate_from_helm(rstate_t *s, command_t *c) {
+    const helm_release_t *h = &c->helm;
+    s->revision = h->revision;
+    snprintf(s->status, sizeof(s->status), "%s", h->status);
+    snprintf(s->chart, sizeof(s->chart), "%s", h->chart_name);
+    snprintf(s->version, sizeof(s->version), "%s", h->chart_version);
+    snprintf(s->description, sizeof(s->description), "%s", h->description);
+    /* The appVersion the sender gave is the one the seed's history shows. */
+    const char *app = is_install_or_upgrade(c) && !c->helm_failed ? jstr(c->doc, "appVersion") : NULL;
+    snprintf(s->app, sizeof(s->app), "%s", app && *app ? app : h->app_version);
+    free(s->redacted);
+    s->redacted = NULL;
+    values_digest_redact(h->config, s->digest, &s->redacted);
+    if (strcmp(s->status, "deployed") == 0)
+        s->deployed = s->revision;
+}
+
+static json_t *str_or_null(const char *s) { return s && *s ? json_string(s) : json_null(); }
+
+/* The registry row and the revisions for the ledger (snake_case, as the
+ * tables), from the event-form history. */
+static json_t *ledger_revisions(command_t *c) {
+    json_t *out = json_array();
+    size_t i;
+    json_t *h;
+    json_array_foreach(c->history, i, h) {
+        char ts[64];
+        format_time_ms(json_integer_value(json_object_get(h, "createdAt")), ts, sizeof(ts));
+        json_array_append_new(
+            out, json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:s}", "release_id", c->release_id, "revision",
+                           json_object_get(h, "revision"), "status", json_object_get(h, "status"), "chart_name",
+                           json_object_get(h, "chartName"), "chart_version", json_object_get(h, "chartVersion"),
+                           "app_version", json_object_get(h, "appVersion"), "operation", json_object_get(h, "operation"),
+                           "description", json_object_get(h, "description"), "values_digest",
+                           json_object_get(h, "valuesDigest"), "values_redacted", json_object_get(h, "valuesRedacted"),
+                           "created_at", ts));
+    }
+    return out;
+}
+
+/* Builds the terminal event (and the registry row when the release changed). */
+static int build_outcome(command_t *c, rstate_t *s, int changed) {
+    char errstr[512], eid[UUID_STR_LEN];
+    const json_t *d = c->doc;
+    int rejected = strcmp(c->event_type, "rejected") == 0;
+    event_id(c->id, "terminal", eid);
+
+    if (changed && !rejected) {
+        c->new_release = json_pack(
+            "{s:s,s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "release_id", c->release_id, "tenant_id",
+            jstr(d, "tenantId"), "namespace", jstr(d, "namespace"), "release_name", jstr(d, "releaseName"), "status",
+            s->status, "revision", s->revision, "deployed_revision", s->deployed ? json_integer(s->deployed) : json_null(),
+            "chart_name", str_or_null(s->chart), "chart_version", str_or_null(s->version), "app_version",
+            str_or_null(s->app), "description", str_or_null(s->description), "values_digest", str_or_null(s->digest),
+            "values_redacted", str_or_null(s->redacted), "reason", str_or_null(s->reason));
+    }
+    json_t *ev = json_object();
+    json_object_set_new(ev, "eventId", json_string(eid));
+    json_object_set_new(ev, "commandId", json_string(c->id));
+    json_object_set_new(ev, "eventType", json_string(c->event_type));
+    json_object_set_new(ev, "terminal", json_true());
+    json_object_set_new(ev, "releaseId", str_or_null(c->release_id));
+    json_object_set_new(ev, "tenantId", json_string(jstr(d, "tenantId")));
+    json_object_set_new(ev, "namespace", json_string(jstr(d, "namespace")));
+    json_object_set_new(ev, "releaseName", json_string(jstr(d, "releaseName")));
+    json_object_set_new(ev, "operation", json_string(c->op));
+    json_object_set_new(ev, "status", json_string(rejected ? "rejected" : s->status));
+    json_object_set_new(ev, "revision", json_integer(s->revision));
+    json_object_set_new(ev, "chartName", str_or_null(s->chart));
+    json_object_set_new(ev, "chartVersion", str_or_null(s->version));
+    json_object_set_new(ev, "appVersion", str_or_null(s->app));
+    json_object_set_new(ev, "description", str_or_null(s->description));
+    json_object_set_new(ev, "performedBy", json_string(jstr(d, "performedBy") ? jstr(d, "performedBy") : ""));
+    json_object_set_new(ev, "occurredAt", json_integer(now_ms()));
+    json_object_set_new(ev, "requestedAt", json_integer(json_integer_value(json_object_get(d, "requestedAt"))));
+    json_object_set_new(ev, "reason", str_or_null(s->reason));
+    json_object_set_new(ev, "valuesDigest", str_or_null(s->digest));
+    json_object_set_new(ev, "valuesRedacted", str_or_null(s->redacted));
+    json_t *hist = json_array();
+    size_t i;
+    json_t *h;
+    json_array_foreach(c->history, i, h) {
+        json_t *e = json_deep_copy(h);
+        json_object_del(e, "valuesDigest");
+        json_object_del(e, "valuesRedacted");
+        json_array_append_new(hist, e);
+    }
+    json_object_set_new(ev, "history", hist);
+    json_object_set_new(ev, "errorCode", str_or_null(c->error_code));
+    json_object_set_new(ev, "errorMessage", str_or_null(c->error_message));
+    int rc = codec_encode(CODEC_EVENT, ev, &c->event, &c->event_len, errstr, sizeof(errstr));
+    json_decref(ev);
+    if (rc < 0)
+        cmd_log(c, LOG_LEVEL_ERROR, "cannot encode the terminal event: %s", errstr);
+    return rc;
+}
+
+/* --- publishing ------------------------------------------------------------- */
+
+static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
+    cmd_log(c, LOG_LEVEL_INFO, "%s: %s%s%s%s", c->reconcile ? "reconciled" : "done",
+         c->event_type ? c->event_type : "republished", c->error_code[0] ? " " : "", c->error_code,
+         c->error_message[0] ? " " : "");
+    if (c->error_message[0])
+        cmd_log(c, LOG_LEVEL_INFO, "error: %s", c->error_message);
+    dispatch_command_done(c);
+}
+
+static void publish_terminal(command_t *c) {
+    c->phase = PHASE_PUBLISH;
+    dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event, c->event_len, NULL,
+                     on_terminal_delivered);
+}
+
+static void publish_started(command_t *c) {
+    char eid[UUID_STR_LEN], errstr[256];
+    rstate_t s;
+    rstate_from_registry(&s, c->release);
+    event_id(c->id, "started", eid);
+    const char *status = strcmp(c->op, "install") == 0   ? "pending-install"
+                         : strcmp(c->op, "upgrade") == 0 ? "pending-upgrade"
+                         : strcmp(c->op, "rollback") == 0 ? "pending-rollback"
+                                                          : "uninstalling";
+    json_t *ev = json_pack("{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:I,s:I}", "eventId", eid, "commandId",
+                           c->id, "eventType", "started", "terminal", 0, "releaseId", c->release_id, "tenantId",
+                           jstr(c->doc, "tenantId"), "namespace", jstr(c->doc, "namespace"), "releaseName",
+                           jstr(c->doc, "releaseName"), "operation", c->op, "status", status, "revision", s.revision,
+                           "performedBy", jstr(c->doc, "performedBy"), "occurredAt", (json_int_t)now_ms(),
+                           "requestedAt", json_integer_value(json_object_get(c->doc, "requestedAt")));
+    json_object_set_new(ev, "chartName", str_or_null(is_install_or_upgrade(c) ? jstr(c->doc, "chartName") : s.chart));
+    json_object_set_new(ev, "chartVersion",
+                        str_or_null(is_install_or_upgrade(c) ? jstr(c->doc, "chartVersion") : s.version));
+    unsigned char *buf;
+    size_t len;
+    if (codec_encode(CODEC_EVENT, ev, &buf, &len, errstr, sizeof(errstr)) == 0) {
+        dispatch_produce(c->w, c->w->events_topic, NULL, key_name(c), strlen(key_name(c)), buf, len, NULL, NULL);
+        free(buf);
+    } else {
+        cmd_log(c, LOG_LEVEL_ERROR, "cannot encode the started event: %s", errstr);
+    }
+    json_decref(ev);
+    free(s.redacted);
+}
+
+/* --- finishing ---------------------------------------------------------------- */
+
+static void on_finish_timer(uv_timer_t *t) { finish(t->data); }
+
+static void on_finished(void *arg, const PGresult *res, const char *err) {
+    command_t *c = arg;
+    if (err) {
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the outcome failed, retrying in 1 s: %s", err);
+        retry_later(c, 1000, on_finish_timer);
+        return;
+    }
+    publish_terminal(c);
+}
+
+/* Records the outcome (ledger + registry, one transaction) and publishes. */
+static void finish(command_t *c) {
+    c->phase = PHASE_FINISH;
+    char *release = c->new_release ? json_dumps(c->new_release, JSON_COMPACT) : NULL;
+    json_t *revs = ledger_revisions(c);
+    char *revisions = json_dumps(revs, JSON_COMPACT);
+    json_decref(revs);
+    const char *tenant = jstr(c->doc, "tenantId");
+    const char *values[9] = {c->id, key_name(c), c->event_type, c->error_code[0] ? c->error_code : NULL,
+                             (const char *)c->event, release, revisions, c->claim_namespace ? tenant : NULL,
+                             c->claim_namespace ? jstr(c->doc, "namespace") : NULL};
+    int lengths[9] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0};
+    int formats[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0};
+    db_query(c->w->db, SQL_FINISH, 9, values, lengths, formats, on_finished, c);
+    free(release);
+    free(revisions);
+}
+
+/* Ends the command with the release state s (changed: the registry moves). */
+static void conclude(command_t *c, rstate_t *s, int changed) {
+    if (build_outcome(c, s, changed) < 0) {
+        /* An event that does not encode is a bug; say so and carry on. */
+        outcome(c, "failed", "INTERNAL", "the worker could not encode the event");
+        build_outcome(c, s, 0);
+    }
+    free(s->redacted);
+    s->redacted = NULL;
+    finish(c);
+}
+
+/* A command refused before anything ran. */
+static void reject(command_t *c, int recorded, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void reject(command_t *c, int recorded, const char *code, const char *fmt, ...) {
+    rstate_t s;
+    va_list ap;
+    c->event_type = "rejected";
+    snprintf(c->error_code, sizeof(c->error_code), "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(c->error_message, sizeof(c->error_message), fmt, ap);
+    va_end(ap);
+    rstate_from_registry(&s, c->release);
+    if (!c->release)
+        s.status[0] = '\0';
+    cmd_log(c, LOG_LEVEL_WARN, "rejected %s: %s", code, c->error_message);
+    if (build_outcome(c, &s, 0) < 0) {
+        free(s.redacted);
+        dispatch_command_done(c); /* nothing can be said about it */
+        return;
+    }
+    free(s.redacted);
+    if (recorded)
+        finish(c);
+    else
+        publish_terminal(c); /* invalid: deterministic, nothing to record */
+}
+
+/* --- helm steps ---------------------------------------------------------------- */
+
+typedef void (*step_cb)(command_t *c, helm_run_t *run);
+
+static void on_helm_done(helm_run_t *run) {
+    command_t *c = run->data;
+    step_cb next = (step_cb)c->helm_next;
+    c->run = NULL;
+    c->w->n_helm++;
+    next(c, run);
+    helm_run_free(run);
+}
+
+/* Runs argv; next gets the finished run (freed after next returns). */
+static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb next) {
+    char line[2048];
+    helm_argv_format(argv, line, sizeof(line));
+    cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
+    c->helm_next = (void (*)(void))next;
+    uint64_t deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
+    c->run = helm_run_start(c->w->loop, argv, deadline, c->w->kill_grace_ms, on_helm_done, c);
+    helm_argv_free(argv);
+    if (!c->run)
+        abort();
+}
+
+static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
+    helm_argv_t a = {0};
+    char buf[32];
+    helm_argv_push(&a, c->w->helm);
+    helm_argv_push(&a, sub);
+    helm_argv_push(&a, jstr(c->doc, "releaseName"));
+    if (revision > 0) {
+        snprintf(buf, sizeof(buf), "%d", revision);
+        helm_argv_push(&a, buf);
+    }
+    helm_argv_push(&a, "--namespace");
+    helm_argv_push(&a, jstr(c->doc, "namespace"));
+    if (strcmp(sub, "status") == 0) {
+        helm_argv_push(&a, "--output");
+        helm_argv_push(&a, "json");
+    } else {
+        snprintf(buf, sizeof(buf), "%lds", timeout_s);
+        helm_argv_push(&a, "--timeout");
+        helm_argv_push(&a, buf);
+    }
+    helm_step(c, &a, strcmp(sub, "status") == 0 ? 60 : timeout_s, next);
+}
+
+/* helm status: fills c->helm / c->helm_found, then next. */
+static void on_status(command_t *c, helm_run_t *run) {
+    helm_release_clear(&c->helm);
+    c->helm_found = run->exit_status == 0 && !run->term_signal && helm_release_parse(run->out, &c->helm) == 0;
+    if (!c->helm_found && !strstr(run->err, "not found")) {
+        char e[512];
+        cmd_log(c, LOG_LEVEL_WARN, "helm status failed: %s", helm_error_text(run, e, sizeof(e)));
+    }
+    ((void (*)(command_t *))c->status_then)(c);
+}
+
+static void helm_status(command_t *c, void (*then)(command_t *)) {
+    c->phase = PHASE_STATUS;
+    c->status_then = (void (*)(void))then;
+    helm_simple(c, "status", 0, 60, on_status);
+}
+
+/* --- success ---------------------------------------------------------------------- */
+
+static void succeed_from_helm(command_t *c) {
+    rstate_t s;
+    rstate_from_registry(&s, c->release);
+    if (!c->helm_found) {
+        /* helm said it succeeded but cannot show the release: report what is known. */
+        s.revision = c->base_revision + 1;
+        snprintf(s.status, sizeof(s.status), "deployed");
+    } else {
+        rstate_from_helm(&s, c);
+    }
+    const char *doc_desc = jstr(c->doc, "description");
+    if (doc_desc && *doc_desc && strcmp(c->op, "rollback") != 0)
+        snprintf(s.description, sizeof(s.description), "%s", doc_desc);
+    s.reason[0] = '\0';
+    history_add(c, s.revision, s.status, s.chart, s.version, s.app, c->op, s.description, s.digest, s.redacted);
+    if (strcmp(c->op, "install") == 0)
+        c->claim_namespace = 1;
+    outcome(c, "succeeded", NULL, NULL);
+    conclude(c, &s, 1);
+}
+
+static void succeed_uninstall(command_t *c, const char *description) {
+    rstate_t s;
+    rstate_from_registry(&s, c->release);
+    const char *reason = jstr(c->doc, "reason");
+    const char *doc_desc = jstr(c->doc, "description");
+    s.revision = c->base_revision + 1; /* the uninstall is a change: it gets its revision */
+    s.deployed = 0;
+    snprintf(s.status, sizeof(s.status), "uninstalled");
+    snprintf(s.description, sizeof(s.description), "%s", doc_desc && *doc_desc ? doc_desc : description);
+    snprintf(s.reason, sizeof(s.reason), "%s", reason ? reason : "");
+    history_add(c, s.revision, "uninstalled", s.chart, s.version, s.app, "uninstall", s.description, s.digest,
+                s.redacted);
+    outcome(c, "succeeded", NULL, NULL);
+    conclude(c, &s, 1);
+}
+
+/* --- failure and atomic rollback --------------------------------------------------- */
+
+static void fail_with_state(command_t *c, const char *event_type) {
+    rstate_t s;
+    rstate_from_registry(&s, c->release);
+    if (c->helm_found)
+        rstate_from_helm(&s, c);
+    else if (strcmp(c->op, "install") == 0)
+        snprintf(s.status, sizeof(s.status), "failed"), s.revision = 0;
+    (void)event_type;
+    conclude(c, &s, 1);
+}
+
+static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
+    char e[1024];
+    if (run->exit_status != 0 && !strstr(run->err, "not found")) {
+        outcome(c, "failed", c->error_code, "%s; the atomic rollback (uninstall) failed too: %s", c->helm_error,
+                helm_error_text(run, e, sizeof(e)));
+        c->helm_found = 0;
+        rstate_t s;
+        rstate_from_registry(&s, c->release);
+        snprintf(s.status, sizeof(s.status), "failed");
+        s.revision = s.revision ? s.revision : 1;
+        conclude(c, &s, 1);
+        return;
+    }
+    rstate_t s;
+    rstate_from_registry(&s, NULL);
+    int failed_rev = c->helm_found ? c->helm.revision : 0;
+    if (c->helm_found)
+        rstate_from_helm(&s, c);
+    s.revision = failed_rev + 1;
+    s.deployed = 0;
+    snprintf(s.status, sizeof(s.status), "uninstalled");
+    snprintf(s.description, sizeof(s.description), "atomic rollback: the failed install was uninstalled");
+    snprintf(s.reason, sizeof(s.reason), "atomic rollback after a failed install");
+    history_add(c, s.revision, "uninstalled", s.chart, s.version, s.app, "atomic-rollback", s.description, s.digest,
+                s.redacted);
+    outcome(c, "rolled_back", c->error_code, "%s", c->helm_error);
+    conclude(c, &s, 1);
+}
+
+static void after_atomic_rollback_status(command_t *c) {
+    rstate_t s;
+    rstate_from_registry(&s, c->release);
+    if (c->helm_found)
+        rstate_from_helm(&s, c);
+    if (c->helm_found && strcmp(c->helm.status, "deployed") == 0) {
+        history_add(c, s.revision, s.status, s.chart, s.version, s.app, "atomic-rollback", s.description, s.digest,
+                    s.redacted);
+        outcome(c, "rolled_back", c->error_code, "%s", c->helm_error);
+    } else {
+        outcome(c, "failed", c->error_code, "%s; the atomic rollback did not leave a deployed release", c->helm_error);
+    }
+    conclude(c, &s, 1);
+}
+
+static void after_atomic_rollback(command_t *c, helm_run_t *run) {
+    char e[1024];
+    if (run->exit_status != 0) {
+        char first[1024];
+        snprintf(first, sizeof(first), "%s", c->helm_error);
+        snprintf(c->helm_error, sizeof(c->helm_error), "%s; the atomic rollback failed too: %s", first,
+                 helm_error_text(run, e, sizeof(e)));
+    }
+    helm_status(c, after_atomic_rollback_status);
+}
+
+/* Called with c->helm / helm_found describing the release after the failure. */
+static void after_failure_status(command_t *c) {
+    const char *code = c->timed_out ? "TIMEOUT" : "HELM_FAILED";
+    int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
+    outcome(c, "failed", code, "%s", c->helm_error);
+    if (c->helm_found) {
+        rstate_t s;
+        rstate_from_registry(&s, c->release);
+        rstate_from_helm(&s, c);
+        if (s.revision > c->base_revision)
+            history_add(c, s.revision, s.status, s.chart, s.version, s.app, c->op, s.description, s.digest,
+                        s.redacted);
+        free(s.redacted);
+    }
+    if (atomic && strcmp(c->op, "install") == 0) {
+        if (!c->helm_found) {
+            /* Nothing was created: nothing to undo. */
+            outcome(c, "rolled_back", code, "%s", c->helm_error);
+            rstate_t s;
+            rstate_from_registry(&s, NULL);
+            snprintf(s.status, sizeof(s.status), "uninstalled");
+            snprintf(s.reason, sizeof(s.reason), "atomic rollback after a failed install");
+            conclude(c, &s, 1);
+            return;
+        }
+        c->phase = PHASE_ROLLBACK;
+        cmd_log(c, LOG_LEVEL_WARN, "atomic: install failed (%s); uninstalling", code);
+        helm_simple(c, "uninstall", 0, command_timeout(c), after_atomic_uninstall);
+        return;
+    }
+    if (atomic && strcmp(c->op, "upgrade") == 0 && c->base_deployed > 0) {
+        c->phase = PHASE_ROLLBACK;
+        cmd_log(c, LOG_LEVEL_WARN, "atomic: upgrade failed (%s); rolling back to revision %d", code, c->base_deployed);
+        helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_atomic_rollback);
+        return;
+    }
+    fail_with_state(c, "failed");
+}
+
+static void after_failure(command_t *c) { helm_status(c, after_failure_status); }
+
+/* --- unlocking stale pending-* releases ----------------------------------------------- */
+
+static void after_unlock(command_t *c, helm_run_t *run) {
+    char e[512];
+    if (run->exit_status != 0) {
+        cmd_log(c, LOG_LEVEL_WARN, "unlocking failed: %s", helm_error_text(run, e, sizeof(e)));
+        after_failure(c);
+        return;
+    }
+    cmd_log(c, LOG_LEVEL_INFO, "unlocked the stale release; running the %s again", c->op);
+    run_operation(c);
+}
+
+static void unlock_status(command_t *c) {
+    const char *st = c->helm_found ? c->helm.status : "";
+    c->phase = PHASE_UNLOCK;
+    if (strcmp(st, "pending-install") == 0) {
+        cmd_log(c, LOG_LEVEL_WARN, "release stuck in pending-install (an interrupted operation): uninstalling it");
+        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
+                    "unlock", "stale pending-install left by an interrupted operation: marked failed and removed",
+                    NULL, NULL);
+        helm_simple(c, "uninstall", 0, command_timeout(c), after_unlock);
+    } else if ((strcmp(st, "pending-upgrade") == 0 || strcmp(st, "pending-rollback") == 0) && c->base_deployed > 0) {
+        cmd_log(c, LOG_LEVEL_WARN, "release stuck in %s (an interrupted operation): rolling back to revision %d", st,
+             c->base_deployed);
+        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
+                    "unlock", "stale pending operation left by an interrupted operation: marked failed", NULL, NULL);
+        c->base_revision = c->helm.revision + 1;
+        helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_unlock);
+    } else {
+        after_failure_status(c);
+    }
+}
+
+/* --- the operation ------------------------------------------------------------------- */
+
+static void on_operation(command_t *c, helm_run_t *run) {
+    char e[1024];
+    helm_values_remove(c->values_path);
+    c->values_path[0] = '\0';
+    c->timed_out = run->timed_out;
+    if (run->exit_status == 0 && !run->term_signal && !run->timed_out) {
+        c->helm_failed = 0;
+        if (strcmp(c->op, "uninstall") == 0) {
+            succeed_uninstall(c, "Uninstallation complete");
+            return;
+        }
+        if (strcmp(c->op, "rollback") == 0) {
+            helm_status(c, succeed_from_helm);
+            return;
+        }
+        helm_release_clear(&c->helm);
+        c->helm_found = helm_release_parse(run->out, &c->helm) == 0;
+        if (!c->helm_found)
+            helm_status(c, succeed_from_helm);
+        else
+            succeed_from_helm(c);
+        return;
+    }
+    c->helm_failed = 1;
+    if (run->timed_out)
+        snprintf(c->helm_error, sizeof(c->helm_error), "helm did not finish within the %lds timeout (%s); %s",
+                 command_timeout(c), run->killed ? "SIGTERM, then SIGKILL" : "SIGTERM",
+                 helm_error_text(run, e, sizeof(e)));
+    else
+        snprintf(c->helm_error, sizeof(c->helm_error), "%s", helm_error_text(run, e, sizeof(e)));
+    cmd_log(c, LOG_LEVEL_WARN, "helm %s failed: %s", c->op, c->helm_error);
+    if (!c->unlock_tried && strstr(c->helm_error, IN_PROGRESS_TEXT)) {
+        c->unlock_tried = 1;
+        helm_status(c, unlock_status);
+        return;
+    }
+    if (strcmp(c->op, "uninstall") == 0 && strstr(c->helm_error, "not found")) {
+        /* Already gone from the cluster: the uninstall's goal holds. */
+        succeed_uninstall(c, "Uninstallation complete (the release was already gone)");
+        return;
+    }
+    after_failure(c);
+}
+
+static void on_run_timer(uv_timer_t *t) { run_operation(t->data); }
+
+static void run_operation(command_t *c) {
+    helm_argv_t a = {0};
+    c->phase = PHASE_HELM;
+    if (is_install_or_upgrade(c)) {
+        const char *values = jstr(c->doc, "valuesOverride");
+        if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path, sizeof(c->values_path)) < 0) {
+            cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s", c->w->tmpdir);
+            retry_later(c, 1000, on_run_timer);
+            return;
+        }
+    }
+    int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
+    helm_argv_operation(&a, c->w->helm, c->op, c->doc, c->w->chart_repo, c->values_path, target, command_timeout(c));
+    helm_step(c, &a, command_timeout(c), on_operation);
+}
+
+/* --- reconciliation of an interrupted command ------------------------------------------ */
+
+static void reconcile_status(command_t *c) {
+    const char *st = c->helm_found ? c->helm.status : "";
+    int rev = c->helm_found ? c->helm.revision : 0;
+    int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
+    cmd_log(c, LOG_LEVEL_WARN, "reconciling an interrupted %s: helm reports %s revision %d (before: revision %d)", c->op,
+         c->helm_found ? st : "no release", rev, c->base_revision);
+    snprintf(c->helm_error, sizeof(c->helm_error),
+             "the worker stopped while this %s was running; helm reports the release %s%s", c->op,
+             c->helm_found ? st : "absent", c->helm_found ? "" : "");
+    c->timed_out = 0;
+    if (strcmp(c->op, "uninstall") == 0) {
+        if (!c->helm_found) {
+            succeed_uninstall(c, "Uninstallation complete");
+            return;
+        }
+        outcome(c, "failed", "INTERRUPTED", "%s", c->helm_error);
+        fail_with_state(c, "failed");
+        return;
+    }
+    if (!c->helm_found || rev <= c->base_revision) {
+        /* helm never completed a change: nothing happened. */
+        outcome(c, "failed", "INTERRUPTED", "%s; the %s did not take effect", c->helm_error, c->op);
+        rstate_t s;
+        rstate_from_registry(&s, c->release);
+        if (strcmp(c->op, "install") == 0) {
+            rstate_from_registry(&s, NULL);
+            snprintf(s.status, sizeof(s.status), "uninstalled");
+        }
+        conclude(c, &s, strcmp(c->op, "install") == 0);
+        return;
+    }
+    if (strcmp(st, "deployed") == 0) {
+        c->helm_failed = 0;
+        succeed_from_helm(c);
+        return;
+    }
+    if (strncmp(st, "pending-", 8) == 0) {
+        /* Unlock: a pending install is removed, a pending upgrade or rollback
+         * goes back to the last deployed revision. Either way it failed. */
+        snprintf(c->error_code, sizeof(c->error_code), "INTERRUPTED");
+        if (strcmp(st, "pending-install") == 0 || c->base_deployed <= 0) {
+            history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version, c->op,
+                        "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
+            c->helm_error[sizeof(c->helm_error) - 1] = '\0';
+            c->phase = PHASE_ROLLBACK;
+            helm_simple(c, "uninstall", 0, command_timeout(c), after_atomic_uninstall);
+            return;
+        }
+        history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version, c->op,
+                    "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
+        c->phase = PHASE_ROLLBACK;
+        helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_atomic_rollback);
+        return;
+    }
+    /* failed (helm got SIGTERM or failed on its own): as after a failure. */
+    c->timed_out = 0;
+    snprintf(c->helm_error, sizeof(c->helm_error), "the worker stopped while this %s was running; helm marked it %s: %s",
+             c->op, st, c->helm.description);
+    (void)atomic;
+    after_failure_status(c);
+}
+
+static void reconcile(command_t *c) {
+    c->reconcile = 1;
+    helm_status(c, reconcile_status);
+}
+
+/* --- ledger steps ------------------------------------------------------------------------ */
+
+static void on_start_timer(uv_timer_t *t);
+
+static void on_started(void *arg, const PGresult *res, const char *err) {
+    command_t *c = arg;
+    if (err) {
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the start failed, retrying in 1 s: %s", err);
+        retry_later(c, 1000, on_start_timer);
+        return;
+    }
+    publish_started(c);
+    run_operation(c);
+}
+
+static void start(command_t *c) {
+    char base[16], deployed[16];
+    c->phase = PHASE_START;
+    snprintf(base, sizeof(base), "%d", c->base_revision);
+    snprintf(deployed, sizeof(deployed), "%d", c->base_deployed);
+    const char *values[4] = {c->id, c->release_id, base, deployed};
+    db_query(c->w->db, SQL_START, 4, values, NULL, NULL, on_started, c);
+}
+
+static void on_start_timer(uv_timer_t *t) { start(t->data); }
+
+/* The tenant and lifecycle rules, with the registry row read at begin. */
+static void decide(command_t *c) {
+    const json_t *d = c->doc;
+    const char *tenant = jstr(d, "tenantId"), *ns = jstr(d, "namespace"), *name = jstr(d, "releaseName");
+    const char *guard = jstr(d, "releaseId");
+    const json_t *rel = c->release;
+    int live = rel && strcmp(jstr(rel, "status"), "uninstalled") != 0 && jint(rel, "revision") > 0;
+
+    if (is_protected(c->w, ns)) {
+        reject(c, 1, "PROTECTED_NAMESPACE", "namespace %s is protected: helmq never deploys into it", ns);
+        return;
+    }
+    if (c->ns_owner[0] && strcasecmp(c->ns_owner, tenant) != 0) {
+        reject(c, 1, "NAMESPACE_OWNED", "namespace %s belongs to another tenant", ns);
+        return;
+    }
+    if (strcmp(c->op, "install") == 0) {
+        if (live) {
+            reject(c, 1, "RELEASE_EXISTS", "release %s is live in %s (status %s, revision %d): upgrade or uninstall it",
+                   name, ns, jstr(rel, "status"), jint(rel, "revision"));
+            return;
+        }
+        if (guard && *guard)
+            snprintf(c->release_id, sizeof(c->release_id), "%s", guard);
+        else
+            uuid_v4(c->release_id);
+        c->base_revision = 0;
+        c->base_deployed = 0;
+        json_decref(c->release); /* a new lifecycle: nothing of the old one carries over */
+        c->release = NULL;
+    } else {
+        if (!live) {
+            reject(c, 1, "RELEASE_NOT_FOUND", "no live release %s in %s to %s", name, ns, c->op);
+            return;
+        }
+        if (guard && *guard && strcasecmp(guard, jstr(rel, "release_id")) != 0) {
+            reject(c, 1, "RELEASE_ID_MISMATCH", "releaseId %s does not match the live release %s", guard,
+                   jstr(rel, "release_id"));
+            return;
+        }
+        snprintf(c->release_id, sizeof(c->release_id), "%s", jstr(rel, "release_id"));
+        c->base_revision = jint(rel, "revision");
+        c->base_deployed = jint(rel, "deployed_revision");
+        if (strcmp(c->op, "rollback") == 0) {
+            if (c->rollback_default <= 0) {
+                reject(c, 1, "REVISION_NOT_FOUND", "release %s has no earlier deployed revision to roll back to", name);
+                return;
+            }
+            if (c->rollback_default > c->base_revision) {
+                reject(c, 1, "REVISION_NOT_FOUND", "release %s has no revision %d (current: %d)", name,
+                       c->rollback_default, c->base_revision);
+                return;
+            }
+        }
+    }
+    start(c);
+}
+
+static void on_begin_timer(uv_timer_t *t) { begin(t->data); }
+
+static json_t *field_json(const PGresult *res, int col) {
+    if (PQgetisnull(res, 0, col))
+        return NULL;
+    return json_loads(PQgetvalue(res, 0, col), 0, NULL);
+}
+
+static void on_begin(void *arg, const PGresult *res, const char *err) {
+    command_t *c = arg;
+    if (err || PQntuples(res) != 1) {
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the command failed, retrying in 1 s: %s", err ? err : "no row");
+        retry_later(c, 1000, on_begin_timer);
+        return;
+    }
+    const char *state = PQgetvalue(res, 0, 0);
+    if (strcmp(state, "finished") == 0) {
+        size_t n = 0;
+        unsigned char *ev = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);
+        c->event = malloc(n ? n : 1);
+        memcpy(c->event, ev, n);
+        c->event_len = n;
+        PQfreemem(ev);
+        cmd_log(c, LOG_LEVEL_INFO, "already finished: republishing its recorded outcome, running no helm");
+        publish_terminal(c);
+        return;
+    }
+    if (strcmp(state, "locked") == 0) {
+        if (c->lock_waits++ % 20 == 0)
+            cmd_log(c, LOG_LEVEL_INFO, "release key held by another worker; waiting");
+        retry_later(c, 500, on_begin_timer);
+        return;
+    }
+    json_decref(c->release);
+    json_decref(c->ledger);
+    c->release = field_json(res, 2);
+    snprintf(c->ns_owner, sizeof(c->ns_owner), "%s", PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3));
+    c->ledger = field_json(res, 4);
+    json_t *target = field_json(res, 5);
+    c->rollback_default = target ? jint(target, "revision") : 0;
+    json_decref(target);
+    const json_t *given = json_object_get(c->doc, "revision");
+    if (strcmp(c->op, "rollback") == 0 && json_is_integer(given))
+        c->rollback_default = (int)json_integer_value(given);
+    if (strcmp(state, "running") == 0) {
+        /* Interrupted by a crash: the lock is ours, so its worker is gone. */
+        snprintf(c->release_id, sizeof(c->release_id), "%s", jstr(c->ledger, "release_id") ? jstr(c->ledger, "release_id") : "");
+        c->base_revision = jint(c->ledger, "base_revision");
+        c->base_deployed = jint(c->ledger, "base_deployed");
+        if (strcmp(c->op, "install") == 0) {
+            json_decref(c->release);
+            c->release = NULL;
+        }
+        reconcile(c);
+        return;
+    }
+    decide(c);
+}
+
+static void begin(command_t *c) {
+    char partition[16], offset[32], rollback_to[16];
+    c->phase = PHASE_BEGIN;
+    snprintf(partition, sizeof(partition), "%d", c->part ? (int)c->part->id : -1);
+    snprintf(offset, sizeof(offset), "%lld", (long long)c->offset);
+    const json_t *rev = json_object_get(c->doc, "revision");
+    snprintf(rollback_to, sizeof(rollback_to), "%d", json_is_integer(rev) ? (int)json_integer_value(rev) : 0);
+    const char *values[8] = {c->id, key_name(c), c->op, jstr(c->doc, "namespace"), c->w->commands_topic,
+                             partition, offset, json_is_integer(rev) ? rollback_to : NULL};
+    db_query(c->w->db, SQL_BEGIN, 8, values, NULL, NULL, on_begin, c);
+}
+
+/* --- DLQ --------------------------------------------------------------------------------- */
+
+static void on_dlq_delivered(command_t *c, rd_kafka_resp_err_t err) {
+    c->w->n_dlq++;
+    cmd_log(c, LOG_LEVEL_INFO, "sent to %s unchanged (%s)", c->w->dlq_topic, c->dlq_reason);
+    dispatch_command_done(c);
+}
+
+static void send_to_dlq(command_t *c) {
+    char buf[32];
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_header_add(h, "helmq.error", -1, c->dlq_reason, -1);
+    rd_kafka_header_add(h, "helmq.error.message", -1, c->dlq_error, -1);
+    rd_kafka_header_add(h, "helmq.source.topic", -1, c->w->commands_topic, -1);
+    snprintf(buf, sizeof(buf), "%d", c->part ? (int)c->part->id : -1);
+    rd_kafka_header_add(h, "helmq.source.partition", -1, buf, -1);
+    snprintf(buf, sizeof(buf), "%lld", (long long)c->offset);
+    rd_kafka_header_add(h, "helmq.source.offset", -1, buf, -1);
+    c->phase = PHASE_PUBLISH;
+    dispatch_produce(c->w, c->w->dlq_topic, c, c->kafka_key, c->kafka_key_len, c->raw, c->raw_len, h,
+                     on_dlq_delivered);
+}
+
+/* --- entry points ------------------------------------------------------------------------- */
+
+void command_run(command_t *c) {
+    validate_error_t verr;
+    if (c->dlq_error) {
+        send_to_dlq(c);
+        return;
+    }
+    if (validate_command(c->doc, &verr) < 0) {
+        reject(c, 0, "INVALID_FIELD", "invalid %s (rule %s): %s", verr.field, verr.rule, verr.message);
+        return;
+    }
+    begin(c);
+}
+
+static void command_closed(uv_handle_t *h) {
+    command_t *c = h->data;
+    free(c);
+}
+
+void command_free(command_t *c) {
+    if (!c)
+        return;
+    if (c->run) {
+        /* Only at exit: the helm process is left to be reconciled later. */
+        c->run->done = NULL;
+        helm_run_free(c->run);
+        c->run = NULL;
+    }
+    if (c->values_path[0])
+        helm_values_remove(c->values_path);
+    free(c->kafka_key);
+    free(c->raw);
+    free(c->dlq_error);
+    free(c->dlq_reason);
+    json_decref(c->doc);
+    json_decref(c->release);
+    json_decref(c->ledger);
+    json_decref(c->new_release);
+    json_decref(c->history);
+    helm_release_clear(&c->helm);
+    free(c->event);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, command_closed);
+}

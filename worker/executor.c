@@ -1,0 +1,368 @@
+/* helm child processes on the libuv loop; see executor.h. */
+#include "executor.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HELM_OUT_MAX (8 * 1024 * 1024)
+
+void helm_argv_push(helm_argv_t *a, const char *s) {
+    if (a->argc + 2 > a->cap) {
+        int cap = a->cap ? a->cap * 2 : 32;
+        char **v = realloc(a->argv, sizeof(char *) * (size_t)cap);
+        if (!v)
+            abort();
+        a->argv = v;
+        a->cap = cap;
+    }
+    a->argv[a->argc] = strdup(s);
+    if (!a->argv[a->argc])
+        abort();
+    a->argv[++a->argc] = NULL;
+}
+
+void helm_argv_free(helm_argv_t *a) {
+    for (int i = 0; i < a->argc; i++)
+        free(a->argv[i]);
+    free(a->argv);
+    memset(a, 0, sizeof(*a));
+}
+
+void helm_argv_format(const helm_argv_t *a, char *out, size_t size) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < a->argc && n + 1 < size; i++) {
+        int quote = strpbrk(a->argv[i], " \t'\"") != NULL || !*a->argv[i];
+        int w = snprintf(out + n, size - n, "%s%s%s%s", i ? " " : "", quote ? "'" : "", a->argv[i], quote ? "'" : "");
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+}
+
+void helm_push_chart(helm_argv_t *a, const char *repo, const char *chart) {
+    char ref[2048];
+    size_t rl = repo ? strlen(repo) : 0;
+    while (rl > 0 && repo[rl - 1] == '/')
+        rl--;
+    if (rl == 0) {
+        helm_argv_push(a, chart);
+    } else if (strncmp(repo, "http://", 7) == 0 || strncmp(repo, "https://", 8) == 0) {
+        helm_argv_push(a, chart);
+        helm_argv_push(a, "--repo");
+        helm_argv_push(a, repo);
+    } else {
+        /* oci://host/path, a directory, or a repository alias: REPO/CHART */
+        snprintf(ref, sizeof(ref), "%.*s/%s", (int)rl, repo, chart);
+        helm_argv_push(a, ref);
+    }
+}
+
+static const char *jstr(const json_t *cmd, const char *k) {
+    return json_string_value(json_object_get(cmd, k));
+}
+
+void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
+                         const char *chart_repo, const char *values_file, int rollback_to,
+                         long timeout_s) {
+    char buf[64];
+    const char *desc = jstr(cmd, "description");
+    int wait_jobs = json_is_true(json_object_get(cmd, "waitForJobs"));
+    helm_argv_push(a, helm);
+    helm_argv_push(a, op);
+    helm_argv_push(a, jstr(cmd, "releaseName"));
+    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0)
+        helm_push_chart(a, chart_repo, jstr(cmd, "chartName"));
+    if (strcmp(op, "rollback") == 0 && rollback_to > 0) {
+        snprintf(buf, sizeof(buf), "%d", rollback_to);
+        helm_argv_push(a, buf);
+    }
+    helm_argv_push(a, "--namespace");
+    helm_argv_push(a, jstr(cmd, "namespace"));
+    if (strcmp(op, "install") == 0)
+        helm_argv_push(a, "--create-namespace");
+    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
+        helm_argv_push(a, "--version");
+        helm_argv_push(a, jstr(cmd, "chartVersion"));
+        helm_argv_push(a, "--values");
+        helm_argv_push(a, values_file);
+    }
+    snprintf(buf, sizeof(buf), "%lds", timeout_s);
+    helm_argv_push(a, "--timeout");
+    helm_argv_push(a, buf);
+    if (wait_jobs && strcmp(op, "uninstall") != 0) {
+        helm_argv_push(a, "--wait");
+        helm_argv_push(a, "--wait-for-jobs");
+    }
+    /* helm rollback has no --description. */
+    if (desc && *desc && strcmp(op, "rollback") != 0) {
+        helm_argv_push(a, "--description");
+        helm_argv_push(a, desc);
+    }
+    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
+        helm_argv_push(a, "--output");
+        helm_argv_push(a, "json");
+    }
+}
+
+/* --- running ---------------------------------------------------------- */
+
+static void run_handle_closed(uv_handle_t *h) {
+    helm_run_t *run = h->data;
+    if (--run->open_handles == 0) {
+        free(run->out);
+        free(run);
+    }
+}
+
+void helm_run_free(helm_run_t *run) {
+    if (!run)
+        return;
+    uv_handle_t *handles[] = {(uv_handle_t *)&run->process, (uv_handle_t *)&run->out_pipe,
+                              (uv_handle_t *)&run->err_pipe, (uv_handle_t *)&run->term_timer,
+                              (uv_handle_t *)&run->kill_timer};
+    run->open_handles = 5;
+    for (int i = 0; i < 5; i++)
+        if (!uv_is_closing(handles[i]))
+            uv_close(handles[i], run_handle_closed);
+        else
+            run->open_handles--;
+}
+
+/* done runs when the process has exited and both pipes reached EOF. */
+static int pending_parts(helm_run_t *run) {
+    return (run->ended_ms == 0) + !uv_is_closing((uv_handle_t *)&run->out_pipe) +
+           !uv_is_closing((uv_handle_t *)&run->err_pipe);
+}
+
+static void maybe_done(helm_run_t *run) {
+    if (pending_parts(run) == 0 && run->done) {
+        helm_done_cb done = run->done;
+        run->done = NULL;
+        uv_timer_stop(&run->term_timer);
+        uv_timer_stop(&run->kill_timer);
+        done(run);
+    }
+}
+
+static void noop_close(uv_handle_t *h) { (void)h; }
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    static char scratch[65536];
+    (void)h;
+    (void)suggested;
+    /* One loop thread: a static scratch buffer is enough; data is copied out. */
+    *buf = uv_buf_init(scratch, sizeof(scratch));
+}
+
+static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    helm_run_t *run = s->data;
+    if (n < 0) {
+        uv_read_stop(s);
+        uv_close((uv_handle_t *)s, noop_close);
+        maybe_done(run);
+        return;
+    }
+    if (run->out_len + (size_t)n + 1 > run->out_cap && run->out_len < HELM_OUT_MAX) {
+        size_t cap = run->out_cap ? run->out_cap : 8192;
+        while (cap < run->out_len + (size_t)n + 1)
+            cap *= 2;
+        char *o = realloc(run->out, cap);
+        if (o) {
+            run->out = o;
+            run->out_cap = cap;
+        }
+    }
+    if (run->out && run->out_len + (size_t)n + 1 <= run->out_cap) {
+        memcpy(run->out + run->out_len, buf->base, (size_t)n);
+        run->out_len += (size_t)n;
+        run->out[run->out_len] = '\0';
+    }
+}
+
+static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    helm_run_t *run = s->data;
+    if (n < 0) {
+        uv_read_stop(s);
+        uv_close((uv_handle_t *)s, noop_close);
+        maybe_done(run);
+        return;
+    }
+    /* Keep the tail: the error helm prints last is the one that matters. */
+    size_t cap = sizeof(run->err) - 1;
+    if ((size_t)n >= cap) {
+        memcpy(run->err, buf->base + (size_t)n - cap, cap);
+        run->err_len = cap;
+    } else {
+        if (run->err_len + (size_t)n > cap) {
+            size_t drop = run->err_len + (size_t)n - cap;
+            memmove(run->err, run->err + drop, run->err_len - drop);
+            run->err_len -= drop;
+        }
+        memcpy(run->err + run->err_len, buf->base, (size_t)n);
+        run->err_len += (size_t)n;
+    }
+    run->err[run->err_len] = '\0';
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
+    helm_run_t *run = p->data;
+    run->exit_status = status;
+    run->term_signal = sig;
+    run->ended_ms = uv_now(p->loop);
+    if (run->ended_ms == 0)
+        run->ended_ms = 1;
+    /* Anything helm started in its group goes with it. */
+    kill(-p->pid, SIGKILL);
+    maybe_done(run);
+}
+
+static void on_kill(uv_timer_t *t) {
+    helm_run_t *run = t->data;
+    if (run->ended_ms)
+        return;
+    run->killed = 1;
+    log_warn("helm pid %d still running %d ms after SIGTERM: SIGKILL to its process group",
+             run->process.pid, run->kill_grace_ms);
+    kill(-run->process.pid, SIGKILL);
+}
+
+static void on_term(uv_timer_t *t) {
+    helm_run_t *run = t->data;
+    if (run->ended_ms)
+        return;
+    run->timed_out = 1;
+    log_warn("helm pid %d passed its deadline: SIGTERM to its process group", run->process.pid);
+    kill(-run->process.pid, SIGTERM);
+    uv_timer_start(&run->kill_timer, on_kill, (uint64_t)run->kill_grace_ms, 0);
+}
+
+static void on_spawn_failed(uv_timer_t *t) { maybe_done(t->data); }
+
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms,
+                           int kill_grace_ms, helm_done_cb done, void *data) {
+    helm_run_t *run = calloc(1, sizeof(*run));
+    if (!run)
+        return NULL;
+    run->done = done;
+    run->data = data;
+    run->kill_grace_ms = kill_grace_ms;
+    run->started_ms = uv_now(loop);
+    uv_pipe_init(loop, &run->out_pipe, 0);
+    uv_pipe_init(loop, &run->err_pipe, 0);
+    uv_timer_init(loop, &run->term_timer);
+    uv_timer_init(loop, &run->kill_timer);
+    run->process.data = run->out_pipe.data = run->err_pipe.data = run->term_timer.data =
+        run->kill_timer.data = run;
+
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&run->out_pipe;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&run->err_pipe;
+    uv_process_options_t opt;
+    memset(&opt, 0, sizeof(opt));
+    opt.file = argv->argv[0];
+    opt.args = argv->argv;
+    opt.exit_cb = on_exit_cb;
+    opt.stdio = stdio;
+    opt.stdio_count = 3;
+    opt.flags = UV_PROCESS_DETACHED; /* setsid(): its own session and process group */
+    int rc = uv_spawn(loop, &run->process, &opt);
+    if (rc != 0) {
+        run->spawn_error = rc;
+        snprintf(run->err, sizeof(run->err), "cannot run %s: %s", argv->argv[0], uv_strerror(rc));
+        run->err_len = strlen(run->err);
+        run->ended_ms = uv_now(loop) ? uv_now(loop) : 1;
+        run->exit_status = 127;
+        uv_close((uv_handle_t *)&run->out_pipe, noop_close);
+        uv_close((uv_handle_t *)&run->err_pipe, noop_close);
+        /* Report on the next loop turn, never from inside the caller. */
+        uv_timer_start(&run->term_timer, on_spawn_failed, 0, 0);
+        return run;
+    }
+    uv_read_start((uv_stream_t *)&run->out_pipe, on_alloc, on_out);
+    uv_read_start((uv_stream_t *)&run->err_pipe, on_alloc, on_err);
+    if (deadline_ms)
+        uv_timer_start(&run->term_timer, on_term, deadline_ms, 0);
+    return run;
+}
+
+int helm_values_write(const char *tmpdir, const char *values_text, char *path, size_t path_size) {
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/helmq-values.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(dir)) /* mode 0700 */
+        return -1;
+    snprintf(path, path_size, "%s/values.json", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int e = errno;
+        rmdir(dir);
+        errno = e;
+        return -1;
+    }
+    size_t len = strlen(values_text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, values_text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            helm_values_remove(path);
+            errno = e;
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        helm_values_remove(path);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+void helm_values_remove(const char *path) {
+    char dir[4096];
+    if (!path || !*path)
+        return;
+    unlink(path);
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(dir);
+    }
+}
+
+const char *helm_error_text(const helm_run_t *run, char *buf, size_t size) {
+    const char *last = NULL;
+    for (const char *p = run->err; (p = strstr(p, "Error:")) != NULL; p++)
+        if (p == run->err || p[-1] == '\n')
+            last = p;
+    const char *src = last ? last : run->err;
+    while (*src == '\n' || *src == ' ')
+        src++;
+    snprintf(buf, size, "%s", src);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (n == 0) {
+        if (run->term_signal)
+            snprintf(buf, size, "helm was killed by signal %d", run->term_signal);
+        else
+            snprintf(buf, size, "helm exited with status %lld", (long long)run->exit_status);
+    }
+    return buf;
+}

@@ -1,0 +1,86 @@
+/* The helm executor: builds helm's argument vector for an operation and runs
+ * it as a child process on the libuv loop.
+ *
+ * helm runs by execve (uv_spawn), never through a shell, detached into its
+ * own session and process group so that signals reach helm and anything it
+ * started. The worker enforces the deadline itself: at the operation's
+ * timeout plus a grace the group gets SIGTERM (helm then marks the release
+ * failed), and SIGKILL if it is still there after the kill grace. */
+#ifndef HELMQ_EXECUTOR_H
+#define HELMQ_EXECUTOR_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define HELM_ERR_TAIL 2048
+
+typedef struct helm_run helm_run_t;
+typedef void (*helm_done_cb)(helm_run_t *run);
+
+struct helm_run {
+    uv_process_t process; /* embedded; run freed in its close callback */
+    uv_pipe_t out_pipe, err_pipe;
+    uv_timer_t term_timer, kill_timer;
+    int open_handles;
+    /* results */
+    int64_t exit_status;
+    int term_signal;
+    int timed_out;      /* SIGTERM was sent at the deadline */
+    int killed;         /* SIGKILL followed */
+    int spawn_error;    /* uv error code when helm could not be started */
+    char *out;          /* stdout (helm's -o json), NUL-terminated */
+    size_t out_len, out_cap;
+    char err[HELM_ERR_TAIL]; /* the tail of stderr, NUL-terminated */
+    size_t err_len;
+    uint64_t started_ms, ended_ms;
+    int kill_grace_ms;
+    helm_done_cb done;
+    void *data; /* the caller's */
+};
+
+/* A NULL-terminated argument vector the executor builds and frees. */
+typedef struct helm_argv {
+    char **argv;
+    int argc, cap;
+} helm_argv_t;
+
+void helm_argv_push(helm_argv_t *a, const char *s);
+void helm_argv_free(helm_argv_t *a);
+/* The argv as one line for logs (arguments quoted when they hold spaces). */
+void helm_argv_format(const helm_argv_t *a, char *out, size_t size);
+
+/* Chart reference for chart in repo (HELMQ_CHART_REPO): "oci://..." gives
+ * REPO/CHART; an http(s) URL gives CHART with --repo URL; a directory gives
+ * DIR/CHART; any other text is a repository alias (ALIAS/CHART); empty gives
+ * CHART. Pushes the chart argument(s) onto a. */
+void helm_push_chart(helm_argv_t *a, const char *repo, const char *chart);
+
+/* Builds the argv of operation op ("install", "upgrade", "rollback",
+ * "uninstall") for the command cmd (natural JSON). values_file is the values
+ * file for install/upgrade, rollback_to the target revision (> 0) for
+ * rollback, timeout_s the seconds given to helm. */
+void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
+                         const char *chart_repo, const char *values_file, int rollback_to,
+                         long timeout_s);
+
+/* Starts argv (argv[0] is the helm binary). deadline_ms: SIGTERM after this
+ * many ms (0: none); kill_grace_ms: SIGKILL that much later. done runs once
+ * on the loop when helm has exited and its output is read; then the caller
+ * calls helm_run_free. Returns the run, or NULL on out of memory (a failure
+ * to start helm is reported through done with spawn_error set). */
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms,
+                           int kill_grace_ms, helm_done_cb done, void *data);
+void helm_run_free(helm_run_t *run);
+
+/* Writes values (a JSON object) to a new private file (mode 0600 in a 0700
+ * directory under tmpdir). Fills path; returns 0 or -1 with errno set. */
+int helm_values_write(const char *tmpdir, const char *values_text, char *path, size_t path_size);
+/* Removes the file and its directory. */
+void helm_values_remove(const char *path);
+
+/* The last line of helm's stderr starting with "Error:", or the whole tail. */
+const char *helm_error_text(const helm_run_t *run, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,16 @@
+/* Database migrations: the numbered files of sql/ (compiled in), applied in
+ * order, each in its own transaction, recorded in
+ * public.helmq_schema_migrations, idempotently, under an advisory lock so
+ * that programs starting together do not race. Blocking libpq: call it at
+ * start-up, before the event loop runs. */
+#ifndef HELMQ_MIGRATE_H
+#define HELMQ_MIGRATE_H
+
+#include <stddef.h>
+
+/* Applies every migration not yet recorded. Returns the number applied, or
+ * -1 with errstr filled (connection refused, a migration failed: nothing of
+ * that migration is kept). */
+int migrate_apply(const char *conninfo, char *errstr, size_t errstr_size);
+
+#endif

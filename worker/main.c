@@ -1,0 +1,229 @@
+/* helmq-worker: runs Helm release commands from Kafka.
+ *
+ * A consumer-group member on the commands topic, on one libuv loop: each
+ * command is recorded in the ledger (PostgreSQL), run through helm as a child
+ * process with its timeout and atomic rollback, and ends in exactly one
+ * terminal event on the events topic. See dispatch.c and command.c. */
+#include "worker.h"
+
+#include "codec.h"
+#include "kafka.h"
+#include "log.h"
+#include "migrate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const config_opt_t worker_opts[] = {
+    {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
+    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
+     "PostgreSQL connection string or URI (ledger and registry, schema helmq_worker)"},
+    {"helm", 0, "HELMQ_HELM", CONFIG_STRING, "helm", "the helm binary (a path, or a name looked up on PATH)"},
+    {"chart-repo", 0, "HELMQ_CHART_REPO", CONFIG_STRING, "",
+     "where charts come from: oci://prefix, an http(s) repository URL, a directory, or a repo alias"},
+    {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8", "helm processes running at once (different releases)"},
+    {"group-id", 'g', "HELMQ_GROUP_ID", CONFIG_STRING, "helmq-worker", "Kafka consumer group of the workers"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic of the commands"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "topic of the release events"},
+    {"dlq-topic", 0, "HELMQ_DLQ_TOPIC", CONFIG_STRING, KAFKA_TOPIC_DLQ, "dead-letter topic for undecodable commands"},
+    {"protected-namespaces", 0, "HELMQ_PROTECTED_NAMESPACES", CONFIG_STRING, "",
+     "comma-separated namespaces refused besides kube-system, kube-public, kube-node-lease, default"},
+    {"redact-keys", 0, "HELMQ_REDACT_KEYS", CONFIG_STRING, "password,secret,token,key,credential",
+     "value keys containing any of these (case-insensitive) are redacted in events"},
+    {"timeout-grace-ms", 0, "HELMQ_TIMEOUT_GRACE_MS", CONFIG_INT, "2000",
+     "after a command's timeout, wait this long before SIGTERM to helm's process group"},
+    {"kill-grace-ms", 0, "HELMQ_KILL_GRACE_MS", CONFIG_INT, "10000", "SIGKILL this long after the SIGTERM"},
+    {"drain-timeout-ms", 0, "HELMQ_DRAIN_TIMEOUT_MS", CONFIG_INT, "60000",
+     "on SIGTERM, wait this long for running commands before exiting"},
+    {"max-buffered", 0, "HELMQ_MAX_BUFFERED", CONFIG_INT, "10000",
+     "pause consuming when this many commands wait in memory"},
+    {"tmpdir", 0, "HELMQ_TMPDIR", CONFIG_STRING, "/tmp", "where private values files are written (0600, removed after)"},
+    {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
+    {NULL, 0, NULL, 0, NULL, NULL},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "Usage: helmq-worker [OPTIONS]\n"
+                 "       helmq-worker migrate [OPTIONS]     apply the database migrations and exit\n"
+                 "       helmq-worker --help-markdown       the options as a Markdown table\n\n"
+                 "Runs Helm release commands from Kafka: one at a time per release, many releases\n"
+                 "in parallel, each with its timeout and atomic rollback, and publishes the release\n"
+                 "state events. SIGTERM/SIGINT: stop taking commands, let running ones finish (up to\n"
+                 "--drain-timeout-ms), commit, exit 0.\n\nOptions:\n");
+    config_usage(worker_opts, out);
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    worker_t *w = h->data;
+    log_info("signal %d received", sig);
+    if (w->stopping && sig == SIGINT) {
+        log_warn("second interrupt: exiting now; running commands will be reconciled");
+        exit(1);
+    }
+    dispatch_stop(w);
+}
+
+/* Asks helm its version; says loudly when it is the simulator. */
+static void check_helm(const char *helm) {
+    int fd[2];
+    if (pipe(fd) != 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        close(fd[1]);
+        execlp(helm, helm, "version", "--short", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    char out[256] = "";
+    ssize_t n = pid > 0 ? read(fd[0], out, sizeof(out) - 1) : 0;
+    close(fd[0]);
+    int status = 0;
+    if (pid > 0)
+        waitpid(pid, &status, 0);
+    out[n > 0 ? n : 0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    if (pid <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        log_error("helm (%s) does not run: %s -- commands will fail until it does", helm, out);
+        return;
+    }
+    if (strstr(out, "sim")) {
+        log_warn("************************************************************************");
+        log_warn("helm is SIMULATED (%s, %s): no Kubernetes cluster is touched.", helm, out);
+        log_warn("To deploy for real: HELMQ_HELM=/path/to/helm with KUBECONFIG for a cluster.");
+        log_warn("************************************************************************");
+    } else {
+        log_info("helm %s (%s)", out, helm);
+    }
+}
+
+static char **split_list(const char *s, int *count) {
+    char **out = NULL;
+    *count = 0;
+    char *copy = strdup(s ? s : ""), *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        out = realloc(out, sizeof(char *) * (size_t)(*count + 1));
+        out[(*count)++] = strdup(t);
+    }
+    free(copy);
+    return out;
+}
+
+int main(int argc, char **argv) {
+    char errstr[1024];
+    config_t cfg;
+    int first = 1, migrate_only = 0;
+    if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
+        migrate_only = 1;
+        first = 2;
+    }
+    if (argc > 1 && strcmp(argv[1], "--help-markdown") == 0) {
+        config_usage_markdown(worker_opts, stdout);
+        return 0;
+    }
+    int rc = config_parse(&cfg, worker_opts, argc, argv, first, errstr, sizeof(errstr));
+    if (rc == CONFIG_HELP) {
+        usage(stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc < 0 || cfg.nargs) {
+        fprintf(stderr, "helmq-worker: %s\n", rc < 0 ? errstr : "unexpected argument (see --help)");
+        config_free(&cfg);
+        return 2;
+    }
+    if (log_init("helmq-worker", config_get(&cfg, "log-level")) < 0) {
+        fprintf(stderr, "helmq-worker: --log-level must be error, warn, info or debug\n");
+        config_free(&cfg);
+        return 2;
+    }
+    if (codec_init(errstr, sizeof(errstr)) < 0) {
+        log_error("schemas: %s", errstr);
+        config_free(&cfg);
+        return 1;
+    }
+    const char *dburl = config_get(&cfg, "database-url");
+    /* Migrations run before the loop starts; PostgreSQL may still be coming up. */
+    for (unsigned backoff = 200;; backoff = backoff < 5000 ? backoff * 2 : 5000) {
+        int n = migrate_apply(dburl, errstr, sizeof(errstr));
+        if (n >= 0) {
+            log_info("database ready (%d migrations applied now)", n);
+            break;
+        }
+        if (migrate_only || !strstr(errstr, "connect")) {
+            log_error("%s", errstr);
+            codec_term();
+            config_free(&cfg);
+            return 1;
+        }
+        log_warn("%s; retrying in %u ms", errstr, backoff);
+        usleep(backoff * 1000);
+    }
+    if (migrate_only) {
+        codec_term();
+        config_free(&cfg);
+        return 0;
+    }
+
+    worker_t w;
+    memset(&w, 0, sizeof(w));
+    w.loop = uv_default_loop();
+    w.cfg = &cfg;
+    w.helm = config_get(&cfg, "helm");
+    w.chart_repo = config_get(&cfg, "chart-repo");
+    w.tmpdir = config_get(&cfg, "tmpdir");
+    w.commands_topic = config_get(&cfg, "commands-topic");
+    w.events_topic = config_get(&cfg, "events-topic");
+    w.dlq_topic = config_get(&cfg, "dlq-topic");
+    w.concurrency = (int)config_int(&cfg, "concurrency");
+    w.timeout_grace_ms = (int)config_int(&cfg, "timeout-grace-ms");
+    w.kill_grace_ms = (int)config_int(&cfg, "kill-grace-ms");
+    w.max_buffered = (int)config_int(&cfg, "max-buffered");
+    w.protected_ns = split_list(config_get(&cfg, "protected-namespaces"), &w.protected_count);
+    values_set_redact_keys(config_get(&cfg, "redact-keys"));
+    if (w.concurrency < 1 || w.max_buffered < 1) {
+        log_error("--concurrency and --max-buffered must be at least 1");
+        return 2;
+    }
+    check_helm(w.helm);
+
+    w.db = db_new(w.loop, dburl);
+    if (dispatch_start(&w, errstr, sizeof(errstr)) < 0) {
+        log_error("kafka: %s", errstr);
+        return 1;
+    }
+    uv_signal_init(w.loop, &w.sigterm);
+    uv_signal_init(w.loop, &w.sigint);
+    w.sigterm.data = w.sigint.data = &w;
+    uv_signal_start(&w.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w.sigint, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_run(w.loop, UV_RUN_DEFAULT);
+
+    rd_kafka_queue_destroy(w.consumer_q);
+    rd_kafka_queue_destroy(w.producer_q);
+    rd_kafka_destroy(w.consumer);
+    rd_kafka_destroy(w.producer);
+    close(w.wake_fd[0]);
+    close(w.wake_fd[1]);
+    int closed = uv_loop_close(w.loop);
+    if (closed != 0)
+        log_warn("event loop closed with handles still open");
+    log_info("stopped: %llu commands received, %llu done, %llu to the DLQ, %llu helm runs",
+             (unsigned long long)w.n_received, (unsigned long long)w.n_done, (unsigned long long)w.n_dlq,
+             (unsigned long long)w.n_helm);
+    for (int i = 0; i < w.protected_count; i++)
+        free(w.protected_ns[i]);
+    free(w.protected_ns);
+    free(w.keys);
+    codec_term();
+    config_free(&cfg);
+    return w.exit_code;
+}

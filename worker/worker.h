@@ -1,0 +1,154 @@
+/* The worker's shared state: one libuv loop, one Kafka consumer (commands),
+ * one idempotent producer (events and DLQ), one PostgreSQL connection, and
+ * the dispatcher's partitions, release keys and commands.
+ *
+ * Ownership: the worker owns partitions and keys; a partition owns its
+ * commands (in offset order) until they are done and the offset passed them;
+ * a key only links the commands of one release in arrival order. */
+#ifndef HELMQ_WORKER_H
+#define HELMQ_WORKER_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "db.h"
+#include "executor.h"
+#include "events.h"
+
+typedef struct worker worker_t;
+typedef struct partition partition_t;
+typedef struct rkey rkey_t;
+typedef struct command command_t;
+
+/* The steps of a command (command.c). */
+typedef enum command_phase {
+    PHASE_QUEUED = 0,
+    PHASE_BEGIN,     /* ledger: record, lock the key, read the registry */
+    PHASE_START,     /* ledger: about to run helm */
+    PHASE_HELM,      /* helm runs the operation */
+    PHASE_STATUS,    /* helm status after a failure, a rollback or in reconciliation */
+    PHASE_ROLLBACK,  /* the worker's atomic rollback */
+    PHASE_UNLOCK,    /* unlocking a stale pending-* release */
+    PHASE_FINISH,    /* ledger: outcome + registry */
+    PHASE_PUBLISH,   /* the terminal event (or DLQ record) is being delivered */
+    PHASE_DONE
+} command_phase_t;
+
+struct command {
+    worker_t *w;
+    partition_t *part;
+    rkey_t *key;
+    command_t *part_next; /* offset order within the partition */
+    command_t *key_next;  /* arrival order within the key */
+    int64_t offset;
+    char *kafka_key;
+    size_t kafka_key_len;
+    void *raw; /* the record value, kept for the DLQ */
+    size_t raw_len;
+    char *dlq_error;  /* set when the record cannot be decoded */
+    char *dlq_reason;
+    json_t *doc; /* the decoded command (natural JSON) */
+    const char *op;
+    char id[96]; /* commandId (as given; a UUID once validated) */
+    command_phase_t phase;
+    int orphan;   /* its partition was revoked: finish, but store no offset */
+    int reconcile;
+    int unlock_tried;
+    int lock_waits;
+    uv_timer_t timer; /* retries; embedded, closed before the command is freed */
+    /* registry and ledger */
+    json_t *release;      /* the key's registry row at begin (NULL: none) */
+    char ns_owner[64];
+    json_t *ledger;       /* the ledger row at begin */
+    char release_id[UUID_STR_LEN];
+    int base_revision, base_deployed, rollback_default;
+    /* helm */
+    helm_run_t *run;
+    void (*helm_next)(void);   /* the step after the running helm (a step_cb) */
+    void (*status_then)(void); /* the step after helm status */
+    char values_path[4096];
+    helm_release_t helm;  /* the last release JSON helm printed */
+    int helm_found;       /* status/history found the release */
+    int helm_failed;      /* the operation failed */
+    int timed_out;
+    char helm_error[1024];
+    /* outcome */
+    const char *event_type; /* terminal eventType */
+    char error_code[48];
+    char error_message[1200];
+    json_t *new_release;  /* registry row after the command (NULL: unchanged) */
+    json_t *history;      /* revisions this command created or changed (event form) */
+    int claim_namespace;
+    unsigned char *event; /* the encoded terminal event */
+    size_t event_len;
+};
+
+struct rkey {
+    char *name;
+    rkey_t *hash_next;
+    command_t *head, *tail;
+    int busy;            /* its head command is in progress */
+    rkey_t *ready_next;
+    int ready;
+};
+
+struct partition {
+    int32_t id;
+    int assigned;
+    command_t *head, *tail;
+    int64_t stored; /* the next offset to commit, -1 before any */
+    int count;
+};
+
+struct worker {
+    uv_loop_t *loop;
+    config_t *cfg;
+    const char *helm, *chart_repo, *tmpdir;
+    const char *commands_topic, *events_topic, *dlq_topic;
+    int concurrency;
+    int timeout_grace_ms, kill_grace_ms;
+    char **protected_ns;
+    int protected_count;
+    rd_kafka_t *consumer, *producer;
+    rd_kafka_queue_t *consumer_q, *producer_q;
+    int wake_fd[2];
+    uv_poll_t wake_poll;
+    uv_timer_t tick;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    db_t *db;
+    partition_t **parts;
+    int nparts;
+    rkey_t **keys;
+    size_t nkeys_buckets;
+    rkey_t *ready_head, *ready_tail;
+    int running;   /* commands holding a concurrency slot */
+    int buffered;  /* commands received and not yet freed */
+    int max_buffered;
+    int paused;
+    int stopping;
+    int exiting;
+    int exit_code;
+    /* counters for logs and tests */
+    uint64_t n_received, n_done, n_dlq, n_helm;
+};
+
+/* dispatch.c */
+int dispatch_start(worker_t *w, char *errstr, size_t errstr_size);
+void dispatch_pump(worker_t *w);
+/* The command has published its outcome: free its slot, advance offsets. */
+void dispatch_command_done(command_t *c);
+/* Produce a record; when delivered, cb runs with err 0 (or after retries). */
+typedef void (*produce_cb)(command_t *c, rd_kafka_resp_err_t err);
+void dispatch_produce(worker_t *w, const char *topic, command_t *c, const void *key, size_t key_len,
+                      const void *value, size_t value_len, rd_kafka_headers_t *headers, produce_cb cb);
+void dispatch_stop(worker_t *w);
+
+/* command.c */
+void command_run(command_t *c);
+void command_free(command_t *c);
+
+#endif
