@@ -66,8 +66,10 @@ static void outcome(command_t *c, const char *event_type, const char *code, cons
     __attribute__((format(printf, 4, 5)));
 
 static void outcome(command_t *c, const char *event_type, const char *code, const char *fmt, ...) {
+    char code_copy[sizeof(c->error_code)];
+    snprintf(code_copy, sizeof(code_copy), "%s", code ? code : ""); /* code may be c->error_code */
     c->event_type = event_type;
-    snprintf(c->error_code, sizeof(c->error_code), "%s", code ? code : "");
+    snprintf(c->error_code, sizeof(c->error_code), "%s", code_copy);
     c->error_message[0] = '\0';
     if (fmt) {
         va_list ap;

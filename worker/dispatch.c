@@ -311,6 +311,7 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         log_debug("commandId=%s key=%s %s[%d]@%lld: received %s", c->id, key, w->commands_topic,
                   (int)m->partition, (long long)m->offset, c->op);
         key_make_ready(w, k);
+        dispatch_pump(w);
     }
     if (!w->paused && w->buffered >= w->max_buffered) {
         pause_all(w, 1);

@@ -1,0 +1,93 @@
+# tests/lib/stack.sh: the embedded stack for integration tests: a private
+# PostgreSQL, helmq-broker, and helmq-worker processes with the simulated
+# helm. Source after tap.sh and common.sh.
+#
+#   stack_start [BROKER_ARGS...]   PostgreSQL + broker; exports HELMQ_DATABASE_URL,
+#                                  HELMQ_BROKERS, HELM_SIM_STATE, HELMQ_HELM, ...
+#   worker_start [ARGS...]         start a worker (log: $T/worker.N.log); sets WORKER_PID
+#   worker_stop [PID]              SIGTERM and wait
+#   send VERB ARGS...              helmq VERB ... ; prints the commandId
+#   wait_terminal ID [SECONDS]     prints the command's terminal event (JSON) once it exists
+#   sim_knob NS NAME JSON          set the simulated helm's knobs for a release
+#   sim_invocations [FILTER]       the simulated helm's invocation log (jq filter on lines)
+#   psql_q SQL                     run SQL, print unaligned tuples
+
+. "$(dirname "$0")/lib/pg.sh"
+
+TENANT=3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b
+OTHER_TENANT=9b2e6c1a-7d3f-4a8e-b5c4-1e2f3a4b5c6d
+
+stack_start() {
+    pg_start "$T/pg" >"$T/pg.out" 2>&1 || { cat "$T/pg.out" >&2; bail "PostgreSQL did not start"; }
+    at_exit "pg_stop '$T/pg'"
+    broker_start "$@"
+    export HELM_SIM_STATE="$T/sim"
+    mkdir -p "$HELM_SIM_STATE"
+    chmod 755 "$HELM_SIM_STATE"
+    echo '{"matih-ai-service": {"1.0.0": {"appVersion": "2.0.0"}, "1.1.0": {"appVersion": "2.1.0"}, "1.2.0": {"appVersion": "2.2.0"}}}' \
+        >"$HELM_SIM_STATE/charts.json"
+    export HELMQ_HELM="$HELMQ_ROOT/tests/helm-sim/helm"
+    export HELMQ_CHART_REPO="oci://registry.example/charts"
+    export HELMQ_GROUP_ID="helmq-worker-test"
+    export HELMQ_TIMEOUT_GRACE_MS=${HELMQ_TIMEOUT_GRACE_MS:-500}
+    export HELMQ_KILL_GRACE_MS=${HELMQ_KILL_GRACE_MS:-1500}
+    export HELMQ_TMPDIR="$T/tmp"
+    mkdir -p "$HELMQ_TMPDIR"
+    _nworker=0
+}
+
+# Short group timeouts so that a killed worker's partitions move on quickly.
+WORKER_KAFKA_ARGS=(-X session.timeout.ms=6000 -X heartbeat.interval.ms=500 -X max.poll.interval.ms=60000)
+
+worker_start() {
+    _nworker=$((_nworker + 1))
+    "$HELMQ_BIN/helmq-worker" "${WORKER_KAFKA_ARGS[@]}" "$@" >>"$T/worker.$_nworker.log" 2>&1 &
+    WORKER_PID=$!
+    WORKER_LOG="$T/worker.$_nworker.log"
+    at_exit "kill -9 $WORKER_PID"
+    wait_for "worker $_nworker to be assigned partitions" 60 grep -q 'assigned ' "$WORKER_LOG" ||
+        { tail -20 "$WORKER_LOG" >&2; return 1; }
+}
+
+worker_stop() {
+    local pid=${1:-$WORKER_PID}
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+send() {
+    "$HELMQ_BIN/helmq" "$@"
+}
+
+events_json() { "$HELMQ_BIN/helmq" events "$@" 2>/dev/null; }
+
+_terminal_of() { events_json --command-id "$1" | jq -c 'select(.terminal == true)'; }
+
+wait_terminal() { # wait_terminal ID [SECONDS]
+    local id=$1 limit=${2:-60} end out
+    end=$((SECONDS + limit))
+    while [ "$SECONDS" -lt "$end" ]; do
+        out=$(_terminal_of "$id")
+        if [ -n "$out" ]; then
+            printf '%s\n' "$out"
+            return 0
+        fi
+        sleep 0.3
+    done
+    diag "no terminal event for $id within ${limit}s"
+    return 1
+}
+
+sim_knob() { # sim_knob NS NAME JSON
+    mkdir -p "$HELM_SIM_STATE/knobs/$1"
+    printf '%s\n' "$3" >"$HELM_SIM_STATE/knobs/$1/$2.json"
+}
+
+sim_invocations() { # sim_invocations [JQ_FILTER]
+    [ -f "$HELM_SIM_STATE/invocations.log" ] || return 0
+    jq -c "${1:-.}" "$HELM_SIM_STATE/invocations.log"
+}
+
+psql_q() { psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" -c "$1"; }
+
+jf() { jq -r "$1"; } # jf FILTER: a field of the JSON on stdin
