@@ -503,7 +503,10 @@ static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     snprintf(s.reason, sizeof(s.reason), "atomic rollback after a failed install");
     history_add(c, s.revision, "uninstalled", s.chart, s.version, s.app, "atomic-rollback", s.description, s.digest,
                 s.redacted);
-    outcome(c, "rolled_back", c->error_code, "%s", c->helm_error);
+    /* A reconciliation that had to remove a stale pending install of a
+     * non-atomic command reports it failed; the atomic rollback is rolled_back. */
+    outcome(c, json_is_true(json_object_get(c->doc, "atomic")) ? "rolled_back" : "failed", c->error_code, "%s",
+            c->helm_error);
     conclude(c, &s, 1);
 }
 

@@ -41,7 +41,7 @@ WORKER_KAFKA_ARGS=(-X session.timeout.ms=6000 -X heartbeat.interval.ms=500 -X ma
 
 worker_start() {
     _nworker=$((_nworker + 1))
-    "$HELMQ_BIN/helmq-worker" "${WORKER_KAFKA_ARGS[@]}" "$@" >>"$T/worker.$_nworker.log" 2>&1 &
+    "$HELMQ_BIN/helmq-worker" --log-level "${WORKER_LOG_LEVEL:-info}" "${WORKER_KAFKA_ARGS[@]}" "$@" >>"$T/worker.$_nworker.log" 2>&1 &
     WORKER_PID=$!
     WORKER_LOG="$T/worker.$_nworker.log"
     at_exit "kill -9 $WORKER_PID"

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The worker under time and faults: timeouts enforced with SIGTERM then
+# SIGKILL, per-release ordering with many releases in parallel, kill -9 of the
+# worker while helm runs, PostgreSQL stopped mid-run.
+. "$(dirname "$0")/lib/tap.sh"
+. "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/stack.sh"
+
+stack_start --partitions 1
+NS=tenant-acme
+install_args() { echo "$1 -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0"; }
+worker_start --concurrency 8
+
+# 4. A hanging helm that ignores SIGTERM: SIGTERM at the deadline, SIGKILL after the grace.
+sim_knob $NS hangs '{"install": {"hang": true, "ignore_term": true}}'
+t0=$SECONDS
+id=$(send install $(install_args hangs) --timeout 2)
+ev=$(wait_terminal "$id" 30)
+is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed TIMEOUT" "hanging helm: failed with TIMEOUT"
+like "$(jf .errorMessage <<<"$ev")" "SIGTERM, then SIGKILL" "hanging helm: the event says SIGTERM then SIGKILL"
+like "$(cat "$WORKER_LOG")" "passed its deadline: SIGTERM to its process group" "SIGTERM logged at the deadline"
+like "$(cat "$WORKER_LOG")" "SIGKILL to its process group" "SIGKILL logged after the grace"
+pid=$(sim_invocations 'select(.event=="start" and .release=="hangs" and .subcommand=="install") | .pid')
+kill -0 "$pid" 2>/dev/null
+is "$?" 1 "the hanging helm process is gone"
+# The release was left pending by the SIGKILL: the worker unlocks it before the next operation.
+ev_state=$("$HELMQ_HELM" status hangs -n $NS -o json | jq -r .info.status)
+is "$ev_state" pending-install "the killed install left helm's release pending-install"
+id=$(send uninstall hangs -t $TENANT -n $NS)
+ev=$(wait_terminal "$id" 30)
+is "$(jf '[.eventType,.status] | join(" ")' <<<"$ev")" "succeeded uninstalled" \
+    "the stale pending release is uninstalled by the next command"
+
+# With atomic: helm honours SIGTERM (marks the release failed); the worker rolls back.
+sim_knob $NS hangs2 '{"install": {"hang": true}}'
+id=$(send install $(install_args hangs2) --timeout 2 --atomic)
+ev=$(wait_terminal "$id" 30)
+is "$(jf '[.eventType,.status,.errorCode] | join(" ")' <<<"$ev")" "rolled_back uninstalled TIMEOUT" \
+    "hanging atomic install: rolled back with TIMEOUT"
+"$HELMQ_HELM" status hangs2 -n $NS >/dev/null 2>&1
+is "$?" 1 "hanging atomic install: nothing left in helm"
+
+# 5. 20 releases, one slow: the others finish while it runs.
+sim_knob $NS slow '{"install": {"sleep": 12}}'
+slow=$(send install $(install_args slow))
+ids=()
+for i in $(seq 1 19); do ids+=("$(send install $(install_args fast-$i))"); done
+for id in "${ids[@]}"; do wait_terminal "$id" 60 >/dev/null; done
+ok $? "19 fast releases finished"
+ev=$(wait_terminal "$slow" 60)
+is "$(jf .eventType <<<"$ev")" succeeded "the slow one finishes too"
+slow_end=$(sim_invocations 'select(.event=="end" and .release=="slow" and .subcommand=="install") | .ts')
+early=$(sim_invocations 'select(.event=="end" and .subcommand=="install" and (.release | startswith("fast-"))) | .ts' |
+    awk -v s="$slow_end" '$1 < s' | wc -l)
+is "$early" 19 "all 19 other releases finished while the slow one was still running"
+
+# Per release: commands run one at a time, in offset order.
+sim_knob $NS ordered '{"any": {"sleep": 0.7}}'
+id1=$(send install $(install_args ordered))
+id2=$(send upgrade ordered -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.1.0)
+id3=$(send upgrade ordered -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.2.0)
+id4=$(send rollback ordered -t $TENANT -n $NS)
+wait_terminal "$id4" 60 >/dev/null
+spans=$(sim_invocations 'select(.release=="ordered" and (.subcommand=="install" or .subcommand=="upgrade" or .subcommand=="rollback"))' |
+    jq -rs 'group_by(.pid) | map({s: (map(select(.event=="start"))[0]), e: (map(select(.event=="end"))[0])})
+            | sort_by(.s.ts) | map("\(.s.ts) \(.e.ts) \(.s.subcommand) \((.s.argv | index("--version")) as $i | if $i then .s.argv[$i+1] else "-" end)") | .[]')
+overlap=$(awk 'NR > 1 && $1 < prev_end { print "overlap" } { prev_end = $2 }' <<<"$spans")
+is "$overlap" "" "helm invocations of one release never overlap"
+is "$(awk '{print $3 ":" $4}' <<<"$spans" | tr '\n' ' ')" "install:1.0.0 upgrade:1.1.0 upgrade:1.2.0 rollback:- " \
+    "and follow offset order"
+is "$(_terminal_of "$id4" | jf '[.status,.revision,.chartVersion] | join(" ")')" "deployed 4 1.1.0" \
+    "the rollback returned to the previous deployed revision (1.1.0) as revision 4"
+
+# 7. kill -9 of the worker (and its helm) while helm runs; restart reconciles.
+sim_knob $NS victim '{"install": {"sleep": 30}}'
+before=$(send install $(install_args before-victim))
+wait_terminal "$before" 30 >/dev/null
+victim=$(send install $(install_args victim))
+wait_for "helm to start for victim" 30 bash -c "grep -q '\"release\": *\"victim\"' '$HELM_SIM_STATE/invocations.log'"
+after=$(send install $(install_args after-victim))
+wait_terminal "$after" 30 >/dev/null
+ok $? "a command after the victim on the same partition finished"
+vpid=$(sim_invocations 'select(.event=="start" and .release=="victim") | .pid')
+kill -9 "$WORKER_PID"
+kill -9 -- "-$vpid" 2>/dev/null
+wait "$WORKER_PID" 2>/dev/null
+is "$("$HELMQ_HELM" status victim -n $NS -o json | jq -r .info.status)" pending-install \
+    "the crash left the release pending-install"
+is "$(psql_q "select state from helmq_worker.commands where command_id = '$victim'")" running \
+    "the ledger shows the victim interrupted (running)"
+worker_start --concurrency 8
+ev=$(wait_terminal "$victim" 60)
+is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed INTERRUPTED" "reconciled: failed with INTERRUPTED"
+like "$(jf .errorMessage <<<"$ev")" "worker stopped" "with a clear reason"
+"$HELMQ_HELM" status victim -n $NS -o json >"$T/victim.json" 2>/dev/null
+st=$(jq -r '.info.status // "gone"' "$T/victim.json" 2>/dev/null || echo gone)
+[ "$st" != pending-install ]
+ok $? "the release is not left pending ($st)"
+is "$(events_json --command-id "$victim" | jq -c 'select(.terminal)' | wc -l)" 1 "exactly one terminal event for it"
+is "$(sim_invocations 'select(.event=="start" and .subcommand=="install" and .release=="victim")' | wc -l)" 1 \
+    "its install was not run again"
+is "$(sim_invocations 'select(.event=="start" and .subcommand=="install" and .release=="after-victim")' | wc -l)" 1 \
+    "the command that finished after it was not rerun"
+like "$(cat "$WORKER_LOG")" "already finished: republishing" "it was redelivered and republished instead"
+
+# 9. PostgreSQL stopped mid-run: no helm runs unrecorded; nothing is lost.
+pg_stop "$T/pg" >/dev/null 2>&1
+pgdown=$(send install $(install_args pg-down))
+sleep 4
+is "$(sim_invocations 'select(.release=="pg-down")' | wc -l)" 0 "no helm ran while PostgreSQL was down"
+pg_start "$T/pg" >/dev/null 2>&1
+ev=$(wait_terminal "$pgdown" 60)
+is "$(jf .eventType <<<"$ev")" succeeded "after PostgreSQL is back the command completes"
+is "$(sim_invocations 'select(.event=="start" and .release=="pg-down")' | wc -l)" 1 "helm ran exactly once for it"
+is "$(psql_q "select state from helmq_worker.commands where command_id = '$pgdown'")" finished "and the ledger has it"
+like "$(cat "$WORKER_LOG")" "postgresql: connected again" "the worker reconnected by itself"
+
+worker_stop
+is "$?" 0 "SIGTERM: exit 0"
+done_testing
