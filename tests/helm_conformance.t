@@ -231,4 +231,35 @@ for line in "${BAD[@]}"; do
     fi
 done
 
+# Every argv the worker itself builds (helmq-worker argv, the same code the
+# worker runs), for each kind of command, through real helm: only the
+# unreachable cluster stops it.
+HELMQ_BIN=${HELMQ_BIN:-$ROOT/bin}
+mkdir -p "$TMP/charts"
+cp -r "$CHART" "$TMP/charts/matih-ai-service"
+echo '{"replicaCount": 2}' >"$TMP/worker-values.json"
+SEEDCMD=$("$HELMQ_BIN/helmq" install -f tests/fixtures/seed-install.json --dry-run)
+worker_cases=(
+    "$SEEDCMD"
+    "$(jq -c '.description = "first install, with words"' <<<"$SEEDCMD")"
+    "$(jq -c '.operation = "upgrade" | .waitForJobs = false | .timeout = 90' <<<"$SEEDCMD")"
+    "$(jq -c '.operation = "upgrade" | .description = "upgrade to 1.0.0"' <<<"$SEEDCMD")"
+    "$(jq -c '{operation: "rollback", commandId, tenantId, namespace, releaseName, performedBy, requestedAt, timeout: 120, waitForJobs: true, revision: 3}' <<<"$SEEDCMD")"
+    "$(jq -c '{operation: "rollback", commandId, tenantId, namespace, releaseName, performedBy, requestedAt, timeout: 120}' <<<"$SEEDCMD")"
+    "$(jq -c '{operation: "uninstall", commandId, tenantId, namespace, releaseName, performedBy, requestedAt, timeout: 60, reason: "Tenant migration", description: "bye"}' <<<"$SEEDCMD")"
+)
+for cmd in "${worker_cases[@]}"; do
+    op=$(jq -r .operation <<<"$cmd")
+    HELMQ_HELM=helm HELMQ_CHART_REPO=$TMP/charts "$HELMQ_BIN/helmq-worker" argv "$TMP/worker-values.json" <<<"$cmd" >"$TMP/argvs"
+    while IFS= read -r line; do
+        mapfile -t args < <(jq -r '.[1:][]' <<<"$line")
+        out=$(real "${args[@]}" 2>&1)
+        rc=$?
+        shape="${args[0]} $(jq -r '.[2:] | map(select(startswith("-"))) | join(" ")' <<<"$line")"
+        is "$rc" 1 "worker argv ($op): helm $shape exits 1 (no cluster)"
+        like "$out" "Kubernetes cluster unreachable" "worker argv ($op): helm $shape fails only on the cluster"
+        unlike "$out" "unknown flag" "worker argv ($op): helm $shape has no flag error"
+    done <"$TMP/argvs"
+done
+
 done_testing

@@ -388,24 +388,7 @@ static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb n
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
     helm_argv_t a = {0};
-    char buf[32];
-    helm_argv_push(&a, c->w->helm);
-    helm_argv_push(&a, sub);
-    helm_argv_push(&a, jstr(c->doc, "releaseName"));
-    if (revision > 0) {
-        snprintf(buf, sizeof(buf), "%d", revision);
-        helm_argv_push(&a, buf);
-    }
-    helm_argv_push(&a, "--namespace");
-    helm_argv_push(&a, jstr(c->doc, "namespace"));
-    if (strcmp(sub, "status") == 0) {
-        helm_argv_push(&a, "--output");
-        helm_argv_push(&a, "json");
-    } else {
-        snprintf(buf, sizeof(buf), "%lds", timeout_s);
-        helm_argv_push(&a, "--timeout");
-        helm_argv_push(&a, buf);
-    }
+    helm_argv_simple(&a, c->w->helm, sub, c->doc, revision, timeout_s);
     helm_step(c, &a, strcmp(sub, "status") == 0 ? 60 : timeout_s, next);
 }
 

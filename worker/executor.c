@@ -113,6 +113,28 @@ void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const
     }
 }
 
+void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
+                      long timeout_s) {
+    char buf[32];
+    helm_argv_push(a, helm);
+    helm_argv_push(a, sub);
+    helm_argv_push(a, jstr(cmd, "releaseName"));
+    if (revision > 0) {
+        snprintf(buf, sizeof(buf), "%d", revision);
+        helm_argv_push(a, buf);
+    }
+    helm_argv_push(a, "--namespace");
+    helm_argv_push(a, jstr(cmd, "namespace"));
+    if (strcmp(sub, "status") == 0) {
+        helm_argv_push(a, "--output");
+        helm_argv_push(a, "json");
+    } else {
+        snprintf(buf, sizeof(buf), "%lds", timeout_s);
+        helm_argv_push(a, "--timeout");
+        helm_argv_push(a, buf);
+    }
+}
+
 /* --- running ---------------------------------------------------------- */
 
 static void run_handle_closed(uv_handle_t *h) {

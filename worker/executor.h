@@ -65,6 +65,11 @@ void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const
                          const char *chart_repo, const char *values_file, int rollback_to,
                          long timeout_s);
 
+/* The worker's own follow-up commands: "status" (--output json), and the
+ * atomic / unlock "rollback" (to revision) and "uninstall" (with --timeout). */
+void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
+                      long timeout_s);
+
 /* Starts argv (argv[0] is the helm binary). deadline_ms: SIGTERM after this
  * many ms (0: none); kill_grace_ms: SIGKILL that much later. done runs once
  * on the loop when helm has exited and its output is read; then the caller

@@ -48,6 +48,7 @@ static const config_opt_t worker_opts[] = {
 static void usage(FILE *out) {
     fprintf(out, "Usage: helmq-worker [OPTIONS]\n"
                  "       helmq-worker migrate [OPTIONS]     apply the database migrations and exit\n"
+                 "       helmq-worker argv [VALUES_FILE] < command.json   print the helm argv it would run\n"
                  "       helmq-worker --help-markdown       the options as a Markdown table\n\n"
                  "Runs Helm release commands from Kafka: one at a time per release, many releases\n"
                  "in parallel, each with its timeout and atomic rollback, and publishes the release\n"
@@ -115,6 +116,44 @@ static char **split_list(const char *s, int *count) {
     return out;
 }
 
+/* helmq-worker argv < command.json: every helm argv the worker may run for
+ * the command (natural JSON), one JSON array per line: the operation, then
+ * status, and the atomic/unlock rollback or uninstall. For conformance tests
+ * against real helm, and for people asking what the worker would run. */
+static int print_argv(int argc, char **argv) {
+    json_error_t jerr;
+    const char *helm = getenv("HELMQ_HELM") ? getenv("HELMQ_HELM") : "helm";
+    const char *repo = getenv("HELMQ_CHART_REPO") ? getenv("HELMQ_CHART_REPO") : "";
+    json_t *cmd = json_loadf(stdin, 0, &jerr);
+    if (!json_is_object(cmd) || !json_string_value(json_object_get(cmd, "operation"))) {
+        fprintf(stderr, "helmq-worker argv: stdin must be a command as JSON (with \"operation\"): %s\n", jerr.text);
+        json_decref(cmd);
+        return 2;
+    }
+    const char *op = json_string_value(json_object_get(cmd, "operation"));
+    long timeout = json_is_integer(json_object_get(cmd, "timeout")) ? (long)json_integer_value(json_object_get(cmd, "timeout")) : 300;
+    const json_t *rev = json_object_get(cmd, "revision");
+    helm_argv_t a[4];
+    memset(a, 0, sizeof(a));
+    helm_argv_operation(&a[0], helm, op, cmd, repo, argc > 2 ? argv[2] : "/tmp/values.json",
+                        json_is_integer(rev) ? (int)json_integer_value(rev) : 1, timeout);
+    helm_argv_simple(&a[1], helm, "status", cmd, 0, timeout);
+    helm_argv_simple(&a[2], helm, "rollback", cmd, 1, timeout);
+    helm_argv_simple(&a[3], helm, "uninstall", cmd, 0, timeout);
+    for (int i = 0; i < 4; i++) {
+        json_t *arr = json_array();
+        for (int k = 0; k < a[i].argc; k++)
+            json_array_append_new(arr, json_string(a[i].argv[k]));
+        char *line = json_dumps(arr, JSON_COMPACT);
+        printf("%s\n", line);
+        free(line);
+        json_decref(arr);
+        helm_argv_free(&a[i]);
+    }
+    json_decref(cmd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     char errstr[1024];
     config_t cfg;
@@ -123,6 +162,8 @@ int main(int argc, char **argv) {
         migrate_only = 1;
         first = 2;
     }
+    if (argc > 1 && strcmp(argv[1], "argv") == 0)
+        return print_argv(argc, argv);
     if (argc > 1 && strcmp(argv[1], "--help-markdown") == 0) {
         config_usage_markdown(worker_opts, stdout);
         return 0;

