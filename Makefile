@@ -44,14 +44,13 @@ WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC := $(sort $(wildcard producer-cli/*.c))
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 BROKER_SRC := $(sort $(wildcard worker/broker/*.c))
+PROJECTOR_SRC := $(sort $(wildcard worker/projector/*.c))
+PROJECTOR_OBJ := $(PROJECTOR_SRC:%.c=$(BUILD)/%.o)
 BROKER_OBJ := $(BROKER_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker
-ifneq ($(WORKER_SRC),)
-PROGRAMS += $(BIN)/helmq-worker
-endif
+PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector
 
 .PHONY: all deps test unit check run clean format format-check
 all: $(PROGRAMS) $(UNIT_BIN)
@@ -83,6 +82,10 @@ $(BIN)/helmq-worker: $(WORKER_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BIN)/helmq-projector: $(PROJECTOR_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BIN)/helmq-broker: $(BROKER_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -110,9 +113,9 @@ run: deps
 	bash tests/lib/run.sh
 
 format:
-	clang-format -i worker/*.c worker/lib/*.[ch] worker/broker/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c producer-cli/*.[ch] tests/unit/*.c
 format-check:
-	clang-format --dry-run --Werror worker/*.c worker/lib/*.[ch] worker/broker/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format --dry-run --Werror worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c producer-cli/*.[ch] tests/unit/*.c
 
 clean:
 	rm -rf build bin

@@ -20,7 +20,8 @@ static void usage(FILE *out) {
             "  uninstall   publish an uninstall command (record and history are kept)\n"
             "  encode      JSON on stdin -> single-object Avro on stdout\n"
             "  decode      single-object Avro on stdin -> JSON on stdout\n"
-            "  events      print the release events as JSON lines\n\n"
+            "  events      print the release events as JSON lines\n"
+            "  releases    query the projection: get, list, history, summary\n\n"
             "Run 'helmq COMMAND --help' for the options of a command.\n"
             "Exit codes: 0 success, 1 runtime failure (e.g. delivery), 2 invalid input or usage.\n");
 }
@@ -48,6 +49,8 @@ int main(int argc, char **argv) {
         rc = cli_decode(argc, argv);
     else if (strcmp(cmd, "events") == 0)
         rc = cli_events(argc, argv);
+    else if (strcmp(cmd, "releases") == 0)
+        rc = cli_releases(argc, argv);
     else {
         fprintf(stderr, "helmq: unknown command \"%s\" (see helmq --help)\n", cmd);
         rc = EXIT_USAGE;

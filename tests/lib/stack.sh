@@ -91,3 +91,26 @@ sim_invocations() { # sim_invocations [JQ_FILTER]
 psql_q() { psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" -c "$1"; }
 
 jf() { jq -r "$1"; } # jf FILTER: a field of the JSON on stdin
+
+projector_start() { # projector_start [ARGS...]; sets PROJECTOR_PID
+    "$HELMQ_BIN/helmq-projector" --log-level "${WORKER_LOG_LEVEL:-info}" -X session.timeout.ms=6000 \
+        -X heartbeat.interval.ms=500 "$@" >>"$T/projector.log" 2>&1 &
+    PROJECTOR_PID=$!
+    at_exit "kill -9 $PROJECTOR_PID"
+    wait_for "the projector to be assigned partitions" 60 grep -q 'projecting ' "$T/projector.log"
+}
+
+# The projection's tables, each ordered by its key: equal dumps mean equal projections.
+projection_dump() {
+    local t
+    for t in "applied_events ORDER BY event_id" "releases ORDER BY release_id" \
+        "release_history ORDER BY release_id, revision"; do
+        psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" -c "COPY (SELECT * FROM helmq.$t) TO STDOUT"
+    done
+}
+
+# wait_projected ID: until the command's terminal event is in the projection.
+wait_projected() {
+    wait_for "command $1 in the projection" "${2:-60}" bash -c \
+        "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.applied_events where command_id = '$1' and event_type <> 'started'\" 2>/dev/null)\" = 1 ]"
+}

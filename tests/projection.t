@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The projection: the seed's queries answered from PostgreSQL after the worker
+# ran the seed's story; replays and rebuilds identical; duplicates and
+# reordering harmless; tenant scoping, read-only roles, immutable history;
+# PostgreSQL restarted mid-stream; no raw secret anywhere.
+. "$(dirname "$0")/lib/tap.sh"
+. "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/stack.sh"
+
+stack_start --partitions 3
+worker_start
+projector_start
+NS=tenant-acme
+REL=acme-ai-service
+SECRET=sup3r-s3cret-pw
+jq --arg s "$SECRET" '.valuesOverride.auth = {"adminPassword": $s, "apiToken": $s}' tests/fixtures/seed-install.json >"$T/seed.json"
+
+# 1. The seed's story, then its queries.
+i1=$(send install -f "$T/seed.json" --description "initial deploy" --performed-by alice)
+wait_projected "$i1"
+RID=$(psql_q "select release_id from helmq.releases where release_name = '$REL'")
+get=$("$HELMQ_BIN/helmq" releases get "$RID")
+is "$?" 0 "releases get: found"
+is "$(jq -r '[.releaseId,.tenantId,.releaseName,.namespace,.chartName,.chartVersion,.appVersion,.status,.revision] | join(" ")' <<<"$get")" \
+    "$RID $TENANT $REL $NS matih-ai-service 1.0.0 2.0.0 deployed 1" "releases get: the seed's fields and values"
+u1=$(send upgrade $REL -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.1.0 --app-version 2.1.0 \
+    --description "scale out" --performed-by bob --set-values '{"replicaCount":4}')
+wait_projected "$u1"
+list=$("$HELMQ_BIN/helmq" releases list --tenant $TENANT)
+is "$(jq -r '.[] | select(.releaseName == "acme-ai-service") | "\(.status) \(.revision)"' <<<"$list")" "deployed 2" \
+    "releases list --tenant: current status and revision"
+x1=$(send uninstall $REL -t $TENANT -n $NS --reason "Tenant migration" --performed-by carol)
+wait_projected "$x1"
+get=$("$HELMQ_BIN/helmq" releases get "$RID")
+is "$(jq -r '[.status,.revision,.uninstallReason] | join("|")' <<<"$get")" "uninstalled|3|Tenant migration" \
+    "uninstall keeps the record: status uninstalled, the reason kept"
+hist=$("$HELMQ_BIN/helmq" releases history "$RID")
+is "$(jq -c '.[0] | keys' <<<"$hist")" '["appVersion","chartVersion","createdAt","description","performedBy","revision","status"]' \
+    "history entries have exactly the seed's fields"
+is "$(jq -r 'map("\(.revision):\(.chartVersion):\(.appVersion):\(.status):\(.performedBy):\(.description)") | join(",")' <<<"$hist")" \
+    "1:1.0.0:2.0.0:superseded:alice:initial deploy,2:1.1.0:2.1.0:superseded:bob:scale out,3:1.1.0:2.1.0:uninstalled:carol:Uninstallation complete" \
+    "history: every revision with chartVersion, appVersion, status, performedBy, description"
+ok "$(jq -e 'all(.[]; .createdAt | test("^20[0-9]{2}-"))' <<<"$hist" >/dev/null; echo $?)" "history: createdAt timestamps"
+summary=$("$HELMQ_BIN/helmq" releases summary)
+is "$(jq -c '.byStatus' <<<"$summary")" '{"uninstalled":1}' "summary: counts by status"
+is "$(jq -c '.byChart' <<<"$summary")" '{"matih-ai-service":1}' "summary: counts by chart name"
+table=$("$HELMQ_BIN/helmq" releases history "$RID" --output table)
+like "$table" "performedBy" "--output table prints a header"
+"$HELMQ_BIN/helmq" releases get 00000000-0000-4000-8000-000000000000 >/dev/null 2>&1
+is "$?" 1 "releases get of an unknown id: exit 1"
+"$HELMQ_BIN/helmq" releases get "x' OR 1=1 --" >/dev/null 2>&1
+is "$?" 2 "a non-UUID id is refused before any SQL"
+
+# More releases for the other checks: a second tenant, and a failed atomic install.
+i2=$(send install web -t $OTHER_TENANT -n tenant-globex --chart-name matih-ai-service --chart-version 1.0.0)
+sim_knob $NS bad '{"install": {"fail": "crashloop"}}'
+i3=$(send install bad -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 --atomic)
+wait_projected "$i2"
+wait_projected "$i3"
+is "$(psql_q "select status from helmq.releases where release_name = 'bad'")" uninstalled "a rolled-back install is projected uninstalled"
+
+# 6. No raw secret anywhere in the projection or on the events topic.
+pg_dump -h "$PGHOST" -p "$PGPORT" -U postgres -d helmq --schema=helmq --data-only >"$T/dump.sql" 2>/dev/null
+ok $? "pg_dump of the projection"
+grep -c "$SECRET" "$T/dump.sql" >/dev/null
+is "$?" 1 "no raw secret in the projection"
+like "$(cat "$T/dump.sql")" "[REDACTED]" "the redacted copy is there instead"
+kcat -b "$HELMQ_BROKERS" -C -t helm.release.events -e -q >"$T/events.raw" 2>/dev/null
+grep -qa "$SECRET" "$T/events.raw"
+is "$?" 1 "no raw secret on the events topic"
+
+# 2. Replaying the whole topic (a second group) and rebuilding give identical tables.
+projection_dump >"$T/dump1"
+kill -TERM "$PROJECTOR_PID"
+wait "$PROJECTOR_PID"
+is "$?" 0 "projector: SIGTERM exits 0"
+"$HELMQ_BIN/helmq-projector" --group-id replay-2 --log-level warn >"$T/replay.log" 2>&1 &
+rp=$!
+sleep 6
+kill -TERM $rp
+wait $rp
+projection_dump >"$T/dump2"
+cmp -s "$T/dump1" "$T/dump2"
+ok $? "replaying the whole topic again changes nothing (byte-identical dumps)"
+"$HELMQ_BIN/helmq-projector" rebuild --log-level warn >"$T/rebuild.log" 2>&1
+is "$?" 0 "helmq-projector rebuild exits 0"
+projection_dump >"$T/dump3"
+cmp -s "$T/dump1" "$T/dump3"
+ok $? "a rebuild gives byte-identical tables"
+[ "$(wc -l <"$T/dump1")" -gt 10 ]
+ok $? "(the dumps are not empty: $(wc -l <"$T/dump1") rows)"
+
+# 3. Duplicates and reordering: a lower revision after a higher one changes nothing.
+projector_start
+U_EVENT=$(events_json --command-id "$u1" | jq -c 'select(.terminal) | del(._partition, ._offset)')
+stale=$(jq -c --arg id "$(cat /proc/sys/kernel/random/uuid)" '.eventId = $id | .status = "failed" | .description = "stale"' <<<"$U_EVENT")
+echo "$stale" | "$HELMQ_BIN/helmq" encode --type event >"$T/stale.avro"
+echo "$U_EVENT" | "$HELMQ_BIN/helmq" encode --type event >"$T/dup.avro"
+before=$(projection_dump)
+kcat -b "$HELMQ_BROKERS" -P -t helm.release.events -k "$TENANT/$NS/$REL" "$T/dup.avro" "$T/stale.avro"
+wait_for "the stale event to be applied" 30 bash -c \
+    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.applied_events where event_id = '$(jq -r .eventId <<<"$stale")'\")\" = 1 ]"
+is "$(psql_q "select status || ' ' || revision from helmq.releases where release_id = '$RID'")" "uninstalled 3" \
+    "a revision-2 event after revision 3 does not overwrite the state"
+after=$(psql_q "select count(*) from helmq.release_history where release_id = '$RID'")
+is "$after" 3 "nor adds history"
+is "$(psql_q "select count(*) from helmq.applied_events where event_id = '$(jq -r .eventId <<<"$U_EVENT")'")" 1 \
+    "a duplicated event is applied once"
+
+# 4. Roles: tenant scoping, read-only readers, immutable history, admin-only summary.
+psql_q "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'auditor') THEN
+          CREATE ROLE auditor LOGIN IN ROLE helmq_reader; CREATE ROLE platform_admin LOGIN IN ROLE helmq_admin; END IF; END \$\$"
+as_role() { local role=$1; shift; psql -X -q -At -h "$PGHOST" -p "$PGPORT" -U "$role" -d helmq -c "$*" 2>&1; }
+is "$(as_role auditor "select set_config('helmq.tenant_id', '$TENANT', false); select count(*) from helmq.releases" | tail -1)" 2 \
+    "a reader scoped to its tenant sees its releases"
+is "$(as_role auditor "select set_config('helmq.tenant_id', '$TENANT', false); select count(*) from helmq.releases where tenant_id = '$OTHER_TENANT'" | tail -1)" 0 \
+    "but none of another tenant's"
+is "$(as_role auditor "select count(*) from helmq.releases")" 0 "a reader that set no tenant sees nothing"
+is "$(as_role auditor "select set_config('helmq.tenant_id', '$OTHER_TENANT', false); select helmq.release_get('$RID')" | tail -1)" "" \
+    "a reader of another tenant cannot get the release by id"
+like "$(as_role auditor "insert into helmq.release_history select * from helmq.release_history limit 1")" "permission denied" \
+    "helmq_reader cannot write"
+like "$(as_role auditor "select helmq.release_summary()")" "permission denied" "the summary is not for readers"
+is "$(as_role platform_admin "select helmq.release_summary()->>'total'")" 3 "helmq_admin gets the cross-tenant summary"
+like "$(psql_q "update helmq.release_history set status = 'deployed' where release_id = '$RID'" 2>&1)" "append-only" \
+    "history rows cannot be updated (even by the owner)"
+like "$(psql_q "delete from helmq.release_history where release_id = '$RID'" 2>&1)" "append-only" \
+    "history rows cannot be deleted"
+
+# 5. PostgreSQL restarted mid-stream: nothing lost, nothing applied twice.
+ids=()
+for i in $(seq 1 6); do ids+=("$(send install burst-$i -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0)"); done
+pg_restart "$T/pg" >/dev/null 2>&1
+for i in $(seq 7 12); do ids+=("$(send install burst-$i -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0)"); done
+for id in "${ids[@]}"; do wait_projected "$id" 90 || break; done
+ok $? "after the restart every command reaches the projection"
+total_events=$(events_json | jq -r .eventId | sort -u | wc -l)
+wait_for "all events projected" 60 bash -c "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c 'select count(*) from helmq.applied_events')\" -ge $total_events ]"
+is "$(psql_q "select count(*) from helmq.applied_events")" "$total_events" \
+    "every distinct event on the topic is applied exactly once ($total_events)"
+is "$(psql_q "select count(*) from helmq.releases where release_name like 'burst-%' and status = 'deployed'")" 12 \
+    "all 12 releases deployed in the projection"
+
+kill -TERM "$PROJECTOR_PID"; wait "$PROJECTOR_PID"
+projection_dump >"$T/dump4"
+"$HELMQ_BIN/helmq-projector" rebuild --log-level warn >>"$T/rebuild.log" 2>&1
+projection_dump >"$T/dump5"
+cmp -s "$T/dump4" "$T/dump5"
+ok $? "the projection still equals a fresh rebuild"
+done_testing
