@@ -52,7 +52,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector
 
-.PHONY: all deps test unit check run clean format format-check
+.PHONY: all deps test unit check run demo clean format format-check
 all: $(PROGRAMS) $(UNIT_BIN)
 
 deps:
@@ -110,7 +110,11 @@ test: deps
 
 run: deps
 	$(MAKE) all
-	bash tests/lib/run.sh
+	bash tests/lib/run.sh serve
+
+demo: deps
+	$(MAKE) all
+	bash tests/lib/run.sh demo
 
 format:
 	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c producer-cli/*.[ch] tests/unit/*.c

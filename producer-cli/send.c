@@ -39,6 +39,11 @@ static const config_opt_t send_opts[] = {
     {"command-id", 0, NULL, CONFIG_STRING, NULL, "command UUID, the idempotency key (default: a new random UUID)"},
     {"performed-by", 'u', "HELMQ_PERFORMED_BY", CONFIG_STRING, NULL, "who asks for the operation (default: the OS user)"},
     {"dry-run", 0, NULL, CONFIG_BOOL, "false", "validate and print the command as JSON; send nothing"},
+    {"wait", 'w', NULL, CONFIG_BOOL, "false",
+     "wait for the command's terminal event, show progress, print the outcome; exit 3 if it failed or was rejected"},
+    {"wait-timeout", 0, "HELMQ_WAIT_TIMEOUT", CONFIG_INT, NULL,
+     "with --wait, give up after this many seconds (exit 1; default: the command's timeout + 120)"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "topic --wait reads the outcome from"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic the command is published to"},
     {"delivery-timeout-ms", 0, "HELMQ_DELIVERY_TIMEOUT_MS", CONFIG_INT, "30000", "give up delivering after this many ms (exit 1)"},
@@ -70,8 +75,10 @@ static void send_usage(const char *verb) {
         printf("Publishes a rollback command: back to --revision, or to the previous deployed one.\n");
     else
         printf("Publishes an uninstall command; the release record and history are kept.\n");
-    printf("Prints the commandId on stdout once the broker has acknowledged the record.\n"
-           "Exit codes: 0 delivered, 1 delivery failed, 2 invalid input (nothing sent).\n\nOptions:\n");
+    printf("Prints the commandId on stdout once the broker has acknowledged the record; with\n"
+           "--wait, then the terminal event (JSON) once the worker has finished the command.\n"
+           "Exit codes: 0 delivered (with --wait: succeeded), 1 delivery failed or no outcome in time,\n"
+           "2 invalid input (nothing sent), 3 (with --wait) the command failed, was rolled back or rejected.\n\nOptions:\n");
     config_usage(send_opts, stdout);
 }
 
@@ -183,6 +190,109 @@ static int publish(const config_t *cfg, const char *key, const unsigned char *bu
     return 0;
 }
 
+/* The events topic's end offsets, read before sending: the outcome is after them. */
+static rd_kafka_topic_partition_list_t *events_end(const config_t *cfg, char *errstr, size_t errstr_size) {
+    const char *topic = config_get(cfg, "events-topic");
+    rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, errstr_size);
+    if (!conf || kafka_conf_set(conf, "group.id", "helmq-cli-wait", errstr, errstr_size) < 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk)
+        return NULL;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (!err && md->topic_cnt == 1 && !md->topics[0].err) {
+        l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+        for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+            int64_t lo = 0, hi = 0;
+            int32_t id = md->topics[0].partitions[i].id;
+            if (rd_kafka_query_watermark_offsets(rk, topic, id, &lo, &hi, 10000) != 0)
+                hi = RD_KAFKA_OFFSET_BEGINNING;
+            rd_kafka_topic_partition_list_add(l, topic, id)->offset = hi;
+        }
+    } else {
+        snprintf(errstr, errstr_size, "no topic %s: %s", topic,
+                 err ? rd_kafka_err2str(err) : rd_kafka_err2str(md->topics[0].err));
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return l;
+}
+
+/* Reads the events topic from start until the command's terminal event. */
+static int wait_outcome(const config_t *cfg, rd_kafka_topic_partition_list_t *start, const char *command_id,
+                        long timeout_s) {
+    char errstr[512];
+    rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, sizeof(errstr));
+    if (!conf || kafka_conf_set(conf, "group.id", "helmq-cli-wait", errstr, sizeof(errstr)) < 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq: %s\n", errstr);
+        return EXIT_RUNTIME;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "helmq: %s\n", errstr);
+        return EXIT_RUNTIME;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_assign(rk, start);
+    int64_t began = now_ms(), last_note = began;
+    int rc = -1;
+    fprintf(stderr, "helmq: waiting for the outcome of %s (up to %lds)\n", command_id, timeout_s);
+    while (rc < 0) {
+        if (now_ms() - began > timeout_s * 1000) {
+            fprintf(stderr, "helmq: no outcome for %s after %lds; it may still complete (see helmq events)\n",
+                    command_id, timeout_s);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        if (now_ms() - last_note >= 5000) {
+            fprintf(stderr, "helmq: still waiting for %s (%llds)\n", command_id, (long long)(now_ms() - began) / 1000);
+            last_note = now_ms();
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        codec_type_t t;
+        json_t *ev = NULL;
+        if (!m->err && codec_decode(m->payload, m->len, &t, &ev, errstr, sizeof(errstr)) == 0 && t == CODEC_EVENT) {
+            const char *cid = json_string_value(json_object_get(ev, "commandId"));
+            if (cid && strcmp(cid, command_id) == 0) {
+                const char *type = json_string_value(json_object_get(ev, "eventType"));
+                if (!json_is_true(json_object_get(ev, "terminal"))) {
+                    fprintf(stderr, "helmq: %s: %s (revision %lld)\n", type,
+                            json_string_value(json_object_get(ev, "status")),
+                            (long long)json_integer_value(json_object_get(ev, "revision")));
+                } else {
+                    char *out = json_dumps(ev, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+                    printf("%s\n", out);
+                    free(out);
+                    const char *msg = json_string_value(json_object_get(ev, "errorMessage"));
+                    fprintf(stderr, "helmq: %s: %s, revision %lld%s%s%s%s\n", type,
+                            json_string_value(json_object_get(ev, "status")),
+                            (long long)json_integer_value(json_object_get(ev, "revision")),
+                            msg ? " -- " : "", msg ? json_string_value(json_object_get(ev, "errorCode")) : "",
+                            msg ? ": " : "", msg ? msg : "");
+                    rc = strcmp(type, "succeeded") == 0 ? 0 : 3;
+                }
+            }
+        }
+        json_decref(ev);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 int cli_send(const char *verb, int argc, char **argv) {
     char errstr[512];
     config_t cfg;
@@ -289,9 +399,29 @@ int cli_send(const char *verb, int argc, char **argv) {
     snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(doc, "tenantId")),
              json_string_value(json_object_get(doc, "namespace")),
              json_string_value(json_object_get(doc, "releaseName")));
+    rd_kafka_topic_partition_list_t *start = NULL;
+    if (config_bool(&cfg, "wait")) {
+        start = events_end(&cfg, errstr, sizeof(errstr));
+        if (!start) {
+            fprintf(stderr, "helmq %s: --wait: %s\n", verb, errstr);
+            rc = EXIT_RUNTIME;
+            goto out;
+        }
+    }
     rc = publish(&cfg, key, buf, len, command_id);
-    if (rc == 0)
+    if (rc == 0) {
         printf("%s\n", command_id);
+        fflush(stdout);
+    }
+    if (rc == 0 && start) {
+        long t = config_get(&cfg, "wait-timeout") ? config_int(&cfg, "wait-timeout")
+                                                  : (long)json_integer_value(json_object_get(doc, "timeout")) + 120;
+        if (t <= 120 && !json_object_get(doc, "timeout"))
+            t = 300 + 120;
+        rc = wait_outcome(&cfg, start, command_id, t);
+    }
+    if (start)
+        rd_kafka_topic_partition_list_destroy(start);
 out:
     free(buf);
     json_decref(doc);

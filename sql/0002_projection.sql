@@ -160,8 +160,8 @@ $$;
 
 -- --- the seed's queries, with the seed's field names -----------------------
 
-CREATE FUNCTION helmq.release_json(r helmq.releases) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+CREATE FUNCTION helmq.release_json(r helmq.releases) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
         'releaseId', r.release_id, 'tenantId', r.tenant_id, 'releaseName', r.release_name,
         'namespace', r.namespace, 'chartName', r.chart_name, 'chartVersion', r.chart_version,
         'appVersion', r.app_version, 'status', r.status, 'revision', r.revision,
@@ -170,13 +170,13 @@ CREATE FUNCTION helmq.release_json(r helmq.releases) RETURNS jsonb LANGUAGE sql 
 $$;
 
 -- A release by id (null when unknown or not visible to the session's tenant).
-CREATE FUNCTION helmq.release_get(p_release_id uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE FUNCTION helmq.release_get(p_release_id uuid) RETURNS json LANGUAGE sql STABLE AS $$
     SELECT helmq.release_json(r) FROM helmq.releases r WHERE r.release_id = p_release_id;
 $$;
 
 -- A tenant's releases with their current status and revision.
-CREATE FUNCTION helmq.releases_by_tenant(p_tenant_id uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT COALESCE(jsonb_agg(helmq.release_json(r) ORDER BY r.namespace, r.release_name, r.created_at), '[]')
+CREATE FUNCTION helmq.releases_by_tenant(p_tenant_id uuid) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(json_agg(helmq.release_json(r) ORDER BY r.namespace, r.release_name, r.created_at), '[]')
       FROM helmq.releases r WHERE r.tenant_id = p_tenant_id;
 $$;
 
@@ -192,8 +192,8 @@ CREATE VIEW helmq.release_history_view WITH (security_barrier) AS
       FROM helmq.release_history h;
 
 -- The revision history of a release (HelmReleaseHistory entries).
-CREATE FUNCTION helmq.release_history(p_release_id uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT COALESCE(jsonb_agg(jsonb_build_object(
+CREATE FUNCTION helmq.release_history(p_release_id uuid) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(json_agg(json_build_object(
                'revision', h.revision, 'chartVersion', h.chart_version, 'appVersion', h.app_version,
                'status', h.display_status, 'description', h.description, 'performedBy', h.performed_by,
                'createdAt', h.created_at) ORDER BY h.revision), '[]')
@@ -206,12 +206,12 @@ CREATE VIEW helmq.summary_by_chart AS
     SELECT chart_name, count(*) AS count FROM helmq.releases GROUP BY chart_name;
 
 -- Counts of all releases across tenants, by status and by chart name.
-CREATE FUNCTION helmq.release_summary() RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+CREATE FUNCTION helmq.release_summary() RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
         'total', (SELECT count(*) FROM helmq.releases),
-        'byStatus', (SELECT COALESCE(jsonb_object_agg(status, count), '{}') FROM helmq.summary_by_status),
-        'byChart', (SELECT COALESCE(jsonb_object_agg(COALESCE(chart_name, ''), count), '{}')
-                      FROM helmq.summary_by_chart));
+        'byStatus', (SELECT COALESCE(json_object_agg(status, count ORDER BY status), '{}') FROM helmq.summary_by_status),
+        'byChart', (SELECT COALESCE(json_object_agg(COALESCE(chart_name, ''), count ORDER BY chart_name),
+                                    '{}') FROM helmq.summary_by_chart));
 $$;
 
 -- --- access --------------------------------------------------------------------

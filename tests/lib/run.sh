@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# make run / make demo: the whole service on embedded defaults.
+#
+#   run.sh serve   start what is missing (broker, PostgreSQL, helm), then the
+#                  worker and the projector; print where everything is; stream
+#                  the logs; on Ctrl-C (or SIGTERM) stop everything it started.
+#   run.sh demo    the seed's story end to end against the running stack, or
+#                  against one it starts (and stops) itself.
+#
+# Given HELMQ_BROKERS, HELMQ_DATABASE_URL or HELMQ_HELM (a helm with a
+# reachable cluster, KUBECONFIG as usual), those are used instead of the
+# embedded broker, the private PostgreSQL and the simulated helm.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+BIN=${HELMQ_BIN:-$ROOT/bin}
+RUN=${HELMQ_RUN_DIR:-$ROOT/build/run}
+mode=${1:-serve}
+mkdir -p "$RUN"
+chmod 755 "$RUN" "$ROOT/build"
+. "$ROOT/tests/lib/pg.sh"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+[ -t 2 ] || say() { printf '==> %s\n' "$*" >&2; }
+
+started_pids=()
+started_pg=""
+cleanup() {
+    trap - INT TERM EXIT
+    local p
+    [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null
+    for p in "${started_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${started_pids[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    [ -n "$started_pg" ] && pg_stop "$started_pg" >/dev/null 2>&1
+    rm -f "$RUN/env.sh" "$RUN/pids"
+    [ "${#started_pids[@]}" -gt 0 ] && say "stopped everything make $mode started"
+}
+
+stack_up() {
+    if [ -z "${HELMQ_BROKERS:-}" ]; then
+        rm -f "$RUN/broker.addr"
+        "$BIN/helmq-broker" --address-file "$RUN/broker.addr" >"$RUN/broker.out" 2>"$RUN/broker.log" &
+        started_pids+=($!)
+        for _ in $(seq 1 100); do [ -s "$RUN/broker.addr" ] && break; sleep 0.1; done
+        [ -s "$RUN/broker.addr" ] || { cat "$RUN/broker.log" >&2; say "helmq-broker did not start"; exit 1; }
+        export HELMQ_BROKERS=$(cat "$RUN/broker.addr")
+        BROKER_NOTE="embedded helmq-broker (librdkafka mock cluster) at $HELMQ_BROKERS"
+    else
+        BROKER_NOTE="Kafka at $HELMQ_BROKERS (from HELMQ_BROKERS)"
+    fi
+    if [ -z "${HELMQ_DATABASE_URL:-}" ]; then
+        pg_start "$RUN/pg" >"$RUN/pg.out" 2>&1 || { cat "$RUN/pg.out" >&2; say "PostgreSQL did not start"; exit 1; }
+        started_pg="$RUN/pg"
+        DB_NOTE="private PostgreSQL in $RUN/pg (socket $PGHOST, port $PGPORT; log $RUN/pg/postgres.log)"
+    else
+        DB_NOTE="PostgreSQL at $HELMQ_DATABASE_URL (from HELMQ_DATABASE_URL)"
+    fi
+    export HELMQ_DATABASE_URL
+    if [ -z "${HELMQ_HELM:-}" ]; then
+        export HELMQ_HELM="$ROOT/tests/helm-sim/helm"
+        export HELM_SIM_STATE="$RUN/helm-sim"
+        mkdir -p "$HELM_SIM_STATE"
+        [ -f "$HELM_SIM_STATE/charts.json" ] || echo '{"matih-ai-service": {"1.0.0": {"appVersion": "2.0.0"}, "1.1.0": {"appVersion": "2.1.0"}}}' >"$HELM_SIM_STATE/charts.json"
+        export HELMQ_CHART_REPO=${HELMQ_CHART_REPO:-oci://registry.example/charts}
+        HELM_NOTE="SIMULATED helm (tests/helm-sim/helm, state in $HELM_SIM_STATE): no cluster is touched.
+    To deploy for real: HELMQ_HELM=/path/to/helm KUBECONFIG=~/.kube/config HELMQ_CHART_REPO=oci://your/charts make run"
+    else
+        HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
+    fi
+    "$BIN/helmq-worker" >"$RUN/worker.log" 2>&1 &
+    started_pids+=($!)
+    WORKER_PID=$!
+    "$BIN/helmq-projector" >"$RUN/projector.log" 2>&1 &
+    started_pids+=($!)
+    PROJECTOR_PID=$!
+    for _ in $(seq 1 600); do
+        grep -q 'assigned ' "$RUN/worker.log" 2>/dev/null && grep -q 'projecting ' "$RUN/projector.log" 2>/dev/null && break
+        kill -0 "$WORKER_PID" 2>/dev/null || { tail -20 "$RUN/worker.log" >&2; say "helmq-worker exited"; exit 1; }
+        kill -0 "$PROJECTOR_PID" 2>/dev/null || { tail -20 "$RUN/projector.log" >&2; say "helmq-projector exited"; exit 1; }
+        sleep 0.1
+    done
+    {
+        echo "export HELMQ_BROKERS='$HELMQ_BROKERS'"
+        echo "export HELMQ_DATABASE_URL='$HELMQ_DATABASE_URL'"
+        echo "export PATH='$BIN':\"\$PATH\""
+    } >"$RUN/env.sh"
+    echo "${started_pids[*]}" >"$RUN/pids"
+}
+
+print_where() {
+    cat >&2 <<EOM
+
+helmq is running.
+  Kafka:       $BROKER_NOTE
+  PostgreSQL:  $DB_NOTE
+  helm:        $HELM_NOTE
+  worker:      pid $WORKER_PID, log $RUN/worker.log
+  projector:   pid $PROJECTOR_PID, log $RUN/projector.log
+
+Next, in another terminal:
+  source $RUN/env.sh
+  helmq install -f tests/fixtures/seed-install.json --wait
+  helmq releases list --tenant 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b --output table
+  helmq events
+  make demo                     # the seed's whole story, step by step
+
+Ctrl-C stops everything make run started. Logs follow.
+
+EOM
+}
+
+stack_running() { # a stack started by another make run?
+    [ -f "$RUN/env.sh" ] && [ -f "$RUN/pids" ] || return 1
+    local p
+    for p in $(cat "$RUN/pids"); do kill -0 "$p" 2>/dev/null || return 1; done
+}
+
+case "$mode" in
+serve)
+    if stack_running; then
+        say "make run is already running (pids $(cat "$RUN/pids")); stop it with Ctrl-C there"
+        exit 1
+    fi
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    stack_up
+    print_where
+    tail -n +1 -F "$RUN/worker.log" "$RUN/projector.log" &
+    tail_pid=$!
+    while kill -0 "$WORKER_PID" 2>/dev/null && kill -0 "$PROJECTOR_PID" 2>/dev/null; do sleep 1; done
+    say "a helmq process exited; stopping"
+    exit 1
+    ;;
+demo)
+    if stack_running; then
+        say "using the stack of the running make run"
+        . "$RUN/env.sh"
+    else
+        trap cleanup EXIT
+        trap 'exit 130' INT TERM
+        say "starting an embedded stack for the demo"
+        stack_up
+        print_where 2>"$RUN/where.txt"
+    fi
+    exec 3>&1
+    HELMQ_BIN=$BIN bash "$ROOT/tests/lib/demo.sh"
+    rc=$?
+    exit $rc
+    ;;
+*)
+    echo "usage: run.sh serve|demo" >&2
+    exit 2
+    ;;
+esac
