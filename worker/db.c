@@ -83,7 +83,10 @@ static void on_retry(uv_timer_t *t) { db_connect(t->data); }
 
 /* The connection is gone: keep every query (the head one is sent again) and
  * reconnect after a backoff. */
-static void db_lost(db_t *db, const char *why) {
+static void db_lost(db_t *db, const char *why_in) {
+    char why[512]; /* why_in may point into the connection freed below */
+    snprintf(why, sizeof(why), "%s", why_in);
+    why[strcspn(why, "\n")] = '\0';
     poll_stop(db);
     if (db->result) {
         PQclear(db->result);
