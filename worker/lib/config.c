@@ -228,7 +228,7 @@ void config_usage_markdown(const config_opt_t *opts, FILE *out) {
         if (o->env)
             snprintf(env, sizeof(env), "`%s`", o->env);
         if (o->def)
-            snprintf(def, sizeof(def), "`%s`", o->def);
+            snprintf(def, sizeof(def), *o->def ? "`%s`" : "(empty)", o->def);
         fprintf(out, "| `--%s`%s | %s | %s | %s |\n", o->name, flag, env, def, o->help);
     }
 }
