@@ -20,7 +20,7 @@ left=$(helmq releases list --tenant "$TENANT" 2>/dev/null |
     jq -r '.[] | select(.releaseName == "acme-ai-service" and .status != "uninstalled") | .releaseId' || true)
 if [ -n "$left" ]; then
     step "0. A previous demo left acme-ai-service installed: uninstalling it first"
-    run helmq uninstall acme-ai-service --tenant-id "$TENANT" --namespace tenant-acme --reason "demo restart" --wait >/dev/null
+    run helmq uninstall acme-ai-service --tenant-id "$TENANT" --namespace tenant-acme --reason "demo restart" --wait >/dev/null || true
 fi
 
 step "1. Install the seed's example (tenant $TENANT): acme-ai-service, matih-ai-service 1.0.0, timeout 600, atomic, waitForJobs"
@@ -31,7 +31,7 @@ RID=$(sed 1d <<<"$out" | jq -r .releaseId)
 [ "$(sed 1d <<<"$out" | jq -r .status)" = deployed ] || fail "the install did not deploy"
 
 projected() { # projected REVISION STATUS: wait for the projection to catch up
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         got=$(helmq releases get "$RID" 2>/dev/null | jq -r '"\(.revision) \(.status)"' || true)
         [ "$got" = "$1 $2" ] && return 0
         sleep 0.2

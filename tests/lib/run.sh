@@ -29,9 +29,13 @@ cleanup() {
     trap - INT TERM EXIT
     local p
     [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null
-    for p in "${started_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${started_pids[@]}"; do
-        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    # Newest first: the worker and projector drain and commit while the
+    # broker and PostgreSQL they talk to are still there.
+    local i
+    for ((i = ${#started_pids[@]} - 1; i >= 0; i--)); do
+        p=${started_pids[$i]}
+        kill -TERM "$p" 2>/dev/null
+        for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null
         wait "$p" 2>/dev/null
     done
