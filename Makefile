@@ -30,7 +30,7 @@ ifneq ($(SANITIZER),)
 CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
-LDLIBS = $(PKG_LIBS) -lm
+LDLIBS = $(PKG_LIBS) -lhttp_parser -lm
 
 SCHEMAS := schemas/helm-release-command.avsc schemas/helm-release-event.avsc \
            $(sort $(wildcard schemas/versions/*.avsc))

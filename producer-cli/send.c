@@ -3,6 +3,7 @@
  * it to the commands topic with the idempotent producer, keyed
  * tenantId/namespace/releaseName. Nothing is sent when validation fails. */
 #include "cli.h"
+#include "cmddoc.h"
 #include "codec.h"
 #include "config.h"
 #include "kafka.h"
@@ -110,25 +111,6 @@ static json_t *load_document(const char *path, char *errstr, size_t errstr_size)
         return NULL;
     }
     return doc;
-}
-
-/* valuesOverride travels as JSON text; the seed writes it as an object.
- * Objects are serialised compactly with sorted keys so the same values give
- * the same bytes (and digest) whoever sends them. */
-static int normalise_values(json_t *doc, char *errstr, size_t errstr_size) {
-    json_t *v = json_object_get(doc, "valuesOverride");
-    if (!v || json_is_string(v))
-        return 0;
-    if (!json_is_object(v)) {
-        snprintf(errstr, errstr_size, "valuesOverride: must be a JSON object (rule json-object)");
-        return -1;
-    }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!text)
-        return -1;
-    json_object_set_new(doc, "valuesOverride", json_string(text));
-    free(text);
-    return 0;
 }
 
 typedef struct delivery {
@@ -318,13 +300,6 @@ int cli_send(const char *verb, int argc, char **argv) {
         rc = EXIT_USAGE;
         goto out;
     }
-    const char *op = json_string_value(json_object_get(doc, "operation"));
-    if (json_object_get(doc, "operation") && (!op || strcmp(op, verb) != 0)) {
-        fprintf(stderr, "helmq %s: the document's operation is not \"%s\"\n", verb, verb);
-        rc = EXIT_USAGE;
-        goto out;
-    }
-    json_object_set_new(doc, "operation", json_string(verb));
     if (cfg.nargs == 1)
         json_object_set_new(doc, "releaseName", json_string(cfg.args[0]));
     for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
@@ -351,29 +326,15 @@ int cli_send(const char *verb, int argc, char **argv) {
         }
         json_object_set_new(doc, "valuesOverride", values);
     }
-    if (normalise_values(doc, errstr, sizeof(errstr)) < 0) {
-        fprintf(stderr, "helmq %s: %s\n", verb, errstr);
-        rc = EXIT_USAGE;
-        goto out;
-    }
-    char id[UUID_STR_LEN];
-    if (!json_object_get(doc, "commandId")) {
-        if (uuid_v4(id) < 0) {
-            fprintf(stderr, "helmq %s: cannot generate a UUID\n", verb);
-            rc = EXIT_RUNTIME;
-            goto out;
-        }
-        json_object_set_new(doc, "commandId", json_string(id));
-    }
     const char *by = config_get(&cfg, "performed-by");
     if (by)
         json_object_set_new(doc, "performedBy", json_string(by));
-    else if (!json_object_get(doc, "performedBy")) {
-        struct passwd *pw = getpwuid(geteuid());
-        json_object_set_new(doc, "performedBy", json_string(pw ? pw->pw_name : "unknown"));
+    struct passwd *pw = getpwuid(geteuid());
+    if (cmddoc_prepare(doc, verb, pw ? pw->pw_name : "unknown", errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq %s: invalid %s\n", verb, errstr);
+        rc = EXIT_USAGE;
+        goto out;
     }
-    if (!json_object_get(doc, "requestedAt"))
-        json_object_set_new(doc, "requestedAt", json_integer(now_ms()));
 
     validate_error_t verr;
     if (validate_command(doc, &verr) < 0) {

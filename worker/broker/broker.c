@@ -4,16 +4,30 @@
  * implementation that any client reaches over TCP, creates the commands,
  * events and DLQ topics, prints its bootstrap address and serves until
  * SIGINT or SIGTERM. Limits (also in the README): no TLS or SASL, no
- * transaction markers, and each partition keeps a bounded log. */
+ * transaction markers, and each partition keeps a bounded log.
+ *
+ * For fault-injection tests, --control PATH opens a unix-domain stream socket
+ * that takes one text command per line (`down 1`, `up all`, `rtt 1 500`,
+ * `errors OffsetCommit NOT_COORDINATOR 3`, `clear`, ...) and answers each
+ * with one line, `ok ...` or `error ...` (see control_help below and
+ * tests/faults/README.md). It is served from the main loop with poll(). */
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static const config_opt_t broker_opts[] = {
@@ -24,6 +38,8 @@ static const config_opt_t broker_opts[] = {
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "commands topic"},
     {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "events topic"},
     {"dlq-topic", 0, "HELMQ_DLQ_TOPIC", CONFIG_STRING, KAFKA_TOPIC_DLQ, "dead-letter topic for undecodable commands"},
+    {"control", 0, "HELMQ_BROKER_CONTROL", CONFIG_STRING, NULL,
+     "fault injection: serve text commands (down, up, rtt, errors, clear, ...) on a unix socket at this path"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };

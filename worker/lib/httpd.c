@@ -1,0 +1,478 @@
+/* HTTP/1.1 connections on libuv with http-parser; see httpd.h. */
+#include "httpd.h"
+
+#include "log.h"
+
+#include <http_parser.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct httpd {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    size_t max_body;
+    unsigned timeout_ms;
+    httpd_handler handler;
+    void *ctx;
+    http_conn_t *conns;
+    int stopping;
+};
+
+struct http_conn {
+    uv_tcp_t tcp; /* first: the handle's address is the connection's */
+    uv_timer_t timer;
+    httpd_t *h;
+    http_conn_t *next, *prev;
+    http_parser parser;
+    http_parser_settings settings;
+    http_req_t *req;   /* being parsed */
+    http_req_t *handed;/* handed to the handler, not answered yet */
+    int answering;     /* a request is being answered */
+    int keep_alive;
+    int closing;
+    char *url;
+    size_t url_len;
+    char *hdr_field;
+    size_t hdr_field_len;
+    int hdr_value_for; /* 1 authorization, 2 content-type */
+    char *pending;     /* bytes read but not parsed yet (pipelining) */
+    size_t pending_len;
+    int open_handles;
+};
+
+static void conn_close(http_conn_t *c);
+
+static char *append(char *buf, size_t *len, const char *at, size_t n) {
+    char *b = realloc(buf, *len + n + 1);
+    if (!b)
+        abort();
+    memcpy(b + *len, at, n);
+    *len += n;
+    b[*len] = '\0';
+    return b;
+}
+
+static void req_free(http_req_t *r) {
+    if (!r)
+        return;
+    free(r->path);
+    free(r->query);
+    free(r->authorization);
+    free(r->content_type);
+    free(r->body);
+    free(r);
+}
+
+/* Answers the request being parsed (or a new one) with an error, then closes. */
+static void conn_fail(http_conn_t *c, int status, const char *message) {
+    http_req_t *r = c->req ? c->req : calloc(1, sizeof(http_req_t));
+    c->req = NULL;
+    r->conn = c;
+    c->handed = r;
+    c->answering = 1;
+    c->keep_alive = 0;
+    httpd_error(r, status, message, NULL, NULL);
+}
+
+static int on_message_begin(http_parser *p) {
+    http_conn_t *c = p->data;
+    req_free(c->req);
+    c->req = calloc(1, sizeof(http_req_t));
+    if (!c->req)
+        abort();
+    free(c->url);
+    c->url = NULL;
+    c->url_len = 0;
+    uv_timer_again(&c->timer);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+    http_conn_t *c = p->data;
+    c->url = append(c->url, &c->url_len, at, n);
+    return c->url_len > 8192 ? -1 : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+    http_conn_t *c = p->data;
+    if (c->hdr_value_for >= 0) { /* a new field begins */
+        free(c->hdr_field);
+        c->hdr_field = NULL;
+        c->hdr_field_len = 0;
+        c->hdr_value_for = -1;
+    }
+    c->hdr_field = append(c->hdr_field, &c->hdr_field_len, at, n);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+    http_conn_t *c = p->data;
+    if (c->hdr_value_for < 0)
+        c->hdr_value_for = strcasecmp(c->hdr_field, "authorization") == 0   ? 1
+                           : strcasecmp(c->hdr_field, "content-type") == 0 ? 2
+                                                                            : 0;
+    size_t len;
+    if (c->hdr_value_for == 1) {
+        len = c->req->authorization ? strlen(c->req->authorization) : 0;
+        c->req->authorization = append(c->req->authorization, &len, at, n);
+    } else if (c->hdr_value_for == 2) {
+        len = c->req->content_type ? strlen(c->req->content_type) : 0;
+        c->req->content_type = append(c->req->content_type, &len, at, n);
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+    http_conn_t *c = p->data;
+    c->hdr_value_for = 0;
+    if (p->content_length != ULLONG_MAX && p->content_length > c->h->max_body) {
+        conn_fail(c, 413, "request body too large");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+    http_conn_t *c = p->data;
+    if (c->req->body_len + n > c->h->max_body) {
+        conn_fail(c, 413, "request body too large");
+        return -1;
+    }
+    c->req->body = append(c->req->body, &c->req->body_len, at, n);
+    return 0;
+}
+
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string (plus_space: '+' is a space). */
+static char *pct_decode(const char *s, size_t n, int plus_space) {
+    char *out = malloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            *o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else if (plus_space && s[i] == '+') {
+            *o++ = ' ';
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static int on_message_complete(http_parser *p) {
+    http_conn_t *c = p->data;
+    http_req_t *r = c->req;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    r->method = http_method_str((enum http_method)p->method);
+    if (!c->url || http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+        r->path = strdup("");
+        r->query = strdup("");
+    } else {
+        r->path = pct_decode(c->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len, 0);
+        r->query = (u.field_set & (1 << UF_QUERY))
+                       ? strndup(c->url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
+                       : strdup("");
+    }
+    if (!r->body)
+        r->body = strdup("");
+    r->conn = c;
+    c->keep_alive = http_should_keep_alive(p);
+    c->answering = 1;
+    c->handed = r;
+    c->req = NULL;
+    uv_timer_stop(&c->timer);
+    http_parser_pause(p, 1); /* one request at a time: the rest waits in pending */
+    c->h->handler(r, c->h->ctx);
+    return 0;
+}
+
+static void feed(http_conn_t *c, const char *data, size_t len) {
+    size_t n = http_parser_execute(&c->parser, &c->settings, data, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED) {
+        /* Keep what follows the answered request for later. */
+        size_t rest = len - n;
+        char *p = rest ? malloc(rest) : NULL;
+        if (rest)
+            memcpy(p, data + n, rest);
+        free(c->pending);
+        c->pending = p;
+        c->pending_len = rest;
+        return;
+    }
+    if (err != HPE_OK && !c->answering && !c->closing)
+        conn_fail(c, 400, http_errno_description(err)); /* closes once the answer is written */
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    buf->base = malloc(suggested);
+    buf->len = buf->base ? suggested : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    http_conn_t *c = (http_conn_t *)s;
+    if (n < 0) {
+        free(buf->base);
+        conn_close(c);
+        return;
+    }
+    if (n > 0) {
+        if (c->answering || c->pending_len) {
+            /* Still answering: keep the bytes in order. */
+            c->pending = append(c->pending, &c->pending_len, buf->base, (size_t)n);
+            if (c->pending_len > c->h->max_body + 65536) {
+                free(buf->base);
+                conn_close(c);
+                return;
+            }
+            uv_read_stop(s);
+        } else {
+            feed(c, buf->base, (size_t)n);
+        }
+    }
+    free(buf->base);
+}
+
+static void on_timeout(uv_timer_t *t) {
+    http_conn_t *c = t->data;
+    if (c->answering)
+        return;
+    if (c->req) { /* a request started and did not finish in time */
+        conn_fail(c, 408, "request timeout");
+        return;
+    }
+    conn_close(c);
+}
+
+static void conn_handle_closed(uv_handle_t *h) {
+    http_conn_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    req_free(c->req);
+    free(c->url);
+    free(c->hdr_field);
+    free(c->pending);
+    free(c);
+}
+
+static void conn_close(http_conn_t *c) {
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->handed) /* the handler may still answer: it must not touch c */
+        c->handed->conn = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->open_handles = 2;
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+}
+
+typedef struct write_req {
+    uv_write_t w;
+    char *buf;
+    http_conn_t *conn;
+    int close_after;
+} write_req_t;
+
+static void resume(http_conn_t *c);
+
+static void on_written(uv_write_t *w, int status) {
+    write_req_t *wr = (write_req_t *)w;
+    http_conn_t *c = wr->conn;
+    free(wr->buf);
+    free(wr);
+    if (c->closing)
+        return;
+    if (status < 0 || !c->keep_alive) {
+        conn_close(c);
+        return;
+    }
+    resume(c);
+}
+
+/* The answer went out: parse what waited, or read more. */
+static void resume(http_conn_t *c) {
+    c->answering = 0;
+    http_parser_pause(&c->parser, 0);
+    uv_timer_again(&c->timer);
+    if (c->pending_len) {
+        char *p = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        feed(c, p, n);
+        free(p);
+    }
+    if (!c->closing && !c->answering)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len) {
+    http_conn_t *c = req->conn;
+    if (c)
+        c->handed = NULL;
+    if (!c || c->closing) {
+        req_free(req);
+        return;
+    }
+    char head[512];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n",
+                      status, reason(status), content_type ? content_type : "application/json", body ? len : 0,
+                      c->keep_alive ? "keep-alive" : "close",
+                      status == 401 ? "WWW-Authenticate: Bearer realm=\"helmq\"\r\n" : "");
+    write_req_t *wr = calloc(1, sizeof(*wr));
+    wr->buf = malloc((size_t)hn + (body ? len : 0));
+    memcpy(wr->buf, head, (size_t)hn);
+    if (body && len)
+        memcpy(wr->buf + hn, body, len);
+    wr->conn = c;
+    uv_buf_t b = uv_buf_init(wr->buf, (unsigned)((size_t)hn + (body ? len : 0)));
+    req_free(req);
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(wr->buf);
+        free(wr);
+        conn_close(c);
+    }
+}
+
+void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {
+    json_t *e = json_pack("{s:s}", "error", message);
+    if (field)
+        json_object_set_new(e, "field", json_string(field));
+    if (rule)
+        json_object_set_new(e, "rule", json_string(rule));
+    char *s = json_dumps(e, JSON_COMPACT);
+    httpd_respond(req, status, "application/json", s, strlen(s));
+    free(s);
+    json_decref(e);
+}
+
+char *httpd_query_param(const http_req_t *req, const char *name) {
+    size_t nl = strlen(name);
+    const char *q = req->query;
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t seg = amp ? (size_t)(amp - q) : strlen(q);
+        if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
+            return pct_decode(q + nl + 1, seg - nl - 1, 1);
+        q = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    httpd_t *h = server->data;
+    if (status < 0 || h->stopping)
+        return;
+    http_conn_t *c = calloc(1, sizeof(*c));
+    c->h = h;
+    uv_tcp_init(h->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        c->open_handles = 1;
+        uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_init(h->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, on_timeout, h->timeout_ms, h->timeout_ms);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    http_parser_settings_init(&c->settings);
+    c->settings.on_message_begin = on_message_begin;
+    c->settings.on_url = on_url;
+    c->settings.on_header_field = on_header_field;
+    c->settings.on_header_value = on_header_value;
+    c->settings.on_headers_complete = on_headers_complete;
+    c->settings.on_body = on_body;
+    c->settings.on_message_complete = on_message_complete;
+    c->next = h->conns;
+    if (h->conns)
+        h->conns->prev = c;
+    h->conns = c;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void listener_closed(uv_handle_t *hd) { free(hd->data); }
+
+httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_body, unsigned timeout_ms,
+                     httpd_handler handler, void *ctx, char *errstr, size_t errstr_size) {
+    struct sockaddr_in addr;
+    int rc = uv_ip4_addr(host, port, &addr);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "bad listen address %s:%d: %s", host, port, uv_strerror(rc));
+        return NULL;
+    }
+    httpd_t *h = calloc(1, sizeof(*h));
+    h->loop = loop;
+    h->max_body = max_body;
+    h->timeout_ms = timeout_ms;
+    h->handler = handler;
+    h->ctx = ctx;
+    uv_tcp_init(loop, &h->listener);
+    h->listener.data = h;
+    if ((rc = uv_tcp_bind(&h->listener, (const struct sockaddr *)&addr, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&h->listener, 512, on_connection)) != 0) {
+        snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        uv_close((uv_handle_t *)&h->listener, listener_closed);
+        return NULL;
+    }
+    return h;
+}
+
+int httpd_port(const httpd_t *h) {
+    struct sockaddr_in addr;
+    int len = sizeof(addr);
+    if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&addr, &len) != 0)
+        return -1;
+    return ntohs(addr.sin_port);
+}
+
+void httpd_stop(httpd_t *h) {
+    if (!h)
+        return;
+    h->stopping = 1;
+    while (h->conns) {
+        http_conn_t *c = h->conns;
+        conn_close(c);
+    }
+    uv_close((uv_handle_t *)&h->listener, listener_closed);
+}

@@ -1,0 +1,52 @@
+/* A small HTTP/1.1 server on the libuv loop, for helmq-api and the /metrics
+ * and /healthz endpoints of the worker and the projector.
+ *
+ * Parsing is Debian's http-parser (nodejs/http-parser); this module only
+ * manages connections: keep-alive, one request at a time per connection
+ * (pipelined requests wait their turn), a body size limit (413), an idle and
+ * request timeout (408), and responses that may be sent later, from another
+ * callback (a database query, a Kafka delivery report). */
+#ifndef HELMQ_HTTPD_H
+#define HELMQ_HTTPD_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct httpd httpd_t;
+typedef struct http_conn http_conn_t;
+
+typedef struct http_req {
+    http_conn_t *conn; /* NULL once the client went away: responding is then a no-op */
+    const char *method; /* "GET", "POST", ... */
+    char *path;         /* decoded path, without the query */
+    char *query;        /* the raw query string (after '?'), or "" */
+    char *authorization;/* the Authorization header, or NULL */
+    char *content_type;
+    char *body;         /* NUL-terminated */
+    size_t body_len;
+    void *data;         /* the handler's */
+} http_req_t;
+
+/* Called once per request; the handler answers with httpd_respond, now or
+ * later. The request lives until answered. */
+typedef void (*httpd_handler)(http_req_t *req, void *ctx);
+
+/* Listens on host:port. Returns NULL with errstr filled on failure. */
+httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_body, unsigned timeout_ms,
+                     httpd_handler handler, void *ctx, char *errstr, size_t errstr_size);
+
+/* Answers req (and frees it). body may be NULL for an empty body. */
+void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* Answers with a JSON error document {"error": message[, "field", "rule"]}. */
+void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
+
+/* The value of name in the request's query string (decoded, malloc'd), or NULL. */
+char *httpd_query_param(const http_req_t *req, const char *name);
+
+/* Stops listening and closes every connection. */
+void httpd_stop(httpd_t *h);
+
+/* The port actually bound (for port 0). */
+int httpd_port(const httpd_t *h);
+
+#endif
