@@ -44,13 +44,15 @@ WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC := $(sort $(wildcard producer-cli/*.c))
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 BROKER_SRC := $(sort $(wildcard worker/broker/*.c))
+API_SRC := $(sort $(wildcard worker/api/*.c))
+API_OBJ := $(API_SRC:%.c=$(BUILD)/%.o)
 PROJECTOR_SRC := $(sort $(wildcard worker/projector/*.c))
 PROJECTOR_OBJ := $(PROJECTOR_SRC:%.c=$(BUILD)/%.o)
 BROKER_OBJ := $(BROKER_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector
+PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector $(BIN)/helmq-api
 
 .PHONY: all deps test unit check run demo clean format format-check
 all: $(PROGRAMS) $(UNIT_BIN)
@@ -86,6 +88,10 @@ $(BIN)/helmq-projector: $(PROJECTOR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BIN)/helmq-api: $(API_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BIN)/helmq-broker: $(BROKER_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -117,9 +123,9 @@ demo: deps
 	bash tests/lib/run.sh demo
 
 format:
-	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c producer-cli/*.[ch] tests/unit/*.c
 format-check:
-	clang-format --dry-run --Werror worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format --dry-run --Werror worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c producer-cli/*.[ch] tests/unit/*.c
 
 clean:
 	rm -rf build bin

@@ -114,3 +114,24 @@ wait_projected() {
     wait_for "command $1 in the projection" "${2:-60}" bash -c \
         "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.applied_events where command_id = '$1' and event_type <> 'started'\" 2>/dev/null)\" = 1 ]"
 }
+
+api_start() { # api_start [ARGS...]; sets API_URL, API_PID; tokens: ADMIN_TOKEN ACME_TOKEN GLOBEX_TOKEN
+    ADMIN_TOKEN=admin-token-0123456789abcdef
+    ACME_TOKEN=acme-token-0123456789abcdef
+    GLOBEX_TOKEN=globex-token-0123456789abcdef
+    cat >"$T/tokens" <<EOT
+# token principal tenant|admin
+$ADMIN_TOKEN platform-admin admin
+$ACME_TOKEN acme-deployer $TENANT
+$GLOBEX_TOKEN globex-deployer $OTHER_TENANT
+EOT
+    chmod 600 "$T/tokens"
+    local port
+    port=$((20000 + RANDOM % 20000))
+    "$HELMQ_BIN/helmq-api" --listen "127.0.0.1:$port" --tokens-file "$T/tokens" --log-level info "$@" \
+        >>"$T/api.log" 2>&1 &
+    API_PID=$!
+    at_exit "kill -9 $API_PID"
+    API_URL="http://127.0.0.1:$port"
+    wait_for "helmq-api to serve" 30 curl -sf "$API_URL/healthz" -o /dev/null
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# helmq-api: the seed's REST endpoints driven with curl against the embedded
+# stack; the seed's story over HTTP gives the CLI's results; tokens, tenants,
+# oversize and malformed requests get the right status codes; /metrics and
+# /healthz answer.
+. "$(dirname "$0")/lib/tap.sh"
+. "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/stack.sh"
+
+stack_start
+worker_start
+projector_start
+api_start
+B="$API_URL/api/v1/helm/releases"
+# c METHOD URL TOKEN [curl args]: prints "STATUS BODY"
+c() {
+    local m=$1 url=$2 tok=$3
+    shift 3
+    curl -s -o "$T/body" -w '%{http_code}' -X "$m" ${tok:+-H "Authorization: Bearer $tok"} "$@" "$url"
+    printf ' '
+    cat "$T/body"
+}
+status() { cut -d' ' -f1 <<<"$1"; }
+body() { cut -d' ' -f2- <<<"$1"; }
+wait_projection() { # wait_projection RELEASE_ID STATUS REVISION
+    wait_for "release $1 at $2/$3" 60 bash -c \
+        "curl -s -H 'Authorization: Bearer $ADMIN_TOKEN' '$B/$1' | jq -e '.status == \"$2\" and .revision == $3' >/dev/null"
+}
+
+# The seed's story over HTTP.
+r=$(c POST "$B" "$ACME_TOKEN" -H 'Content-Type: application/json' --data-binary @tests/fixtures/seed-install.json)
+is "$(status "$r")" 202 "POST the seed's install body: 202"
+CID=$(body "$r" | jq -r .commandId)
+RID=$(body "$r" | jq -r .releaseId)
+[[ $CID =~ ^[0-9a-f-]{36}$ && $RID =~ ^[0-9a-f-]{36}$ ]]
+ok $? "the answer carries commandId and releaseId"
+wait_projection "$RID" deployed 1
+ok $? "the install reaches the projection under the releaseId the API gave"
+r=$(c GET "$B/$RID" "$ACME_TOKEN")
+is "$(status "$r")" 200 "GET /:releaseId: 200"
+is "$(body "$r" | jq -r '[.releaseName,.namespace,.chartName,.chartVersion,.appVersion,.status,.revision] | join(" ")')" \
+    "acme-ai-service tenant-acme matih-ai-service 1.0.0 2.0.0 deployed 1" "with the seed's fields"
+cli=$("$HELMQ_BIN/helmq" releases get "$RID" | jq -cS .)
+is "$(body "$r" | jq -cS .)" "$cli" "the same document as helmq releases get"
+ev=$(events_json --command-id "$CID" | jq -c 'select(.terminal)')
+is "$(jq -r .performedBy <<<"$ev")" acme-deployer "performedBy is the token's principal"
+r=$(c GET "$B/tenant/$TENANT" "$ACME_TOKEN")
+is "$(status "$r")" 200 "GET /tenant/:tenantId: 200"
+is "$(body "$r" | jq -r '.[0] | "\(.status) \(.revision)"')" "deployed 1" "with current status and revision"
+is "$(body "$r" | jq -cS .)" "$("$HELMQ_BIN/helmq" releases list --tenant $TENANT | jq -cS .)" "the same as helmq releases list"
+r=$(c DELETE "$B/$RID?reason=Tenant%20migration" "$ACME_TOKEN")
+is "$(status "$r")" 202 "DELETE /:releaseId?reason=…: 202"
+wait_projection "$RID" uninstalled 2
+r=$(c GET "$B/$RID" "$ACME_TOKEN")
+is "$(body "$r" | jq -r .uninstallReason)" "Tenant migration" "the reason from ?reason= is kept"
+r=$(c GET "$B/$RID/history" "$ACME_TOKEN")
+is "$(status "$r")" 200 "GET /:releaseId/history: 200"
+is "$(body "$r" | jq -r 'map("\(.revision):\(.status):\(.performedBy)") | join(",")')" \
+    "1:superseded:acme-deployer,2:uninstalled:acme-deployer" "history with the seed's fields"
+is "$(body "$r" | jq -cS .)" "$("$HELMQ_BIN/helmq" releases history "$RID" | jq -cS .)" "the same as helmq releases history"
+r=$(c DELETE "$B/$RID" "$ACME_TOKEN")
+is "$(status "$r")" 409 "DELETE of an uninstalled release: 409"
+r=$(c GET "$B/summary" "$ADMIN_TOKEN")
+is "$(status "$r")" 200 "GET /summary as admin: 200"
+is "$(body "$r" | jq -cS .)" "$("$HELMQ_BIN/helmq" releases summary | jq -cS .)" "the same as helmq releases summary"
+
+# Tenants and tokens.
+r=$(c POST "$B" "$GLOBEX_TOKEN" --data-binary "$(jq -c --arg t $OTHER_TENANT '.tenantId=$t | .namespace="tenant-globex"' tests/fixtures/seed-install.json)")
+is "$(status "$r")" 202 "another tenant installs its own release"
+GRID=$(body "$r" | jq -r .releaseId)
+wait_projection "$GRID" deployed 1
+is "$(status "$(c GET "$B/$GRID" "$ACME_TOKEN")")" 404 "a tenant cannot read another tenant's release (404)"
+is "$(status "$(c GET "$B/$GRID/history" "$ACME_TOKEN")")" 404 "nor its history (404)"
+is "$(status "$(c GET "$B/tenant/$OTHER_TENANT" "$ACME_TOKEN")")" 404 "nor list another tenant (404)"
+is "$(status "$(c DELETE "$B/$GRID?reason=x" "$ACME_TOKEN")")" 404 "nor uninstall it (404)"
+is "$(status "$(c POST "$B" "$ACME_TOKEN" --data-binary "$(jq -c --arg t $OTHER_TENANT '.tenantId=$t' tests/fixtures/seed-install.json)")")" 404 \
+    "nor install for another tenant (404)"
+is "$(status "$(c GET "$B/$GRID" "$ADMIN_TOKEN")")" 200 "the admin reads any tenant's release"
+is "$(status "$(c GET "$B/summary" "$ACME_TOKEN")")" 403 "the summary needs admin (403)"
+is "$(status "$(c GET "$B/$GRID" "")")" 401 "no token: 401"
+is "$(status "$(c GET "$B/$GRID" "wrong-token-0123456789abcdef")")" 401 "a wrong token: 401"
+like "$(c GET "$B/$GRID" "wrong-token-0123456789abcdef")" '"error":' "errors are JSON"
+
+# Bad requests.
+r=$(c POST "$B" "$ACME_TOKEN" --data-binary '{"tenantId": ')
+is "$(status "$r")" 400 "malformed JSON: 400"
+r=$(c POST "$B" "$ACME_TOKEN" --data-binary "$(jq -c '.releaseName="Bad_Name"' tests/fixtures/seed-install.json)")
+is "$(status "$r")" 400 "an invalid field: 400"
+is "$(body "$r" | jq -r '.field + " " + .rule')" "releaseName helm-release-name" "with the field and the rule"
+r=$(c POST "$B" "$ACME_TOKEN" --data-binary "$(jq -c '.timeout=0' tests/fixtures/seed-install.json)")
+is "$(body "$r" | jq -r '.field + " " + .rule')" "timeout range" "timeout 0: field and rule"
+head -c 1200000 /dev/zero | tr '\0' 'x' >"$T/big"
+r=$(c POST "$B" "$ACME_TOKEN" --data-binary @"$T/big")
+is "$(status "$r")" 413 "an oversize body: 413"
+is "$(status "$(c GET "$B/not-a-uuid" "$ACME_TOKEN")")" 400 "a malformed id: 400"
+is "$(status "$(c PUT "$B/$GRID" "$ACME_TOKEN")")" 405 "a wrong method: 405"
+is "$(status "$(c GET "$API_URL/nope" "$ACME_TOKEN")")" 404 "an unknown path: 404"
+raw=$(printf 'GARBAGE / HTTP/9.9\r\n\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/${API_URL##*:}; cat >&3; cat <&3")
+like "$raw" "400 Bad Request" "a malformed request line: 400"
+# keep-alive: two requests on one connection
+out=$(curl -s -v -H "Authorization: Bearer $ADMIN_TOKEN" "$B/$GRID" "$B/$GRID/history" 2>&1)
+like "$out" "Re-using existing connection" "keep-alive: the second request reuses the connection"
+
+# Health and metrics.
+r=$(c GET "$API_URL/healthz" "")
+is "$(status "$r")" 200 "/healthz: 200"
+is "$(body "$r" | jq -r .postgres)" true "/healthz reports PostgreSQL"
+m=$(curl -s "$API_URL/metrics")
+like "$m" 'helmq_api_requests_total{class="2xx"}' "/metrics: requests by status class"
+like "$m" 'helmq_api_commands_total{outcome="delivered"} 3' "/metrics: commands delivered"
+like "$m" "helmq_postgres_up 1" "/metrics: PostgreSQL connectivity"
+kill -TERM "$API_PID"
+wait "$API_PID"
+is "$?" 0 "SIGTERM: helmq-api exits 0"
+done_testing

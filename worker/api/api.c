@@ -1,0 +1,575 @@
+/* helmq-api: the seed's REST surface.
+ *
+ * Reads come from the projection (PostgreSQL, schema helmq) with the seed's
+ * field names; POST and DELETE become install and uninstall commands on the
+ * commands topic (202 with the commandId once the broker has it). Bearer
+ * tokens from a file map to a principal (recorded as performedBy) and either
+ * a tenant (which sees and changes only its own releases: 404 otherwise) or
+ * the admin role (everything, and the cross-tenant summary).
+ *
+ * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
+ * non-blocking) and librdkafka (delivery reports wake the loop through
+ * rd_kafka_queue_io_event_enable). */
+#include "cmddoc.h"
+#include "codec.h"
+#include "config.h"
+#include "db.h"
+#include "httpd.h"
+#include "kafka.h"
+#include "log.h"
+#include "util.h"
+#include "validate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const config_opt_t api_opts[] = {
+    {"listen", 'l', "HELMQ_API_LISTEN", CONFIG_STRING, "127.0.0.1:8080", "address:port to serve HTTP on"},
+    {"tokens-file", 0, "HELMQ_API_TOKENS", CONFIG_STRING, NULL,
+     "bearer tokens, one per line: TOKEN PRINCIPAL (TENANT_UUID | admin) (required)"},
+    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq", "PostgreSQL connection string or URI"},
+    {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic commands are published to"},
+    {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576", "largest request body accepted (bytes; 413 beyond)"},
+    {"request-timeout-ms", 0, "HELMQ_API_REQUEST_TIMEOUT_MS", CONFIG_INT, "10000",
+     "idle keep-alive connections and slow requests are closed after this long (408)"},
+    {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
+    {NULL, 0, NULL, 0, NULL, NULL},
+};
+
+#define PREFIX "/api/v1/helm/releases"
+
+typedef struct token {
+    char *token, *principal;
+    char tenant[UUID_STR_LEN]; /* "" for admin */
+    int admin;
+} token_t;
+
+typedef struct api {
+    uv_loop_t *loop;
+    config_t *cfg;
+    httpd_t *http;
+    db_t *db;
+    rd_kafka_t *producer;
+    rd_kafka_queue_t *queue;
+    int wake_fd[2];
+    uv_poll_t wake;
+    uv_timer_t tick;
+    uv_signal_t sigterm, sigint;
+    token_t *tokens;
+    int ntokens;
+    const char *topic;
+    /* metrics */
+    unsigned long long requests[6]; /* by status class 1xx..5xx (index 1..5) */
+    unsigned long long commands_sent, commands_failed;
+    unsigned long long latency_count;
+    double latency_sum;
+} api_t;
+
+typedef struct pending {
+    api_t *api;
+    http_req_t *req;
+    const token_t *tok;
+    uint64_t started;
+    int status;
+    char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
+    char *reason;
+} pending_t;
+
+static api_t A;
+
+/* --- tokens ------------------------------------------------------------------ */
+
+static int tokens_load(api_t *a, const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "cannot open the tokens file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char tok[512], who[256], role[128];
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        int n = sscanf(line, "%511s %255s %127s", tok, who, role);
+        if (n <= 0)
+            continue;
+        if (n != 3 || (strcmp(role, "admin") != 0 && !uuid_valid(role)) || strlen(tok) < 16) {
+            snprintf(errstr, errstr_size, "%s:%d: expected TOKEN PRINCIPAL (TENANT_UUID|admin), token of 16+ characters",
+                     path, lineno);
+            fclose(f);
+            return -1;
+        }
+        a->tokens = realloc(a->tokens, sizeof(token_t) * (size_t)(a->ntokens + 1));
+        token_t *t = &a->tokens[a->ntokens++];
+        memset(t, 0, sizeof(*t));
+        t->token = strdup(tok);
+        t->principal = strdup(who);
+        t->admin = strcmp(role, "admin") == 0;
+        if (!t->admin)
+            snprintf(t->tenant, sizeof(t->tenant), "%s", role);
+    }
+    fclose(f);
+    if (a->ntokens == 0) {
+        snprintf(errstr, errstr_size, "%s holds no tokens", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Constant-time comparison, so timing does not reveal a token's prefix. */
+static int token_eq(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la && i < lb; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+static const token_t *authenticate(api_t *a, const http_req_t *req) {
+    const char *h = req->authorization;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    const char *given = h + 7;
+    const token_t *found = NULL;
+    for (int i = 0; i < a->ntokens; i++)
+        if (token_eq(a->tokens[i].token, given))
+            found = &a->tokens[i];
+    return found;
+}
+
+/* --- responses ------------------------------------------------------------------ */
+
+static void count(api_t *a, int status, uint64_t started) {
+    a->requests[status / 100 < 6 ? status / 100 : 5]++;
+    a->latency_count++;
+    a->latency_sum += (double)(uv_now(a->loop) - started) / 1000.0;
+}
+
+static void reply(pending_t *p, int status, const char *body) {
+    count(p->api, status, p->started);
+    httpd_respond(p->req, status, "application/json", body, body ? strlen(body) : 0);
+    free(p->reason);
+    free(p);
+}
+
+static void reply_error(pending_t *p, int status, const char *msg, const char *field, const char *rule) {
+    count(p->api, status, p->started);
+    httpd_error(p->req, status, msg, field, rule);
+    free(p->reason);
+    free(p);
+}
+
+/* --- reads ------------------------------------------------------------------------ */
+
+/* The single JSON column of a query answers the request; SQL NULL is 404. */
+static void on_json_row(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    if (err) {
+        log_error("query failed: %s", err);
+        reply_error(p, 500, "database error", NULL, NULL);
+        return;
+    }
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        reply_error(p, 404, "not found", NULL, NULL);
+        return;
+    }
+    reply(p, 200, PQgetvalue(res, 0, 0));
+}
+
+static void query_json(pending_t *p, const char *sql, const char *id) {
+    const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
+    db_query(p->api->db, sql, 2, params, NULL, NULL, on_json_row, p);
+}
+
+/* --- commands ----------------------------------------------------------------------- */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    pending_t *p = m->_private;
+    if (!p)
+        return;
+    if (m->err) {
+        p->api->commands_failed++;
+        log_error("commandId=%s not delivered: %s", p->command_id, rd_kafka_err2str(m->err));
+        reply_error(p, 503, "the command could not be delivered to Kafka", NULL, NULL);
+        return;
+    }
+    p->api->commands_sent++;
+    json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id, "status",
+                             "accepted");
+    char *s = json_dumps(body, JSON_COMPACT);
+    log_info("commandId=%s releaseId=%s accepted (%s[%d]@%lld)", p->command_id, p->release_id,
+             rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+    reply(p, 202, s);
+    free(s);
+    json_decref(body);
+}
+
+/* Validates doc, encodes it and produces it; the answer follows delivery. */
+static void send_command(pending_t *p, json_t *doc) {
+    char errstr[512];
+    validate_error_t verr;
+    if (validate_command(doc, &verr) < 0) {
+        char msg[700];
+        snprintf(msg, sizeof(msg), "invalid %s: %s", verr.field, verr.message);
+        reply_error(p, 400, msg, verr.field, verr.rule);
+        return;
+    }
+    unsigned char *buf;
+    size_t len;
+    if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {
+        reply_error(p, 400, errstr, NULL, "schema");
+        return;
+    }
+    char key[512];
+    snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(doc, "tenantId")),
+             json_string_value(json_object_get(doc, "namespace")),
+             json_string_value(json_object_get(doc, "releaseName")));
+    snprintf(p->command_id, sizeof(p->command_id), "%s", json_string_value(json_object_get(doc, "commandId")));
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->api->producer, RD_KAFKA_V_TOPIC(p->api->topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+    free(buf);
+    if (err) {
+        p->api->commands_failed++;
+        reply_error(p, 503, rd_kafka_err2str(err), NULL, NULL);
+    }
+}
+
+static void post_install(pending_t *p) {
+    char errstr[512];
+    json_error_t jerr;
+    json_t *doc = json_loadb(p->req->body, p->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "the body must be a JSON object: %s", doc ? "not an object" : jerr.text);
+        json_decref(doc);
+        reply_error(p, 400, msg, "-", "json");
+        return;
+    }
+    /* The principal is who performs it; the API chooses the ids. */
+    json_object_set_new(doc, "performedBy", json_string(p->tok->principal));
+    const char *tenant = json_string_value(json_object_get(doc, "tenantId"));
+    if (!p->tok->admin && tenant && strcasecmp(tenant, p->tok->tenant) != 0) {
+        json_decref(doc);
+        reply_error(p, 404, "tenant not found", NULL, NULL);
+        return;
+    }
+    if (!p->tok->admin && !tenant)
+        json_object_set_new(doc, "tenantId", json_string(p->tok->tenant));
+    json_object_del(doc, "commandId");
+    const char *rid = json_string_value(json_object_get(doc, "releaseId"));
+    if (!rid || !uuid_valid(rid)) {
+        uuid_v4(p->release_id);
+        json_object_set_new(doc, "releaseId", json_string(p->release_id));
+    } else {
+        snprintf(p->release_id, sizeof(p->release_id), "%s", rid);
+    }
+    if (cmddoc_prepare(doc, "install", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+        json_decref(doc);
+        reply_error(p, 400, errstr, NULL, NULL);
+        return;
+    }
+    send_command(p, doc);
+    json_decref(doc);
+}
+
+static void on_release_for_delete(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    char errstr[256];
+    if (err) {
+        log_error("query failed: %s", err);
+        reply_error(p, 500, "database error", NULL, NULL);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        reply_error(p, 404, "not found", NULL, NULL);
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 3), "uninstalled") == 0) {
+        reply_error(p, 409, "the release is already uninstalled", NULL, NULL);
+        return;
+    }
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "tenantId", PQgetvalue(res, 0, 0), "namespace",
+                            PQgetvalue(res, 0, 1), "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
+    if (p->reason)
+        json_object_set_new(doc, "reason", json_string(p->reason));
+    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+        json_decref(doc);
+        reply_error(p, 400, errstr, NULL, NULL);
+        return;
+    }
+    send_command(p, doc);
+    json_decref(doc);
+}
+
+/* --- metrics and health ----------------------------------------------------------------- */
+
+static void metrics(api_t *a, http_req_t *req) {
+    char body[4096];
+    int n = snprintf(body, sizeof(body),
+                     "# HELP helmq_api_requests_total HTTP requests answered, by status class.\n"
+                     "# TYPE helmq_api_requests_total counter\n");
+    for (int c = 1; c <= 5; c++)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "helmq_api_requests_total{class=\"%dxx\"} %llu\n", c,
+                      a->requests[c]);
+    n += snprintf(body + n, sizeof(body) - (size_t)n,
+                  "# HELP helmq_api_request_duration_seconds Time to answer requests.\n"
+                  "# TYPE helmq_api_request_duration_seconds summary\n"
+                  "helmq_api_request_duration_seconds_sum %.6f\nhelmq_api_request_duration_seconds_count %llu\n"
+                  "# HELP helmq_api_commands_total Commands published, by outcome.\n"
+                  "# TYPE helmq_api_commands_total counter\n"
+                  "helmq_api_commands_total{outcome=\"delivered\"} %llu\nhelmq_api_commands_total{outcome=\"failed\"} %llu\n"
+                  "# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
+                  "helmq_postgres_up %d\n"
+                  "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
+                  "helmq_kafka_up %d\n",
+                  a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, db_ready(a->db),
+                  rd_kafka_outq_len(a->producer) < 1000);
+    httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
+}
+
+static void health(api_t *a, http_req_t *req) {
+    int pg = db_ready(a->db);
+    char body[128];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s}", pg ? "ok" : "degraded",
+                     pg ? "true" : "false");
+    httpd_respond(req, pg ? 200 : 503, "application/json", body, (size_t)n);
+}
+
+/* --- routing ---------------------------------------------------------------------------- */
+
+static const char SQL_GET[] = "SELECT helmq.release_json(r) FROM helmq.releases r "
+                              "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+static const char SQL_HISTORY[] = "SELECT helmq.release_history(r.release_id) FROM helmq.releases r "
+                                  "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+static const char SQL_TENANT[] = "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
+static const char SQL_SUMMARY[] = "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
+static const char SQL_FOR_DELETE[] = "SELECT tenant_id, namespace, release_name, status FROM helmq.releases r "
+                                     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+
+static void handle(http_req_t *req, void *ctx) {
+    api_t *a = ctx;
+    const char *path = req->path, *m = req->method;
+    if (strcmp(path, "/healthz") == 0) {
+        health(a, req);
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        metrics(a, req);
+        return;
+    }
+    pending_t *p = calloc(1, sizeof(*p));
+    p->api = a;
+    p->req = req;
+    p->started = uv_now(a->loop);
+    if (strncmp(path, PREFIX, strlen(PREFIX)) != 0 || (path[strlen(PREFIX)] && path[strlen(PREFIX)] != '/')) {
+        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        return;
+    }
+    p->tok = authenticate(a, req);
+    if (!p->tok) {
+        reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL, NULL);
+        return;
+    }
+    const char *rest = path + strlen(PREFIX); /* "", "/summary", "/tenant/X", "/X", "/X/history" */
+    char id[128] = "", tail[32] = "";
+    if (*rest == '/')
+        rest++;
+    if (*rest == '\0') {
+        if (strcmp(m, "POST") != 0) {
+            reply_error(p, 405, "use POST to install a release", NULL, NULL);
+            return;
+        }
+        post_install(p);
+        return;
+    }
+    if (strcmp(rest, "summary") == 0) {
+        if (strcmp(m, "GET") != 0) {
+            reply_error(p, 405, "method not allowed", NULL, NULL);
+            return;
+        }
+        if (!p->tok->admin) {
+            reply_error(p, 403, "the summary is for administrators", NULL, NULL);
+            return;
+        }
+        const char *params[2] = {NULL, NULL};
+        db_query(a->db, SQL_SUMMARY, 2, params, NULL, NULL, on_json_row, p);
+        return;
+    }
+    if (strncmp(rest, "tenant/", 7) == 0) {
+        snprintf(id, sizeof(id), "%s", rest + 7);
+        if (strcmp(m, "GET") != 0) {
+            reply_error(p, 405, "method not allowed", NULL, NULL);
+            return;
+        }
+        if (!uuid_valid(id)) {
+            reply_error(p, 400, "tenantId must be a UUID", "tenantId", "uuid");
+            return;
+        }
+        query_json(p, SQL_TENANT, id);
+        return;
+    }
+    const char *slash = strchr(rest, '/');
+    snprintf(id, sizeof(id), "%.*s", slash ? (int)(slash - rest) : (int)strlen(rest), rest);
+    if (slash)
+        snprintf(tail, sizeof(tail), "%s", slash + 1);
+    if (!uuid_valid(id)) {
+        reply_error(p, 400, "releaseId must be a UUID", "releaseId", "uuid");
+        return;
+    }
+    if (strcmp(tail, "history") == 0 && strcmp(m, "GET") == 0) {
+        query_json(p, SQL_HISTORY, id);
+    } else if (*tail == '\0' && strcmp(m, "GET") == 0) {
+        query_json(p, SQL_GET, id);
+    } else if (*tail == '\0' && strcmp(m, "DELETE") == 0) {
+        snprintf(p->release_id, sizeof(p->release_id), "%s", id);
+        p->reason = httpd_query_param(req, "reason");
+        const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
+        db_query(a->db, SQL_FOR_DELETE, 2, params, NULL, NULL, on_release_for_delete, p);
+    } else if (strcmp(tail, "history") == 0 || *tail == '\0') {
+        reply_error(p, 405, "method not allowed", NULL, NULL);
+    } else {
+        reply_error(p, 404, "no such endpoint", NULL, NULL);
+    }
+}
+
+/* --- loop plumbing ---------------------------------------------------------------------- */
+
+static void on_wake(uv_poll_t *h, int status, int events) {
+    api_t *a = h->data;
+    char buf[64];
+    while (read(a->wake_fd[0], buf, sizeof(buf)) > 0)
+        ;
+    rd_kafka_poll(a->producer, 0);
+}
+
+static void on_tick(uv_timer_t *t) { rd_kafka_poll(((api_t *)t->data)->producer, 0); }
+
+static void closed(uv_handle_t *h) { (void)h; }
+
+static void on_signal(uv_signal_t *s, int sig) {
+    api_t *a = s->data;
+    log_info("signal %d: stopping", sig);
+    httpd_stop(a->http);
+    rd_kafka_flush(a->producer, 5000);
+    uv_poll_stop(&a->wake);
+    uv_close((uv_handle_t *)&a->wake, closed);
+    uv_close((uv_handle_t *)&a->tick, closed);
+    uv_close((uv_handle_t *)&a->sigterm, closed);
+    uv_close((uv_handle_t *)&a->sigint, closed);
+    db_close(a->db);
+}
+
+int main(int argc, char **argv) {
+    char errstr[1024];
+    config_t cfg;
+    if (argc > 1 && strcmp(argv[1], "--help-markdown") == 0) {
+        config_usage_markdown(api_opts, stdout);
+        return 0;
+    }
+    int rc = config_parse(&cfg, api_opts, argc, argv, 1, errstr, sizeof(errstr));
+    if (rc == CONFIG_HELP) {
+        printf("Usage: helmq-api [OPTIONS]\n\n"
+               "Serves the seed's REST API:\n"
+               "  GET    " PREFIX "/:releaseId            a release\n"
+               "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
+               "  GET    " PREFIX "/:releaseId/history    its revision history\n"
+               "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
+               "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
+               "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
+               "  GET    /healthz, /metrics (Prometheus)\n"
+               "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
+        config_usage(api_opts, stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc < 0 || cfg.nargs) {
+        fprintf(stderr, "helmq-api: %s\n", rc < 0 ? errstr : "unexpected argument (see --help)");
+        config_free(&cfg);
+        return 2;
+    }
+    log_init("helmq-api", config_get(&cfg, "log-level"));
+    api_t *a = &A;
+    a->loop = uv_default_loop();
+    a->cfg = &cfg;
+    a->topic = config_get(&cfg, "commands-topic");
+    if (!config_get(&cfg, "tokens-file")) {
+        fprintf(stderr, "helmq-api: --tokens-file (HELMQ_API_TOKENS) is required\n");
+        return 2;
+    }
+    if (tokens_load(a, config_get(&cfg, "tokens-file"), errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq-api: %s\n", errstr);
+        return 2;
+    }
+    if (codec_init(errstr, sizeof(errstr)) < 0) {
+        log_error("schemas: %s", errstr);
+        return 1;
+    }
+    char host[256];
+    int port = 0;
+    const char *listen = config_get(&cfg, "listen");
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (port = atoi(colon + 1)) < 0 || port > 65535) {
+        fprintf(stderr, "helmq-api: --listen must be ADDRESS:PORT\n");
+        return 2;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+
+    rd_kafka_conf_t *conf = kafka_conf_new(&cfg, config_get(&cfg, "brokers"), errstr, sizeof(errstr));
+    if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
+        kafka_conf_set(conf, "message.timeout.ms", "30000", errstr, sizeof(errstr)) < 0) {
+        log_error("kafka: %s", errstr);
+        return 2;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    a->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!a->producer) {
+        log_error("kafka: %s", errstr);
+        return 1;
+    }
+    if (pipe2(a->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return 1;
+    a->queue = rd_kafka_queue_get_main(a->producer);
+    rd_kafka_queue_io_event_enable(a->queue, a->wake_fd[1], "p", 1);
+    uv_poll_init(a->loop, &a->wake, a->wake_fd[0]);
+    a->wake.data = a;
+    uv_poll_start(&a->wake, UV_READABLE, on_wake);
+    uv_timer_init(a->loop, &a->tick);
+    a->tick.data = a;
+    uv_timer_start(&a->tick, on_tick, 200, 200);
+    a->db = db_new(a->loop, config_get(&cfg, "database-url"));
+    a->http = httpd_start(a->loop, host, port, (size_t)config_int(&cfg, "max-body"),
+                          (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
+    if (!a->http) {
+        log_error("%s", errstr);
+        return 1;
+    }
+    uv_signal_init(a->loop, &a->sigterm);
+    uv_signal_init(a->loop, &a->sigint);
+    a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+    log_info("serving http://%s:%d%s (%d tokens)", host, httpd_port(a->http), PREFIX, a->ntokens);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    rd_kafka_queue_destroy(a->queue);
+    rd_kafka_destroy(a->producer);
+    uv_loop_close(a->loop);
+    for (int i = 0; i < a->ntokens; i++) {
+        free(a->tokens[i].token);
+        free(a->tokens[i].principal);
+    }
+    free(a->tokens);
+    codec_term();
+    config_free(&cfg);
+    log_info("stopped");
+    return 0;
+}
