@@ -54,7 +54,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector $(BIN)/helmq-api
 
-.PHONY: all deps test unit check run demo clean format format-check
+.PHONY: all deps test unit check run demo readme clean format format-check
 all: $(PROGRAMS) $(UNIT_BIN)
 
 deps:
@@ -121,6 +121,10 @@ run: deps
 demo: deps
 	$(MAKE) all
 	bash tests/lib/run.sh demo
+
+# The README's configuration tables come from the programs' option tables.
+readme: all
+	bash tests/lib/readme-options.sh
 
 format:
 	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c producer-cli/*.[ch] tests/unit/*.c

@@ -8,8 +8,10 @@
 . "$(dirname "$0")/lib/stack.sh"
 
 stack_start
-worker_start
-projector_start
+WPORT=$((20000 + RANDOM % 20000))
+PPORT=$((WPORT + 1))
+worker_start --http-listen 127.0.0.1:$WPORT
+projector_start --http-listen 127.0.0.1:$PPORT
 api_start
 B="$API_URL/api/v1/helm/releases"
 # c METHOD URL TOKEN [curl args]: prints "STATUS BODY"
@@ -109,6 +111,21 @@ m=$(curl -s "$API_URL/metrics")
 like "$m" 'helmq_api_requests_total{class="2xx"}' "/metrics: requests by status class"
 like "$m" 'helmq_api_commands_total{outcome="delivered"} 3' "/metrics: commands delivered"
 like "$m" "helmq_postgres_up 1" "/metrics: PostgreSQL connectivity"
+wm=$(curl -s "http://127.0.0.1:$WPORT/metrics")
+like "$wm" 'helmq_worker_commands_total{outcome="succeeded"} 3' "worker /metrics: commands by outcome"
+like "$wm" "helmq_worker_in_flight 0" "worker /metrics: in-flight operations"
+like "$wm" 'helmq_worker_helm_duration_seconds_bucket{le="+Inf"}' "worker /metrics: helm durations"
+like "$wm" "helmq_worker_consumer_lag" "worker /metrics: consumer lag"
+like "$wm" "helmq_postgres_up 1" "worker /metrics: PostgreSQL connectivity"
+like "$wm" "helmq_kafka_brokers_up" "worker /metrics: Kafka connectivity"
+is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WPORT/healthz")" 200 "worker /healthz: 200"
+pm=$(curl -s "http://127.0.0.1:$PPORT/metrics")
+like "$pm" "helmq_projector_events_total" "projector /metrics: events"
+like "$pm" 'helmq_projector_batch_size_bucket{le="+Inf"}' "projector /metrics: batch sizes"
+like "$pm" "helmq_projector_consumer_lag" "projector /metrics: consumer lag"
+like "$pm" "helmq_postgres_up 1" "projector /metrics: PostgreSQL connectivity"
+is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/healthz")" 200 "projector /healthz: 200"
+
 kill -TERM "$API_PID"
 wait "$API_PID"
 is "$?" 0 "SIGTERM: helmq-api exits 0"

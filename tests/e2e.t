@@ -99,6 +99,7 @@ like "$demo" "stopped everything make demo started" "(and stopped it)"
 readme=$(cat README.md)
 like "$readme" "$(helmq-worker --help-markdown)" "README lists every helmq-worker option as --help does"
 like "$readme" "$(helmq-projector --help-markdown)" "README lists every helmq-projector option as --help does"
+like "$readme" "$(helmq-api --help-markdown)" "README lists every helmq-api option as --help does"
 like "$readme" "make run" "README shows make run"
 like "$readme" "make test" "README shows make test"
 done_testing

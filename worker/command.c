@@ -249,6 +249,7 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
          c->error_message[0] ? " " : "");
     if (c->error_message[0])
         cmd_log(c, LOG_LEVEL_INFO, "error: %s", c->error_message);
+    metrics_outcome(c->w, c->event_type);
     dispatch_command_done(c);
 }
 
@@ -369,6 +370,7 @@ static void on_helm_done(helm_run_t *run) {
     step_cb next = (step_cb)c->helm_next;
     c->run = NULL;
     c->w->n_helm++;
+    metrics_helm_duration(c->w, (double)(run->ended_ms - run->started_ms) / 1000.0);
     next(c, run);
     helm_run_free(run);
 }

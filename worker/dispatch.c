@@ -496,6 +496,9 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         return -1;
     }
     rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
+    rd_kafka_conf_set_stats_cb(pc, metrics_stats_cb);
+    rd_kafka_conf_set_opaque(pc, w);
+    kafka_conf_set(pc, "statistics.interval.ms", "5000", errstr, errstr_size);
     w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size);
     if (!w->producer) {
         rd_kafka_conf_destroy(pc);
@@ -523,6 +526,8 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         free(kv);
     }
     rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
+    rd_kafka_conf_set_stats_cb(cc, metrics_stats_cb);
+    kafka_conf_set(cc, "statistics.interval.ms", "5000", errstr, errstr_size);
     rd_kafka_conf_set_opaque(cc, w);
     w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
     if (!w->consumer) {
@@ -600,6 +605,7 @@ static void shutdown_finish(worker_t *w) {
     uv_close((uv_handle_t *)&w->sigint, handle_closed);
     db_close(w->db);
     w->db = NULL;
+    metrics_stop(w);
 }
 
 static void on_drain_timeout(uv_timer_t *t) {

@@ -41,6 +41,8 @@ static const config_opt_t worker_opts[] = {
     {"max-buffered", 0, "HELMQ_MAX_BUFFERED", CONFIG_INT, "10000",
      "pause consuming when this many commands wait in memory"},
     {"tmpdir", 0, "HELMQ_TMPDIR", CONFIG_STRING, "/tmp", "where private values files are written (0600, removed after)"},
+    {"http-listen", 0, "HELMQ_WORKER_HTTP", CONFIG_STRING, "",
+     "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
@@ -235,6 +237,10 @@ int main(int argc, char **argv) {
     check_helm(w.helm);
 
     w.db = db_new(w.loop, dburl);
+    if (metrics_start(&w, config_get(&cfg, "http-listen"), errstr, sizeof(errstr)) < 0) {
+        log_error("%s", errstr);
+        return 1;
+    }
     if (dispatch_start(&w, errstr, sizeof(errstr)) < 0) {
         log_error("kafka: %s", errstr);
         return 1;

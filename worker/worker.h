@@ -134,6 +134,13 @@ struct worker {
     int exit_code;
     /* counters for logs and tests */
     uint64_t n_received, n_done, n_dlq, n_helm;
+    /* metrics (worker_metrics.c) */
+    uint64_t n_outcome[5];            /* succeeded, failed, rolled_back, rejected, republished */
+    uint64_t helm_buckets[8], helm_count; /* helm durations: <=0.1,0.5,1,5,30,120,600,+Inf s */
+    double helm_seconds;
+    int64_t consumer_lag;             /* from librdkafka statistics; -1 unknown */
+    int kafka_brokers_up;
+    void *http;                       /* httpd_t serving /metrics and /healthz, or NULL */
 };
 
 /* dispatch.c */
@@ -146,6 +153,14 @@ typedef void (*produce_cb)(command_t *c, rd_kafka_resp_err_t err);
 void dispatch_produce(worker_t *w, const char *topic, command_t *c, const void *key, size_t key_len,
                       const void *value, size_t value_len, rd_kafka_headers_t *headers, produce_cb cb);
 void dispatch_stop(worker_t *w);
+
+/* worker_metrics.c */
+int metrics_start(worker_t *w, const char *listen, char *errstr, size_t errstr_size);
+void metrics_stop(worker_t *w);
+void metrics_outcome(worker_t *w, const char *event_type);
+void metrics_helm_duration(worker_t *w, double seconds);
+/* librdkafka statistics (JSON): consumer lag and brokers up. */
+int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 
 /* command.c */
 void command_run(command_t *c);

@@ -45,7 +45,7 @@ worker_start() {
     WORKER_PID=$!
     WORKER_LOG="$T/worker.$_nworker.log"
     at_exit "kill -9 $WORKER_PID"
-    wait_for "worker $_nworker to be assigned partitions" 60 grep -q 'assigned ' "$WORKER_LOG" ||
+    wait_for "worker $_nworker to be assigned partitions" 60 grep -qs 'assigned ' "$WORKER_LOG" ||
         { tail -20 "$WORKER_LOG" >&2; return 1; }
 }
 
@@ -97,7 +97,7 @@ projector_start() { # projector_start [ARGS...]; sets PROJECTOR_PID
         -X heartbeat.interval.ms=500 "$@" >>"$T/projector.log" 2>&1 &
     PROJECTOR_PID=$!
     at_exit "kill -9 $PROJECTOR_PID"
-    wait_for "the projector to be assigned partitions" 60 grep -q 'projecting ' "$T/projector.log"
+    wait_for "the projector to be assigned partitions" 60 grep -qs 'projecting ' "$T/projector.log"
 }
 
 # The projection's tables, each ordered by its key: equal dumps mean equal projections.

@@ -10,13 +10,16 @@
  * time (collect a batch, write it, commit offsets) and has nothing to overlap. */
 #include "codec.h"
 #include "config.h"
+#include "httpd.h"
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +35,143 @@ static const config_opt_t projector_opts[] = {
     {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000", "most events written in one transaction"},
     {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "20",
      "how long to gather a batch once the first event arrived"},
+    {"http-listen", 0, "HELMQ_PROJECTOR_HTTP", CONFIG_STRING, "",
+     "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
 
 static volatile sig_atomic_t stop;
+
+/* Metrics, written by the projecting thread and read by the HTTP thread. */
+static atomic_ullong m_events, m_batches, m_batch_buckets[6]; /* batch sizes <=1,10,100,1000,10000,+Inf */
+static atomic_int m_pg_up, m_kafka_up = -1;
+static atomic_llong m_lag = -1;
+static const long batch_le[6] = {1, 10, 100, 1000, 10000, -1};
+
+static void metrics_batch(int n) {
+    atomic_fetch_add(&m_events, (unsigned long long)n);
+    atomic_fetch_add(&m_batches, 1);
+    for (int i = 0; i < 6; i++)
+        if (batch_le[i] < 0 || n <= batch_le[i])
+            atomic_fetch_add(&m_batch_buckets[i], 1);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    json_t *st = json_loadb(json, len, 0, NULL);
+    const char *name, *pname;
+    json_t *t, *p;
+    long long lag = 0;
+    int up = 0;
+    json_object_foreach(json_object_get(st, "topics"), name, t) {
+        json_object_foreach(json_object_get(t, "partitions"), pname, p) {
+            json_int_t l = json_integer_value(json_object_get(p, "consumer_lag"));
+            if (strcmp(pname, "-1") != 0 && l > 0)
+                lag += l;
+        }
+    }
+    json_object_foreach(json_object_get(st, "brokers"), name, t) {
+        const char *state = json_string_value(json_object_get(t, "state"));
+        if (state && strcmp(state, "UP") == 0 && json_integer_value(json_object_get(t, "nodeid")) >= 0)
+            up++;
+    }
+    atomic_store(&m_lag, lag);
+    atomic_store(&m_kafka_up, up);
+    json_decref(st);
+    return 0;
+}
+
+typedef struct http_thread {
+    uv_loop_t loop;
+    uv_async_t wake;
+    httpd_t *http;
+    pthread_t thread;
+} http_thread_t;
+
+static void serve(http_req_t *req, void *ctx) {
+    int pg = atomic_load(&m_pg_up), kafka = atomic_load(&m_kafka_up) != 0;
+    if (strcmp(req->path, "/healthz") == 0) {
+        char body[128];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s,\"kafka\":%s}",
+                         pg && kafka ? "ok" : "degraded", pg ? "true" : "false", kafka ? "true" : "false");
+        httpd_respond(req, pg && kafka ? 200 : 503, "application/json", body, (size_t)n);
+        return;
+    }
+    if (strcmp(req->path, "/metrics") != 0) {
+        httpd_error(req, 404, "try /metrics or /healthz", NULL, NULL);
+        return;
+    }
+    char body[2048];
+    size_t n = 0;
+#define OUT(...) n += (size_t)snprintf(body + n, sizeof(body) - n, __VA_ARGS__)
+    OUT("# HELP helmq_projector_events_total Events applied (including duplicates recognised).\n"
+        "# TYPE helmq_projector_events_total counter\nhelmq_projector_events_total %llu\n", atomic_load(&m_events));
+    OUT("# HELP helmq_projector_batch_size Events per PostgreSQL transaction.\n"
+        "# TYPE helmq_projector_batch_size histogram\n");
+    for (int i = 0; i < 6; i++) {
+        if (batch_le[i] < 0)
+            OUT("helmq_projector_batch_size_bucket{le=\"+Inf\"} %llu\n", atomic_load(&m_batch_buckets[i]));
+        else
+            OUT("helmq_projector_batch_size_bucket{le=\"%ld\"} %llu\n", batch_le[i], atomic_load(&m_batch_buckets[i]));
+    }
+    OUT("helmq_projector_batch_size_sum %llu\nhelmq_projector_batch_size_count %llu\n", atomic_load(&m_events),
+        atomic_load(&m_batches));
+    OUT("# HELP helmq_projector_consumer_lag Events behind on the events topic.\n"
+        "# TYPE helmq_projector_consumer_lag gauge\nhelmq_projector_consumer_lag %lld\n", atomic_load(&m_lag));
+    OUT("# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
+        "helmq_postgres_up %d\n", pg);
+    OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected.\n# TYPE helmq_kafka_brokers_up gauge\n"
+        "helmq_kafka_brokers_up %d\n", atomic_load(&m_kafka_up));
+#undef OUT
+    httpd_respond(req, 200, "text/plain; version=0.0.4", body, n < sizeof(body) ? n : sizeof(body) - 1);
+}
+
+static void *http_main(void *arg) {
+    http_thread_t *h = arg;
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void http_wake(uv_async_t *a) {
+    http_thread_t *h = a->data;
+    httpd_stop(h->http);
+    uv_close((uv_handle_t *)&h->wake, NULL);
+}
+
+/* Serves /metrics and /healthz from a thread of their own (the projector's
+ * loop blocks on Kafka and PostgreSQL by design). */
+static http_thread_t *http_start(const char *listen) {
+    char host[256], errstr[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon) {
+        log_error("--http-listen must be ADDRESS:PORT");
+        return NULL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    http_thread_t *h = calloc(1, sizeof(*h));
+    uv_loop_init(&h->loop);
+    h->http = httpd_start(&h->loop, host, atoi(colon + 1), 4096, 10000, serve, NULL, errstr, sizeof(errstr));
+    if (!h->http) {
+        log_error("%s", errstr);
+        uv_loop_close(&h->loop);
+        free(h);
+        return NULL;
+    }
+    uv_async_init(&h->loop, &h->wake, http_wake);
+    h->wake.data = h;
+    log_info("metrics on http://%s:%d/metrics, health on /healthz", host, httpd_port(h->http));
+    pthread_create(&h->thread, NULL, http_main, h);
+    return h;
+}
+
+static void http_stop(http_thread_t *h) {
+    if (!h)
+        return;
+    uv_async_send(&h->wake);
+    pthread_join(h->thread, NULL);
+    uv_loop_close(&h->loop);
+    free(h);
+}
 static void on_signal(int sig) { stop = sig; }
 
 static void usage(FILE *out) {
@@ -59,8 +194,11 @@ static uint64_t mono_ms(void) {
 static PGconn *db_ensure(PGconn *c, const char *url) {
     unsigned backoff = 100;
     while (!stop) {
-        if (c && PQstatus(c) == CONNECTION_OK)
+        if (c && PQstatus(c) == CONNECTION_OK) {
+            atomic_store(&m_pg_up, 1);
             return c;
+        }
+        atomic_store(&m_pg_up, 0);
         if (c) {
             PQreset(c);
             if (PQstatus(c) == CONNECTION_OK) {
@@ -97,12 +235,14 @@ static int apply_batch(PGconn **c, const char *url, const char *batch, int n) {
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             log_debug("applied %d events (%s new)", n, PQgetvalue(r, 0, 0));
             PQclear(r);
+            metrics_batch(n);
             return 0;
         }
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
         msg[strcspn(msg, "\n")] = '\0';
         PQclear(r);
+        atomic_store(&m_pg_up, PQstatus(*c) == CONNECTION_OK);
         if (PQstatus(*c) != CONNECTION_OK)
             log_warn("postgresql lost while writing %d events (%s); the batch is kept and retried", n, msg);
         else
@@ -136,7 +276,8 @@ static rd_kafka_t *consumer_new(const config_t *cfg, int rebuild, char *errstr, 
         kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "enable.partition.eof", rebuild ? "true" : "false", errstr, errstr_size) < 0 ||
-        kafka_conf_set(conf, "client.id", "helmq-projector", errstr, errstr_size) < 0) {
+        kafka_conf_set(conf, "client.id", "helmq-projector", errstr, errstr_size) < 0 ||
+        kafka_conf_set(conf, "statistics.interval.ms", "5000", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -147,6 +288,7 @@ static rd_kafka_t *consumer_new(const config_t *cfg, int rebuild, char *errstr, 
         rd_kafka_conf_set(conf, kv, eq + 1, errstr, errstr_size);
         free(kv);
     }
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
@@ -351,7 +493,15 @@ int main(int argc, char **argv) {
         log_warn("%s; retrying in %u ms", errstr, backoff);
         usleep(backoff * 1000);
     }
+    http_thread_t *http = NULL;
+    const char *listen = config_get(&cfg, "http-listen");
+    if (strcmp(mode, "run") == 0 && listen && *listen && !(http = http_start(listen))) {
+        codec_term();
+        config_free(&cfg);
+        return 1;
+    }
     rc = strcmp(mode, "migrate") == 0 ? 0 : run(&cfg, strcmp(mode, "rebuild") == 0);
+    http_stop(http);
     codec_term();
     config_free(&cfg);
     return rc;

@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Poison input against a running worker: random bytes, truncated records,
+# unknown fingerprints, huge and deeply nested values, Avro length bombs and
+# hostile names. Every undecodable record reaches the DLQ with its own
+# helmq.error header; every decodable invalid command gets a `rejected`
+# INVALID_FIELD event naming the field; helm never runs for any of them; the
+# worker's memory stays bounded over ~2,000 poison records and it still serves.
+. "$(dirname "$0")/lib/tap.sh"
+. "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/stack.sh"
+
+stack_start
+worker_start --concurrency 4
+NS=poison-ns
+TOPIC=helm.release.commands
+DLQ=helm.release.commands.dlq
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$WORKER_PID/status"; }
+produce() { # produce KEY FILE...: one record per file
+    local key=$1
+    shift
+    kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -k "$key" "$@"
+}
+
+# A valid record from the CLI: its header (C3 01 + fingerprint) is the base of
+# everything the generator writes.
+"$HELMQ_BIN/helmq" install base -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 \
+    --performed-by poison-test --description "base record" --dry-run >"$T/valid.json"
+"$HELMQ_BIN/helmq" encode <"$T/valid.json" >"$T/valid.avro"
+ok $? "a valid record from helmq install --dry-run | helmq encode"
+HEADER=$(head -c 10 "$T/valid.avro" | od -An -tx1 | tr -d ' \n')
+diag "command schema header: $HEADER"
+
+# --- the generator ----------------------------------------------------------
+# Writes one file per record into DIR and a manifest line per record:
+#   name TAB key TAB file TAB expect TAB detail TAB commandId TAB release
+# expect: dlq (detail = the helmq.error header), reject (detail = the field),
+# ok (a valid command: it must succeed), bulk-dlq / bulk-reject (counted only).
+cat >"$T/gen.py" <<'PY'
+import json, os, random, struct, sys, uuid
+
+header = bytes.fromhex(sys.argv[1])
+valid_path, outdir, mode = sys.argv[2], sys.argv[3], sys.argv[4]
+tenant, ns = sys.argv[5], sys.argv[6]
+os.makedirs(outdir, exist_ok=True)
+manifest = open(os.path.join(outdir, "manifest.tsv"), "w")
+rnd = random.Random(int(sys.argv[7]) if len(sys.argv) > 7 else 42)
+
+def zz(n):  # Avro long: zig-zag varint
+    n = (n << 1) ^ (n >> 63)
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+def s(v):  # Avro string (bytes given as is: NUL or invalid UTF-8 allowed)
+    b = v if isinstance(v, bytes) else v.encode("utf-8")
+    return zz(len(b)) + b
+
+def opt(v):
+    return zz(0) if v is None else zz(1) + s(v)
+
+def command(d):  # the install branch of schemas/helm-release-command.avsc
+    return (s(d["commandId"]) + s(d["tenantId"]) + s(d["namespace"]) + s(d["releaseName"]) +
+            s(d["performedBy"]) + zz(d["requestedAt"]) + opt(d.get("description")) +
+            opt(d.get("releaseId")) + zz(0) + s(d["chartName"]) + s(d["chartVersion"]) +
+            opt(d.get("appVersion")) + s(d.get("valuesOverride", "{}")) + zz(d.get("timeout", 300)) +
+            bytes([1 if d.get("atomic") else 0]) + bytes([1 if d.get("waitForJobs") else 0]))
+
+base = json.load(open(valid_path))
+base_bytes = open(valid_path.replace(".json", ".avro"), "rb").read()
+assert header + command(base) == base_bytes, "generator disagrees with helmq encode"
+n = 0
+
+def emit(name, payload, expect, detail, cid="-", release="-", key=None):
+    global n
+    n += 1
+    f = os.path.join(outdir, "r%05d.bin" % n)
+    open(f, "wb").write(payload)
+    key = key or "poison/%s" % name
+    manifest.write("\t".join([name, key, f, expect, detail, cid, release]) + "\n")
+
+def cmd(**over):
+    d = dict(base)
+    d["commandId"] = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+    d["namespace"] = ns
+    d["releaseName"] = "p%d" % rnd.getrandbits(32)
+    d.update(over)
+    return d
+
+def nested(levels):
+    return "{" + '"a":{' * (levels - 1) + "}" * levels
+
+if mode == "named":
+    # 1. Random bytes, and bytes that look almost right.
+    for i, ln in enumerate([1, 9, 64, 300, 4096]):
+        emit("random-%d" % ln, bytes(rnd.getrandbits(8) for _ in range(ln)).replace(b"\xc3\x01", b"xx"),
+             "dlq", "bad-header")
+    emit("empty", b"", "dlq", "bad-header")
+    emit("magic-only", b"\xc3\x01", "dlq", "bad-header")
+    emit("wrong-magic", b"\xc3\x00" + base_bytes[2:], "dlq", "bad-header")
+    emit("header-only", header, "dlq", "bad-datum")
+    # 2. The valid record cut at several lengths, and with trailing bytes.
+    for cut in [1, 2, 5, 9, 11, 12, 30, 47, 48, len(base_bytes) // 2, len(base_bytes) - 3, len(base_bytes) - 1]:
+        emit("truncated-%d" % cut, base_bytes[:cut], "dlq", "bad-header" if cut < 10 else "bad-datum")
+    emit("trailing-bytes", header + command(cmd()) + b"\x00\x00", "dlq", "bad-datum")
+    # 3. Unknown fingerprints (a valid datum behind them).
+    for i in range(3):
+        fp = bytes(rnd.getrandbits(8) for _ in range(8))
+        emit("unknown-fp-%d" % i, b"\xc3\x01" + fp + command(cmd()), "dlq", "unknown-fingerprint")
+    emit("fp-bitflip", header[:9] + bytes([header[9] ^ 1]) + command(cmd()), "dlq", "unknown-fingerprint")
+    # 4. Avro length bombs: a string claiming a giant length, negative lengths,
+    #    a union index out of range.
+    for name, length in [("2GiB", 1 << 31), ("1TiB", 1 << 40), ("max", (1 << 63) - 1), ("negative", -5)]:
+        emit("string-length-" + name, header + zz(length) + b"abc", "dlq", "bad-datum")
+    d = cmd()
+    good = command(d)
+    off = len(s(d["commandId"]))  # the tenantId claims 1 GiB
+    emit("tenant-length-1GiB", header + good[:off] + zz(1 << 30) + good[off + 37:], "dlq", "bad-datum")
+    d = cmd()
+    raw = (s(d["commandId"]) + s(d["tenantId"]) + s(d["namespace"]) + s(d["releaseName"]) + s(d["performedBy"]) +
+           zz(d["requestedAt"]) + opt(None) + opt(None))
+    emit("union-index-7", header + raw + zz(7) + b"\x00" * 20, "dlq", "bad-datum")
+    emit("union-index-negative", header + raw + zz(-1) + b"\x00" * 20, "dlq", "bad-datum")
+    emit("values-length-bomb", header + raw + zz(0) + s("c") + s("1.0.0") + opt(None) + zz(1 << 35) + b"{}",
+         "dlq", "bad-datum")
+    # 5. Hostile names in identifier fields: all rejected by validation.
+    hostile = {"dash-set": "--set", "dotdot": "../etc", "subshell": "$(reboot)", "semicolon": ";rm -rf /",
+               "backticks": "`reboot`", "cafe": "caf\u00e9", "rlo": "abc\u202etxt.exe", "space": "a b",
+               "uppercase": "ABC", "long": "a" * 100000, "newline": "a\nb", "slash": "a/b", "devel": "--devel",
+               "post-renderer": "1.0.0 --post-renderer x", "leading-dash": "-a"}
+    for field in ["releaseName", "namespace", "chartName", "chartVersion"]:
+        for hn, hv in hostile.items():
+            d = cmd(**{field: hv})
+            emit("%s-%s" % (field, hn), header + command(d), "reject", field, d["commandId"], d["releaseName"])
+    for field in ["commandId", "tenantId"]:
+        for hn in ["subshell", "dotdot", "long"]:
+            d = cmd(**{field: hostile[hn]})
+            emit("%s-%s" % (field, hn), header + command(d), "reject", field, d["commandId"], d["releaseName"])
+    # Free-text fields: control characters and over-long text are refused...
+    for field in ["description", "performedBy", "appVersion"]:
+        for hn, hv in [("newline", "a\nb"), ("escape", "\x1b[2J"), ("tab", "a\tb"), ("del", "a\x7fb"),
+                       ("long", "x" * 1025), ("huge", "x" * 200000)]:
+            d = cmd(**{field: hv})
+            emit("%s-%s" % (field, hn), header + command(d), "reject", field, d["commandId"], d["releaseName"])
+    d = cmd(appVersion="--set")
+    emit("appVersion-dash", header + command(d), "reject", "appVersion", d["commandId"], d["releaseName"])
+    # ...NUL bytes and invalid UTF-8 do not even decode (the DLQ), in any field.
+    for field in ["releaseName", "namespace", "chartName", "chartVersion", "description", "performedBy"]:
+        d = cmd()
+        d[field] = b"ok\x00;reboot"
+        emit("%s-nul" % field, header + command(d), "dlq", "bad-datum")
+        d = cmd()
+        d[field] = b"caf\xe9\xff"
+        emit("%s-bad-utf8" % field, header + command(d), "dlq", "bad-datum")
+    # Other fields out of range.
+    for name, over, field in [("timeout-0", {"timeout": 0}, "timeout"), ("timeout-negative", {"timeout": -1}, "timeout"),
+                              ("timeout-huge", {"timeout": 86401}, "timeout"),
+                              ("requestedAt-negative", {"requestedAt": -1}, "requestedAt"),
+                              ("releaseId-bad", {"releaseId": "$(reboot)"}, "releaseId")]:
+        d = cmd(**over)
+        emit(name, header + command(d), "reject", field, d["commandId"], d["releaseName"])
+    # 6. Values: over the size limit, deeply nested, not an object, not JSON.
+    big = lambda size: '{"k":"' + "v" * (size - 8) + '"}'
+    for name, text in [("values-512KiB-plus-1", big(512 * 1024 + 1)), ("values-900KiB", big(900 * 1024)),
+                       ("values-nested-10000", nested(10000)), ("values-array-nested-10000", "[" * 10000 + "]" * 10000),
+                       ("values-nested-33", nested(33)), ("values-array", "[1,2]"), ("values-string", '"x"'),
+                       ("values-not-json", "{not json"), ("values-duplicate-keys", '{"a":1,"a":2}'),
+                       ("values-empty", "")]:
+        d = cmd(valuesOverride=text)
+        emit(name, header + command(d), "reject", "valuesOverride", d["commandId"], d["releaseName"])
+    # 7. Valid commands carrying hostile *text*: data, never interpreted.
+    for hn in ["dash-set", "subshell", "semicolon", "backticks", "cafe", "rlo", "devel"]:
+        d = cmd(description=hostile[hn], performedBy=hostile[hn])
+        emit("text-" + hn, header + command(d), "ok", hostile[hn], d["commandId"], d["releaseName"])
+    d = cmd(valuesOverride=big(512 * 1024), releaseName="values-at-limit")
+    emit("values-512KiB", header + command(d), "ok", "values-at-limit", d["commandId"], d["releaseName"])
+    d = cmd(valuesOverride=nested(32), releaseName="values-nested-32")
+    emit("values-nested-32", header + command(d), "ok", "values-nested-32", d["commandId"], d["releaseName"])
+else:
+    # Bulk poison for the memory check: every kind again, many times.
+    count = int(mode)
+    kinds = ["random", "truncated", "unknown-fp", "length-bomb", "bad-name", "deep-values", "nul", "bad-utf8",
+             "long-name", "bad-version"]
+    for i in range(count):
+        k = kinds[i % len(kinds)]
+        key = "bulk/%s" % k
+        if k == "random":
+            emit("b%d" % i, bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 2000))).replace(b"\xc3", b"x"),
+                 "bulk-dlq", "bad-header", key=key)
+        elif k == "truncated":
+            b = header + command(cmd(valuesOverride=json.dumps({"x": "y" * rnd.randint(0, 5000)})))
+            emit("b%d" % i, b[:rnd.randint(11, len(b) - 1)], "bulk-dlq", "bad-datum", key=key)
+        elif k == "unknown-fp":
+            emit("b%d" % i, b"\xc3\x01" + bytes(rnd.getrandbits(8) for _ in range(8)) + command(cmd()),
+                 "bulk-dlq", "unknown-fingerprint", key=key)
+        elif k == "length-bomb":
+            emit("b%d" % i, header + zz(rnd.choice([1 << 31, 1 << 40, (1 << 62), -7])) + b"x" * 10,
+                 "bulk-dlq", "bad-datum", key=key)
+        elif k in ("nul", "bad-utf8"):
+            d = cmd()
+            d[rnd.choice(["releaseName", "namespace", "description", "performedBy"])] = \
+                b"a\x00b" if k == "nul" else b"\xff\xfe"
+            emit("b%d" % i, header + command(d), "bulk-dlq", "bad-datum", key=key)
+        else:
+            over = {"bad-name": {"releaseName": rnd.choice(["--set", "$(reboot)", ";rm -rf /", "../etc", "caf\u00e9"])},
+                    "deep-values": {"valuesOverride": nested(rnd.choice([33, 500, 3000]))},
+                    "long-name": {"namespace": "n" * rnd.randint(64, 20000)},
+                    "bad-version": {"chartVersion": rnd.choice(["--devel", "1.0.0 --post-renderer x", "latest"])}}[k]
+            d = cmd(**over)
+            emit("b%d" % i, header + command(d), "bulk-reject", list(over)[0], d["commandId"], "-", key=key)
+    # A few huge ones: over the values limit (rejected) and a huge undecodable one.
+    for i in range(5):
+        d = cmd(valuesOverride='{"k":"' + "v" * (600 * 1024) + '"}')
+        emit("huge%d" % i, header + command(d), "bulk-reject", "valuesOverride", d["commandId"], "-", key="bulk/huge")
+    emit("huge-dlq", header + command(cmd(valuesOverride='{"k":"' + "v" * (700 * 1024) + '"}'))[:600 * 1024],
+         "bulk-dlq", "bad-datum", key="bulk/huge-dlq")
+manifest.close()
+PY
+
+/usr/bin/python3 "$T/gen.py" "$HEADER" "$T/valid.json" "$T/named" named $TENANT $NS 1
+ok $? "the generator's encoding of the valid command equals helmq encode's, byte for byte"
+/usr/bin/python3 "$T/gen.py" "$HEADER" "$T/valid.json" "$T/bulk" 2000 $TENANT $NS 2 || bail "generator failed"
+M="$T/named/manifest.tsv"
+n_named=$(wc -l <"$M")
+diag "$n_named named poison records, $(wc -l <"$T/bulk/manifest.tsv") bulk records"
+
+# An event sent to the commands topic: a known fingerprint, but not a command.
+id=$(send install first -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0)
+wait_terminal "$id" >/dev/null
+ok $? "a first valid install succeeds (baseline)"
+kcat -b "$HELMQ_BROKERS" -C -t helm.release.events -c 1 -e -q -f '%s' >"$T/named/event.bin" 2>/dev/null
+printf 'event-as-command\tpoison/event-as-command\t%s\tdlq\tunknown-fingerprint\t-\t-\n' "$T/named/event.bin" >>"$M"
+n_named=$((n_named + 1))
+
+# --- phase 1: the named records, then fill up to 100 with bulk ones -----------
+while IFS=$'\t' read -r name key file expect detail cid rel; do
+    produce "$key" "$file" || diag "kcat could not produce $name"
+done <"$M"
+head -n $((100 - n_named)) "$T/bulk/manifest.tsv" >"$T/bulk1.tsv"
+tail -n +$((100 - n_named + 1)) "$T/bulk/manifest.tsv" >"$T/bulk2.tsv"
+produce_bulk() { # produce_bulk MANIFEST: one kcat per key, many files each
+    local key
+    for key in $(cut -f2 "$1" | sort -u); do
+        awk -F'\t' -v k="$key" '$2 == k {print $3}' "$1" | xargs -r -n 200 kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -k "$key"
+    done
+}
+produce_bulk "$T/bulk1.tsv"
+
+n_dlq1=$(awk -F'\t' '$4 ~ /dlq/' "$M" "$T/bulk1.tsv" | wc -l)
+ids_wanted() { awk -F'\t' '$4 ~ /reject|ok/ {print $6}' "$@" | sort -u; }
+ids_wanted "$M" "$T/bulk1.tsv" >"$T/want1.ids"
+all_terminal() { # all_terminal WANT_IDS: every id has a terminal event (saved in $T/terms.json)
+    events_json | jq -c 'select(.terminal)' >"$T/terms.json"
+    [ -z "$(comm -23 "$1" <(jq -r .commandId "$T/terms.json" | sort -u))" ]
+}
+wait_for "$n_dlq1 DLQ records" 120 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l) -ge $n_dlq1 ]"
+ok $? "phase 1: $n_dlq1 undecodable records reached the DLQ"
+wait_for "terminal events of phase 1" 180 all_terminal "$T/want1.ids"
+ok $? "phase 1: every decodable record has a terminal event"
+RSS1=$(rss_kib)
+
+# Per-record checks of the named records.
+kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%k\t%S\t%h\n' >"$T/dlq.tsv" 2>/dev/null
+while IFS=$'\t' read -r name key file expect detail cid rel; do
+    case $expect in
+    dlq)
+        line=$(awk -F'\t' -v k="$key" '$1 == k' "$T/dlq.tsv")
+        is "$(grep -c . <<<"$line")" 1 "$name: exactly one DLQ record"
+        like "$line" "helmq.error=$detail," "$name: DLQ header helmq.error=$detail"
+        is "$(cut -f2 <<<"$line")" "$(stat -c %s "$file")" "$name: DLQ record has the original size"
+        ;;
+    reject)
+        ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
+        is "$(jq -r '[.eventType, .status, .errorCode] | join(" ")' <<<"$ev")" "rejected rejected INVALID_FIELD" \
+            "$name: rejected INVALID_FIELD"
+        like "$(jq -r .errorMessage <<<"$ev")" "invalid $detail (rule" "$name: the message names $detail"
+        ;;
+    ok)
+        ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
+        is "$(jq -r '[.eventType, .status] | join(" ")' <<<"$ev")" "succeeded deployed" "$name: a valid command succeeds"
+        ;;
+    esac
+done <"$M"
+
+# The free-text ones: carried verbatim, one argv element after --description.
+for h in -- --set '$(reboot)' ';rm -rf /' '`reboot`' 'café' $'abc\u202etxt.exe' --devel; do
+    [ "$h" = -- ] && continue
+    cid=$(awk -F'\t' -v d="$h" '$4 == "ok" && $5 == d {print $6}' "$M")
+    rel=$(awk -F'\t' -v d="$h" '$4 == "ok" && $5 == d {print $7}' "$M")
+    ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
+    is "$(jq -r '.description + "|" + .performedBy' <<<"$ev")" "$h|$h" "text '$h': description and performedBy verbatim in the event"
+    inv=$(sim_invocations "select(.event == \"start\" and .release == \"$rel\")")
+    is "$(jq -r --arg h "$h" '.argv | [index("--description") as $i | .[$i + 1] == $h, length] | map(tostring) | join(" ")' <<<"$inv")" \
+        "true 17" "text '$h': helm argv has it as the one element after --description (17 elements)"
+done
+[ ! -e /tmp/pwned ] && [ ! -e "$HELM_SIM_STATE/../etc" ]
+ok $? "no hostile text had an effect on the filesystem"
+
+# helm ran only for the valid commands.
+ok_rels=$( (echo first; awk -F'\t' '$4 == "ok" {print $7}' "$M") | sort -u)
+ran=$(sim_invocations 'select(.event == "start") | .release' | jq -r . | sort -u)
+is "$ran" "$ok_rels" "helm ran only for the valid commands, never for a poison record"
+is "$(sim_invocations 'select(.event == "start" and .namespace != "'$NS'")' | wc -l)" 0 \
+    "helm never ran in a hostile namespace"
+
+# --- phase 2: ~2,000 more poison records, memory stays bounded ------------------
+produce_bulk "$T/bulk2.tsv"
+n_dlq=$(awk -F'\t' '$4 ~ /dlq/' "$M" "$T/bulk/manifest.tsv" | wc -l)
+ids_wanted "$M" "$T/bulk/manifest.tsv" >"$T/want.ids"
+wait_for "$n_dlq DLQ records" 240 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l) -ge $n_dlq ]"
+ok $? "phase 2: all $n_dlq undecodable records reached the DLQ"
+wait_for "terminal events of phase 2" 240 all_terminal "$T/want.ids"
+ok $? "phase 2: every decodable poison record has a terminal event ($(wc -l <"$T/want.ids"))"
+sleep 2
+RSS2=$(rss_kib)
+diag "worker VmRSS after the first 100 poison records: $RSS1 KiB; after $(( $(wc -l <"$M") + $(wc -l <"$T/bulk/manifest.tsv") )) records: $RSS2 KiB (+$((RSS2 - RSS1)) KiB)"
+[ "$RSS2" -lt $((RSS1 + 20 * 1024)) ]
+ok $? "worker RSS grew less than 20 MiB over ~2,000 poison records ($RSS1 -> $RSS2 KiB)"
+
+bulk_rejects=$(jq -r 'select(.eventType == "rejected" and .errorCode == "INVALID_FIELD") | .commandId' "$T/terms.json" | sort -u |
+    comm -12 - <(awk -F'\t' '$4 == "bulk-reject" {print $6}' "$T/bulk/manifest.tsv" | sort -u) | wc -l)
+is "$bulk_rejects" "$(awk -F'\t' '$4 == "bulk-reject"' "$T/bulk/manifest.tsv" | wc -l)" \
+    "every decodable bulk record was rejected INVALID_FIELD"
+hdr_counts=$(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -o 'helmq.error=[a-z-]*' | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
+diag "DLQ headers: $hdr_counts"
+is "$(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -vc 'helmq.error=[a-z]')" 0 \
+    "every DLQ record has a helmq.error header"
+dups=$(jq -r .commandId "$T/terms.json" | sort | uniq -d | head -5)
+is "$dups" "" "exactly one terminal event per command"
+is "$(sim_invocations 'select(.event == "start") | .release' | jq -r . | sort -u)" "$ok_rels" \
+    "still no helm invocation for any poison record"
+kill -0 "$WORKER_PID"
+ok $? "the worker is still running"
+
+# --- phase 3: the worker still serves ------------------------------------------
+id=$(send install after-poison -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 --set-values '{"a":1}')
+ev=$(wait_terminal "$id" 60)
+is "$(jf '[.eventType,.status,.revision] | join(" ")' <<<"$ev")" "succeeded deployed 1" "a valid command after the poison succeeds"
+is "$(find "$HELMQ_TMPDIR" -mindepth 1 | wc -l)" 0 "no values file left behind"
+worker_stop
+is "$?" 0 "SIGTERM: the worker exits 0"
+done_testing
