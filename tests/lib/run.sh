@@ -75,12 +75,34 @@ stack_up() {
     else
         HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
     fi
-    "$BIN/helmq-worker" >"$RUN/worker.log" 2>&1 &
+    "$BIN/helmq-worker" --http-listen "${HELMQ_WORKER_HTTP:-127.0.0.1:0}" >"$RUN/worker.log" 2>&1 &
     started_pids+=($!)
     WORKER_PID=$!
-    "$BIN/helmq-projector" >"$RUN/projector.log" 2>&1 &
+    "$BIN/helmq-projector" --http-listen "${HELMQ_PROJECTOR_HTTP:-127.0.0.1:0}" >"$RUN/projector.log" 2>&1 &
     started_pids+=($!)
     PROJECTOR_PID=$!
+    # The HTTP API, with an admin token and one for the seed's tenant.
+    if [ ! -s "$RUN/api-tokens" ]; then
+        umask 077
+        {
+            echo "# token principal tenant|admin (written by make run)"
+            echo "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') admin admin"
+            echo "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') acme 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b"
+        } >"$RUN/api-tokens"
+        umask 022
+    fi
+    API_LISTEN=${HELMQ_API_LISTEN:-127.0.0.1:8080}
+    "$BIN/helmq-api" --listen "$API_LISTEN" --tokens-file "$RUN/api-tokens" >"$RUN/api.log" 2>&1 &
+    API_PID=$!
+    sleep 0.3
+    if kill -0 "$API_PID" 2>/dev/null; then
+        started_pids+=("$API_PID")
+        ADMIN_TOKEN=$(awk '$3 == "admin" {print $1}' "$RUN/api-tokens")
+        API_NOTE="http://$API_LISTEN/api/v1/helm/releases (tokens in $RUN/api-tokens; log $RUN/api.log)"
+    else
+        API_NOTE="not started: $(tail -1 "$RUN/api.log") (set HELMQ_API_LISTEN=127.0.0.1:PORT)"
+        ADMIN_TOKEN=""
+    fi
     for _ in $(seq 1 600); do
         grep -q 'assigned ' "$RUN/worker.log" 2>/dev/null && grep -q 'projecting ' "$RUN/projector.log" 2>/dev/null && break
         kill -0 "$WORKER_PID" 2>/dev/null || { tail -20 "$RUN/worker.log" >&2; say "helmq-worker exited"; exit 1; }
@@ -104,12 +126,14 @@ helmq is running.
   helm:        $HELM_NOTE
   worker:      pid $WORKER_PID, log $RUN/worker.log
   projector:   pid $PROJECTOR_PID, log $RUN/projector.log
+  HTTP API:    $API_NOTE
 
 Next, in another terminal:
   source $RUN/env.sh
   helmq install -f tests/fixtures/seed-install.json --wait
   helmq releases list --tenant 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b --output table
   helmq events
+  curl -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/summary
   make demo                     # the seed's whole story, step by step
 
 Ctrl-C stops everything make run started. Logs follow.
