@@ -7,6 +7,7 @@
 . "$(dirname "$0")/lib/common.sh"
 
 export HELMQ_RUN_DIR="$T/run"
+export HELMQ_API_LISTEN=127.0.0.1:$((20000 + RANDOM % 20000))
 unset HELMQ_BROKERS HELMQ_DATABASE_URL HELMQ_HELM HELMQ_CHART_REPO
 export PATH="$HELMQ_BIN:$PATH"
 
@@ -40,6 +41,11 @@ table=$(helmq releases list --tenant 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b --outp
 is "$?" 0 "helmq releases list --tenant … --output table (README)"
 like "$table" "acme-ai-service" "lists the release"
 like "$table" "deployed" "with its status"
+
+# The HTTP API make run started, with its generated admin token.
+token=$(awk '$3 == "admin" {print $1}' "$HELMQ_RUN_DIR/api-tokens")
+api=$(curl -s -H "Authorization: Bearer $token" "http://$HELMQ_API_LISTEN/api/v1/helm/releases/$RID")
+is "$(jq -r .status <<<"$api")" deployed "make run serves the HTTP API (GET the release with the admin token)"
 
 # A failing atomic install exits non-zero with helm's error.
 mkdir -p "$HELMQ_RUN_DIR/helm-sim/knobs/tenant-acme"
@@ -89,7 +95,9 @@ like "$(cat "$T/run.out")" "stopped everything make serve started" "and says so"
 [ ! -e "$HELMQ_RUN_DIR/env.sh" ]
 ok $? "env.sh is removed with the stack"
 
-# make demo on its own starts and stops its own stack.
+# make demo on its own starts and stops its own stack (a new shell: nothing
+# of the stopped stack's env.sh).
+unset HELMQ_BROKERS HELMQ_DATABASE_URL
 demo=$(bash tests/lib/run.sh demo 2>&1)
 is "$?" 0 "make demo without make run: completes on its own stack" || diag "$(tail -30 <<<"$demo")"
 like "$demo" "starting an embedded stack for the demo" "(it started one)"

@@ -14,6 +14,7 @@ ok() { # ok STATUS NAME  (use: cmd; ok $? "name")
         echo "not ok $_tap_n - $2"
         _tap_err "not ok $_tap_n - $2"
         _tap_fail=$((_tap_fail + 1))
+        return 1
     fi
 }
 is() { # is ACTUAL EXPECTED NAME
@@ -25,6 +26,7 @@ is() { # is ACTUAL EXPECTED NAME
         _tap_fail=$((_tap_fail + 1))
         printf '#   expected: %s\n#        got: %s\n' "$2" "$1"
         _tap_err "not ok $_tap_n - $3" "#   expected: $2" "#        got: $(printf '%s' "$1" | head -c 2000)"
+        return 1
     fi
 }
 like() { # like ACTUAL SUBSTRING NAME
@@ -36,6 +38,7 @@ like() { # like ACTUAL SUBSTRING NAME
         _tap_fail=$((_tap_fail + 1))
         printf '#   expected to contain: %s\n#                   got: %s\n' "$2" "$1" | head -20
         _tap_err "not ok $_tap_n - $3" "#   expected to contain: $2" "#   got (tail): $(printf '%s' "$1" | tail -c 1500)"
+        return 1
         ;;
     esac
 }
@@ -47,6 +50,7 @@ unlike() { # unlike ACTUAL SUBSTRING NAME
         _tap_fail=$((_tap_fail + 1))
         printf '#   expected not to contain: %s\n' "$2"
         _tap_err "not ok $_tap_n - $3 (it contains: $2)"
+        return 1
         ;;
     *) echo "ok $_tap_n - $3" ;;
     esac
