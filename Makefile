@@ -135,3 +135,8 @@ clean:
 	rm -rf build bin
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# Fuzzing (libFuzzer, clang), the fault-injection suite and the benchmarks.
+-include tests/fuzz/fuzz.mk
+-include tests/faults/faults.mk
+-include tests/bench/bench.mk

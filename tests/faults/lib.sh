@@ -9,7 +9,7 @@
 #   fq_worker_start NAME [ARGS]    start (or restart) worker NAME; log $T/worker.NAME.N.log
 #   fq_worker_wait_assigned NAME   until worker NAME's current incarnation has partitions
 #   fq_worker_kill9 NAME leave|kill   kill -9 the worker; its helm children are left running
-#                                  or their process groups killed too; prints how many
+#                                  or their process groups killed too; FQ_KILL_N: how many
 #   fq_worker_stop NAME            SIGTERM and wait
 #   fq_projector_start / fq_projector_stop
 #   brokerctl CMD...               send a command to the broker's control socket
@@ -57,10 +57,9 @@ _fq_save_logs() {
     [ "$_fq_failed" -eq 0 ] && [ -z "${FQ_KEEP_ALWAYS:-}" ] && return 0
     rm -rf "$FQ_KEEP"
     mkdir -p "$FQ_KEEP"
-    # logs and small files only: no database files
-    (cd "$FQ_T" && find . -path '*/pg/data' -prune -o -type f \( -name '*.log' -o -name '*.tsv' -o -name '*.jsonl' \
-        -o -name '*.txt' -o -name 'plan.*' -o -name 'dump*' -o -name '*.out' \) -print0 |
-        cpio -0 -pdm --quiet "$FQ_KEEP" 2>/dev/null)
+    # everything but the database files (and sockets)
+    tar -C "$FQ_T" --exclude='./*/pg/data' --exclude='*.sock' --exclude='*.ctl' -cf - . 2>/dev/null |
+        tar -C "$FQ_KEEP" -xf - 2>/dev/null
     echo "fault suite: logs kept in $FQ_KEEP" >&2
 }
 at_exit _fq_save_logs
@@ -80,7 +79,7 @@ _fq_alive_prog() {
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
     st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
     [ "$st" != Z ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$what"
+    { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$what"
 }
 
 # --- the stack -----------------------------------------------------------------
@@ -113,7 +112,7 @@ fq_scenario_end() {
             for _ in $(seq 1 100); do _fq_alive_prog "$pid" helmq-worker || break; sleep 0.1; done
             _fq_alive_prog "$pid" helmq-worker && kill -9 "$pid"
         fi
-        wait "$pid" 2>/dev/null
+        { wait "$pid"; } 2>/dev/null
         _fq_forget_pid "$pid"
     done
     fq_projector_stop
@@ -160,7 +159,7 @@ fq_worker_wait_assigned() { # NAME [TIMEOUT]
         { tail -20 "${FQ_WLOG[$1]}" >&2; return 1; }
 }
 
-fq_worker_kill9() { # NAME leave|kill: prints the number of helm processes left or killed
+fq_worker_kill9() { # NAME leave|kill: sets FQ_KILL_N, the number of helm processes left or killed
     local name=$1 mode=$2 pid kids k
     pid=${FQ_WPID[$name]}
     kids=$(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
@@ -169,15 +168,15 @@ fq_worker_kill9() { # NAME leave|kill: prints the number of helm processes left 
         # helm runs in its own session and process group (the worker spawns it detached)
         for k in $kids; do kill -9 -- "-$k" 2>/dev/null; done
     fi
-    wait "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null
     _fq_forget_pid "$pid"
-    echo "$kids" | grep -c .
+    FQ_KILL_N=$(echo "$kids" | grep -c .)
 }
 
 fq_worker_stop() { # NAME
     local pid=${FQ_WPID[$1]}
     kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null
     local rc=$?
     _fq_forget_pid "$pid"
     return $rc
@@ -194,7 +193,7 @@ fq_projector_stop() {
     if _fq_alive_prog "$FQ_PROJ_PID" helmq-projector; then
         kill -TERM "$FQ_PROJ_PID" 2>/dev/null
     fi
-    wait "$FQ_PROJ_PID" 2>/dev/null
+    { wait "$FQ_PROJ_PID"; } 2>/dev/null
     _fq_forget_pid "$FQ_PROJ_PID"
     FQ_PROJ_PID=
 }
@@ -319,9 +318,14 @@ fq_check() { # TAG: sets FQ_R_* (and adds them to the scenario's totals)
     fq_events || echo "fault suite: cannot read the events topic" >&2
     fq_wait_projected 90
     _fq_dump_db || echo "fault suite: cannot read the database" >&2
-    out=$(python3 -c "$_FQ_PY" check "$T" "$tag" 2>"$T/check.$tag.txt")
+    FQ_R_COMMANDS=0 FQ_R_UNACKED=0 FQ_R_LOST=0 FQ_R_DUP=0 FQ_R_MISSING=0 FQ_R_EXTRA=0 FQ_R_REDELIVERED=0
+    FQ_R_HELM=0 FQ_R_MISMATCH=1 FQ_R_OUTCOMES=
+    if out=$(python3 -c "$_FQ_PY" check "$T" "$tag" 2>"$T/check.$tag.txt"); then
+        eval "$out"
+    else
+        echo "    problem: the checker failed" >&2
+    fi
     sed 's/^/    problem: /' "$T/check.$tag.txt" | head -40 >&2
-    eval "$out"
     local san
     san=$(cat "$T"/worker.*.log "$T/projector.log" "$T/broker.log" 2>/dev/null |
         grep -c -E 'AddressSanitizer|LeakSanitizer|runtime error:')
