@@ -126,10 +126,12 @@ demo: deps
 readme: all
 	bash tests/lib/readme-options.sh
 
+FORMAT_SRC = $(wildcard worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c \
+                        producer-cli/*.[ch] tests/unit/*.[ch])
 format:
-	clang-format -i worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format -i $(FORMAT_SRC)
 format-check:
-	clang-format --dry-run --Werror worker/*.[ch] worker/lib/*.[ch] worker/broker/*.c worker/projector/*.c worker/api/*.c producer-cli/*.[ch] tests/unit/*.c
+	clang-format --dry-run --Werror $(FORMAT_SRC)
 
 clean:
 	rm -rf build bin

@@ -88,7 +88,8 @@ int cli_encode(int argc, char **argv) {
         const char *op = json_string_value(json_object_get(doc, "operation"));
         json_object_foreach(doc, key, val) {
             if (!codec_command_field_known(op, key)) {
-                fprintf(stderr, "helmq encode: unknown field \"%s\"%s%s\n", key, op ? " for " : "", op ? op : "");
+                fprintf(stderr, "helmq encode: unknown field \"%s\"%s%s\n", key, op ? " for " : "",
+                        op ? op : "");
                 json_decref(doc);
                 return EXIT_USAGE;
             }

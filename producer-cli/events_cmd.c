@@ -23,7 +23,9 @@ static const config_opt_t events_opts[] = {
 };
 
 static volatile sig_atomic_t stop;
-static void on_sig(int s) { stop = s; }
+static void on_sig(int s) {
+    stop = s;
+}
 
 int cli_events(int argc, char **argv) {
     char errstr[512];
@@ -31,7 +33,8 @@ int cli_events(int argc, char **argv) {
     int rc = config_parse(&cfg, events_opts, argc, argv, 2, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
         printf("Usage: helmq events [OPTIONS]\n\nPrints every record of the events topic as a line of JSON\n"
-               "(with \"_partition\" and \"_offset\"), from the beginning, and stops at the end unless --follow.\n\n"
+               "(with \"_partition\" and \"_offset\"), from the beginning, and stops at the end unless "
+               "--follow.\n\n"
                "Options:\n");
         config_usage(events_opts, stdout);
         config_free(&cfg);
@@ -65,7 +68,9 @@ int cli_events(int argc, char **argv) {
     rd_kafka_topic_destroy(rkt);
     if (err || md->topic_cnt != 1 || md->topics[0].err) {
         fprintf(stderr, "helmq events: no topic %s at %s: %s\n", topic, config_get(&cfg, "brokers"),
-                err ? rd_kafka_err2str(err) : md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "no metadata");
+                err             ? rd_kafka_err2str(err)
+                : md->topic_cnt ? rd_kafka_err2str(md->topics[0].err)
+                                : "no metadata");
         if (md)
             rd_kafka_metadata_destroy(md);
         rd_kafka_destroy(rk);

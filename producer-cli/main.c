@@ -10,20 +10,19 @@
 #include "log.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "Usage: helmq COMMAND [OPTIONS]\n\n"
-            "Send Helm release commands to Kafka and inspect helmq records.\n\n"
-            "Commands:\n"
-            "  install     publish an install command (a new release)\n"
-            "  upgrade     publish an upgrade command (a new revision)\n"
-            "  rollback    publish a rollback command (to the previous or a given revision)\n"
-            "  uninstall   publish an uninstall command (record and history are kept)\n"
-            "  encode      JSON on stdin -> single-object Avro on stdout\n"
-            "  decode      single-object Avro on stdin -> JSON on stdout\n"
-            "  events      print the release events as JSON lines\n"
-            "  releases    query the projection: get, list, history, summary\n\n"
-            "Run 'helmq COMMAND --help' for the options of a command.\n"
-            "Exit codes: 0 success, 1 runtime failure (e.g. delivery), 2 invalid input or usage.\n");
+    fprintf(out, "Usage: helmq COMMAND [OPTIONS]\n\n"
+                 "Send Helm release commands to Kafka and inspect helmq records.\n\n"
+                 "Commands:\n"
+                 "  install     publish an install command (a new release)\n"
+                 "  upgrade     publish an upgrade command (a new revision)\n"
+                 "  rollback    publish a rollback command (to the previous or a given revision)\n"
+                 "  uninstall   publish an uninstall command (record and history are kept)\n"
+                 "  encode      JSON on stdin -> single-object Avro on stdout\n"
+                 "  decode      single-object Avro on stdin -> JSON on stdout\n"
+                 "  events      print the release events as JSON lines\n"
+                 "  releases    query the projection: get, list, history, summary\n\n"
+                 "Run 'helmq COMMAND --help' for the options of a command.\n"
+                 "Exit codes: 0 success, 1 runtime failure (e.g. delivery), 2 invalid input or usage.\n");
 }
 
 int main(int argc, char **argv) {

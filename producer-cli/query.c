@@ -12,7 +12,8 @@
 #include <string.h>
 
 static const config_opt_t query_opts[] = {
-    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq", "PostgreSQL connection string or URI"},
+    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
+     "PostgreSQL connection string or URI"},
     {"output", 'o', "HELMQ_OUTPUT", CONFIG_STRING, "json", "json or table"},
     {"tenant", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL,
      "tenant UUID: list's tenant, and the session's tenant scope (helmq.tenant_id) for row-level security"},
@@ -66,11 +67,12 @@ static void print_result(const char *what, json_t *doc, int table) {
         free(out);
         return;
     }
-    static const char *const rel_cols[] = {"releaseId", "namespace", "releaseName", "chartName", "chartVersion",
-                                           "appVersion", "status", "revision", "updatedAt"};
+    static const char *const rel_cols[] = {"releaseId", "namespace",    "releaseName",
+                                           "chartName", "chartVersion", "appVersion",
+                                           "status",    "revision",     "updatedAt"};
     static const int rel_w[] = {38, 16, 20, 20, 14, 12, 14, 10, 34};
-    static const char *const hist_cols[] = {"revision", "chartVersion", "appVersion", "status", "performedBy",
-                                            "createdAt", "description"};
+    static const char *const hist_cols[] = {"revision",    "chartVersion", "appVersion", "status",
+                                            "performedBy", "createdAt",    "description"};
     static const int hist_w[] = {10, 14, 12, 14, 14, 34, 40};
     if (strcmp(what, "get") == 0) {
         json_t *rows = json_pack("[O]", doc);
@@ -83,10 +85,13 @@ static void print_result(const char *what, json_t *doc, int table) {
     } else {
         const char *key;
         json_t *v;
-        printf("total %lld\n\nstatus              count\n", (long long)json_integer_value(json_object_get(doc, "total")));
-        json_object_foreach(json_object_get(doc, "byStatus"), key, v) printf("%-20s%lld\n", key, (long long)json_integer_value(v));
+        printf("total %lld\n\nstatus              count\n",
+               (long long)json_integer_value(json_object_get(doc, "total")));
+        json_object_foreach(json_object_get(doc, "byStatus"), key, v)
+            printf("%-20s%lld\n", key, (long long)json_integer_value(v));
         printf("\nchart                         count\n");
-        json_object_foreach(json_object_get(doc, "byChart"), key, v) printf("%-30s%lld\n", key, (long long)json_integer_value(v));
+        json_object_foreach(json_object_get(doc, "byChart"), key, v)
+            printf("%-30s%lld\n", key, (long long)json_integer_value(v));
     }
 }
 
@@ -141,7 +146,8 @@ int cli_releases(int argc, char **argv) {
     if (want_args == 2)
         param = cfg.args[1];
     if ((param && !uuid_valid(param)) || (tenant && !uuid_valid(tenant))) {
-        fprintf(stderr, "helmq releases %s: \"%s\" is not a UUID\n", what, param && !uuid_valid(param) ? param : tenant);
+        fprintf(stderr, "helmq releases %s: \"%s\" is not a UUID\n", what,
+                param && !uuid_valid(param) ? param : tenant);
         config_free(&cfg);
         return EXIT_USAGE;
     }
@@ -154,7 +160,8 @@ int cli_releases(int argc, char **argv) {
     }
     if (tenant) {
         const char *p[1] = {tenant};
-        PQclear(PQexecParams(c, "SELECT set_config('helmq.tenant_id', $1, false)", 1, NULL, p, NULL, NULL, 0));
+        PQclear(
+            PQexecParams(c, "SELECT set_config('helmq.tenant_id', $1, false)", 1, NULL, p, NULL, NULL, 0));
     }
     const char *params[1] = {param};
     PGresult *r = PQexecParams(c, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);

@@ -21,33 +21,44 @@
 #define CLI_MAX_DOCUMENT (4 * 1024 * 1024)
 
 static const config_opt_t send_opts[] = {
-    {"file", 'f', NULL, CONFIG_STRING, NULL, "read the command from this JSON document (- for stdin); flags override its fields"},
+    {"file", 'f', NULL, CONFIG_STRING, NULL,
+     "read the command from this JSON document (- for stdin); flags override its fields"},
     {"tenant-id", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL, "tenant UUID (tenantId)"},
     {"namespace", 'n', NULL, CONFIG_STRING, NULL, "Kubernetes namespace (namespace)"},
-    {"release-name", 'r', NULL, CONFIG_STRING, NULL, "Helm release name (releaseName); also the first argument"},
+    {"release-name", 'r', NULL, CONFIG_STRING, NULL,
+     "Helm release name (releaseName); also the first argument"},
     {"chart-name", 0, NULL, CONFIG_STRING, NULL, "chart name (chartName; install, upgrade)"},
     {"chart-version", 0, NULL, CONFIG_STRING, NULL, "chart version (chartVersion; install, upgrade)"},
     {"app-version", 0, NULL, CONFIG_STRING, NULL, "application version (appVersion; install, upgrade)"},
-    {"values", 0, NULL, CONFIG_STRING, NULL, "file holding valuesOverride as a JSON object (install, upgrade)"},
+    {"values", 0, NULL, CONFIG_STRING, NULL,
+     "file holding valuesOverride as a JSON object (install, upgrade)"},
     {"set-values", 0, NULL, CONFIG_STRING, NULL, "valuesOverride as JSON object text (install, upgrade)"},
     {"timeout", 0, NULL, CONFIG_INT, NULL, "seconds to wait for the operation (timeout; schema default 300)"},
     {"atomic", 0, NULL, CONFIG_BOOL, NULL, "roll back automatically on failure (atomic; default false)"},
-    {"wait-for-jobs", 0, NULL, CONFIG_BOOL, NULL, "wait for resources and hook jobs (waitForJobs; default false)"},
+    {"wait-for-jobs", 0, NULL, CONFIG_BOOL, NULL,
+     "wait for resources and hook jobs (waitForJobs; default false)"},
     {"description", 'd', NULL, CONFIG_STRING, NULL, "description recorded in the revision history"},
     {"reason", 0, NULL, CONFIG_STRING, NULL, "why the release is uninstalled (uninstall)"},
-    {"revision", 0, NULL, CONFIG_INT, NULL, "revision to roll back to (rollback; default the previous deployed one)"},
+    {"revision", 0, NULL, CONFIG_INT, NULL,
+     "revision to roll back to (rollback; default the previous deployed one)"},
     {"release-id", 0, NULL, CONFIG_STRING, NULL, "guard: apply only to this release lifecycle (releaseId)"},
-    {"command-id", 0, NULL, CONFIG_STRING, NULL, "command UUID, the idempotency key (default: a new random UUID)"},
-    {"performed-by", 'u', "HELMQ_PERFORMED_BY", CONFIG_STRING, NULL, "who asks for the operation (default: the OS user)"},
+    {"command-id", 0, NULL, CONFIG_STRING, NULL,
+     "command UUID, the idempotency key (default: a new random UUID)"},
+    {"performed-by", 'u', "HELMQ_PERFORMED_BY", CONFIG_STRING, NULL,
+     "who asks for the operation (default: the OS user)"},
     {"dry-run", 0, NULL, CONFIG_BOOL, "false", "validate and print the command as JSON; send nothing"},
     {"wait", 'w', NULL, CONFIG_BOOL, "false",
-     "wait for the command's terminal event, show progress, print the outcome; exit 3 if it failed or was rejected"},
+     "wait for the command's terminal event, show progress, print the outcome; exit 3 if it failed or was "
+     "rejected"},
     {"wait-timeout", 0, "HELMQ_WAIT_TIMEOUT", CONFIG_INT, NULL,
      "with --wait, give up after this many seconds (exit 1; default: the command's timeout + 120)"},
-    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "topic --wait reads the outcome from"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
+     "topic --wait reads the outcome from"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
-    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic the command is published to"},
-    {"delivery-timeout-ms", 0, "HELMQ_DELIVERY_TIMEOUT_MS", CONFIG_INT, "30000", "give up delivering after this many ms (exit 1)"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
+     "topic the command is published to"},
+    {"delivery-timeout-ms", 0, "HELMQ_DELIVERY_TIMEOUT_MS", CONFIG_INT, "30000",
+     "give up delivering after this many ms (exit 1)"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
 
@@ -56,12 +67,10 @@ static const struct {
     const char *flag, *field;
     int integer;
 } flag_fields[] = {
-    {"tenant-id", "tenantId", 0},       {"namespace", "namespace", 0},
-    {"release-name", "releaseName", 0}, {"chart-name", "chartName", 0},
-    {"chart-version", "chartVersion", 0}, {"app-version", "appVersion", 0},
-    {"timeout", "timeout", 1},          {"description", "description", 0},
-    {"reason", "reason", 0},            {"revision", "revision", 1},
-    {"release-id", "releaseId", 0},     {"command-id", "commandId", 0},
+    {"tenant-id", "tenantId", 0},   {"namespace", "namespace", 0},        {"release-name", "releaseName", 0},
+    {"chart-name", "chartName", 0}, {"chart-version", "chartVersion", 0}, {"app-version", "appVersion", 0},
+    {"timeout", "timeout", 1},      {"description", "description", 0},    {"reason", "reason", 0},
+    {"revision", "revision", 1},    {"release-id", "releaseId", 0},       {"command-id", "commandId", 0},
 };
 
 static void send_usage(const char *verb) {
@@ -79,7 +88,8 @@ static void send_usage(const char *verb) {
     printf("Prints the commandId on stdout once the broker has acknowledged the record; with\n"
            "--wait, then the terminal event (JSON) once the worker has finished the command.\n"
            "Exit codes: 0 delivered (with --wait: succeeded), 1 delivery failed or no outcome in time,\n"
-           "2 invalid input (nothing sent), 3 (with --wait) the command failed, was rolled back or rejected.\n\nOptions:\n");
+           "2 invalid input (nothing sent), 3 (with --wait) the command failed, was rolled back or "
+           "rejected.\n\nOptions:\n");
     config_usage(send_opts, stdout);
 }
 
@@ -134,7 +144,8 @@ static int publish(const config_t *cfg, const char *key, const unsigned char *bu
     const char *topic = config_get(cfg, "commands-topic");
     rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, sizeof(errstr));
     if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
-        kafka_conf_set(conf, "message.timeout.ms", config_get(cfg, "delivery-timeout-ms"), errstr, sizeof(errstr)) < 0) {
+        kafka_conf_set(conf, "message.timeout.ms", config_get(cfg, "delivery-timeout-ms"), errstr,
+                       sizeof(errstr)) < 0) {
         fprintf(stderr, "helmq: kafka configuration: %s\n", errstr);
         if (conf)
             rd_kafka_conf_destroy(conf);
@@ -149,9 +160,8 @@ static int publish(const config_t *cfg, const char *key, const unsigned char *bu
     }
     delivery_t d = {0};
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE((void *)buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)buf, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
     if (err) {
         fprintf(stderr, "helmq: cannot queue the command for %s: %s\n", topic, rd_kafka_err2str(err));
         rd_kafka_destroy(rk);
@@ -237,7 +247,8 @@ static int wait_outcome(const config_t *cfg, rd_kafka_topic_partition_list_t *st
             break;
         }
         if (now_ms() - last_note >= 5000) {
-            fprintf(stderr, "helmq: still waiting for %s (%llds)\n", command_id, (long long)(now_ms() - began) / 1000);
+            fprintf(stderr, "helmq: still waiting for %s (%llds)\n", command_id,
+                    (long long)(now_ms() - began) / 1000);
             last_note = now_ms();
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
@@ -245,7 +256,8 @@ static int wait_outcome(const config_t *cfg, rd_kafka_topic_partition_list_t *st
             continue;
         codec_type_t t;
         json_t *ev = NULL;
-        if (!m->err && codec_decode(m->payload, m->len, &t, &ev, errstr, sizeof(errstr)) == 0 && t == CODEC_EVENT) {
+        if (!m->err && codec_decode(m->payload, m->len, &t, &ev, errstr, sizeof(errstr)) == 0 &&
+            t == CODEC_EVENT) {
             const char *cid = json_string_value(json_object_get(ev, "commandId"));
             if (cid && strcmp(cid, command_id) == 0) {
                 const char *type = json_string_value(json_object_get(ev, "eventType"));
@@ -260,9 +272,9 @@ static int wait_outcome(const config_t *cfg, rd_kafka_topic_partition_list_t *st
                     const char *msg = json_string_value(json_object_get(ev, "errorMessage"));
                     fprintf(stderr, "helmq: %s: %s, revision %lld%s%s%s%s\n", type,
                             json_string_value(json_object_get(ev, "status")),
-                            (long long)json_integer_value(json_object_get(ev, "revision")),
-                            msg ? " -- " : "", msg ? json_string_value(json_object_get(ev, "errorCode")) : "",
-                            msg ? ": " : "", msg ? msg : "");
+                            (long long)json_integer_value(json_object_get(ev, "revision")), msg ? " -- " : "",
+                            msg ? json_string_value(json_object_get(ev, "errorCode")) : "", msg ? ": " : "",
+                            msg ? msg : "");
                     rc = strcmp(type, "succeeded") == 0 ? 0 : 3;
                 }
             }
@@ -288,7 +300,8 @@ int cli_send(const char *verb, int argc, char **argv) {
         return 0;
     }
     if (rc < 0 || cfg.nargs > 1) {
-        fprintf(stderr, "helmq %s: %s\n", verb, rc < 0 ? errstr : "at most one argument, the release name (see --help)");
+        fprintf(stderr, "helmq %s: %s\n", verb,
+                rc < 0 ? errstr : "at most one argument, the release name (see --help)");
         rc = EXIT_USAGE;
         goto out;
     }
@@ -306,7 +319,8 @@ int cli_send(const char *verb, int argc, char **argv) {
         const char *v = config_get(&cfg, flag_fields[i].flag);
         if (v)
             json_object_set_new(doc, flag_fields[i].field,
-                                flag_fields[i].integer ? json_integer(config_int(&cfg, flag_fields[i].flag)) : json_string(v));
+                                flag_fields[i].integer ? json_integer(config_int(&cfg, flag_fields[i].flag))
+                                                       : json_string(v));
     }
     if (config_get(&cfg, "atomic"))
         json_object_set_new(doc, "atomic", json_boolean(config_bool(&cfg, "atomic")));
@@ -375,8 +389,9 @@ int cli_send(const char *verb, int argc, char **argv) {
         fflush(stdout);
     }
     if (rc == 0 && start) {
-        long t = config_get(&cfg, "wait-timeout") ? config_int(&cfg, "wait-timeout")
-                                                  : (long)json_integer_value(json_object_get(doc, "timeout")) + 120;
+        long t = config_get(&cfg, "wait-timeout")
+                     ? config_int(&cfg, "wait-timeout")
+                     : (long)json_integer_value(json_object_get(doc, "timeout")) + 120;
         if (t <= 120 && !json_object_get(doc, "timeout"))
             t = 300 + 120;
         rc = wait_outcome(&cfg, start, command_id, t);

@@ -23,8 +23,9 @@
 
 #define IN_PROGRESS_TEXT "another operation (install/upgrade/rollback) is in progress"
 
-static const char SQL_BEGIN[] = "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
-                                "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
+static const char SQL_BEGIN[] =
+    "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
+    "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
 static const char SQL_START[] = "SELECT helmq_worker.command_start($1, $2, $3, $4)";
 static const char SQL_FINISH[] = "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
@@ -36,16 +37,21 @@ static void reconcile(command_t *c);
 
 /* --- small helpers -------------------------------------------------------- */
 
-static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+static const char *jstr(const json_t *o, const char *k) {
+    return json_string_value(json_object_get(o, k));
+}
 
 static int jint(const json_t *o, const char *k) {
     const json_t *v = json_object_get(o, k);
     return json_is_integer(v) ? (int)json_integer_value(v) : 0;
 }
 
-static const char *key_name(const command_t *c) { return c->key ? c->key->name : "-"; }
+static const char *key_name(const command_t *c) {
+    return c->key ? c->key->name : "-";
+}
 
-static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Logs with the command's context: commandId, release key, source offset. */
 static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) {
@@ -60,7 +66,9 @@ static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) {
               c->part ? (int)c->part->id : -1, (long long)c->offset, msg);
 }
 
-static void retry_later(command_t *c, uint64_t ms, uv_timer_cb cb) { uv_timer_start(&c->timer, cb, ms, 0); }
+static void retry_later(command_t *c, uint64_t ms, uv_timer_cb cb) {
+    uv_timer_start(&c->timer, cb, ms, 0);
+}
 
 static void outcome(command_t *c, const char *event_type, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -102,17 +110,17 @@ static long command_timeout(const command_t *c) {
 /* --- history --------------------------------------------------------------- */
 
 /* Appends a revision this command created or changed. */
-static void history_add(command_t *c, int revision, const char *status, const char *chart, const char *version,
-                        const char *app, const char *operation, const char *description, const char *digest,
-                        const char *redacted) {
+static void history_add(command_t *c, int revision, const char *status, const char *chart,
+                        const char *version, const char *app, const char *operation, const char *description,
+                        const char *digest, const char *redacted) {
     if (!c->history)
         c->history = json_array();
-    json_array_append_new(c->history,
-                          json_pack("{s:i,s:s,s:s,s:s,s:s?,s:s,s:s?,s:I,s:s?,s:s?}", "revision", revision, "status",
-                                    status, "chartName", chart ? chart : "", "chartVersion", version ? version : "",
-                                    "appVersion", app && *app ? app : NULL, "operation", operation, "description",
-                                    description && *description ? description : NULL, "createdAt",
-                                    (json_int_t)now_ms(), "valuesDigest", digest, "valuesRedacted", redacted));
+    json_array_append_new(
+        c->history, json_pack("{s:i,s:s,s:s,s:s,s:s?,s:s,s:s?,s:I,s:s?,s:s?}", "revision", revision, "status",
+                              status, "chartName", chart ? chart : "", "chartVersion", version ? version : "",
+                              "appVersion", app && *app ? app : NULL, "operation", operation, "description",
+                              description && *description ? description : NULL, "createdAt",
+                              (json_int_t)now_ms(), "valuesDigest", digest, "valuesRedacted", redacted));
 }
 
 /* --- the terminal event and the registry ------------------------------------ */
@@ -135,11 +143,14 @@ static void rstate_from_registry(rstate_t *s, const json_t *rel) {
     s->deployed = jint(rel, "deployed_revision");
     snprintf(s->status, sizeof(s->status), "%s", jstr(rel, "status") ? jstr(rel, "status") : "");
     snprintf(s->chart, sizeof(s->chart), "%s", jstr(rel, "chart_name") ? jstr(rel, "chart_name") : "");
-    snprintf(s->version, sizeof(s->version), "%s", jstr(rel, "chart_version") ? jstr(rel, "chart_version") : "");
+    snprintf(s->version, sizeof(s->version), "%s",
+             jstr(rel, "chart_version") ? jstr(rel, "chart_version") : "");
     snprintf(s->app, sizeof(s->app), "%s", jstr(rel, "app_version") ? jstr(rel, "app_version") : "");
-    snprintf(s->description, sizeof(s->description), "%s", jstr(rel, "description") ? jstr(rel, "description") : "");
+    snprintf(s->description, sizeof(s->description), "%s",
+             jstr(rel, "description") ? jstr(rel, "description") : "");
     snprintf(s->reason, sizeof(s->reason), "%s", jstr(rel, "reason") ? jstr(rel, "reason") : "");
-    snprintf(s->digest, sizeof(s->digest), "%s", jstr(rel, "values_digest") ? jstr(rel, "values_digest") : "");
+    snprintf(s->digest, sizeof(s->digest), "%s",
+             jstr(rel, "values_digest") ? jstr(rel, "values_digest") : "");
     s->redacted = jstr(rel, "values_redacted") ? strdup(jstr(rel, "values_redacted")) : NULL;
 }
 
@@ -161,7 +172,9 @@ static void rstate_from_helm(rstate_t *s, command_t *c) {
         s->deployed = s->revision;
 }
 
-static json_t *str_or_null(const char *s) { return s && *s ? json_string(s) : json_null(); }
+static json_t *str_or_null(const char *s) {
+    return s && *s ? json_string(s) : json_null();
+}
 
 /* The registry row and the revisions for the ledger (snake_case, as the
  * tables), from the event-form history. */
@@ -173,13 +186,14 @@ static json_t *ledger_revisions(command_t *c) {
         char ts[64];
         format_time_ms(json_integer_value(json_object_get(h, "createdAt")), ts, sizeof(ts));
         json_array_append_new(
-            out, json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:s}", "release_id", c->release_id, "revision",
-                           json_object_get(h, "revision"), "status", json_object_get(h, "status"), "chart_name",
-                           json_object_get(h, "chartName"), "chart_version", json_object_get(h, "chartVersion"),
-                           "app_version", json_object_get(h, "appVersion"), "operation", json_object_get(h, "operation"),
-                           "description", json_object_get(h, "description"), "values_digest",
-                           json_object_get(h, "valuesDigest"), "values_redacted", json_object_get(h, "valuesRedacted"),
-                           "created_at", ts));
+            out,
+            json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:s}", "release_id", c->release_id,
+                      "revision", json_object_get(h, "revision"), "status", json_object_get(h, "status"),
+                      "chart_name", json_object_get(h, "chartName"), "chart_version",
+                      json_object_get(h, "chartVersion"), "app_version", json_object_get(h, "appVersion"),
+                      "operation", json_object_get(h, "operation"), "description",
+                      json_object_get(h, "description"), "values_digest", json_object_get(h, "valuesDigest"),
+                      "values_redacted", json_object_get(h, "valuesRedacted"), "created_at", ts));
     }
     return out;
 }
@@ -193,12 +207,13 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
 
     if (changed && !rejected) {
         c->new_release = json_pack(
-            "{s:s,s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "release_id", c->release_id, "tenant_id",
-            jstr(d, "tenantId"), "namespace", jstr(d, "namespace"), "release_name", jstr(d, "releaseName"), "status",
-            s->status, "revision", s->revision, "deployed_revision", s->deployed ? json_integer(s->deployed) : json_null(),
-            "chart_name", str_or_null(s->chart), "chart_version", str_or_null(s->version), "app_version",
-            str_or_null(s->app), "description", str_or_null(s->description), "values_digest", str_or_null(s->digest),
-            "values_redacted", str_or_null(s->redacted), "reason", str_or_null(s->reason));
+            "{s:s,s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "release_id", c->release_id,
+            "tenant_id", jstr(d, "tenantId"), "namespace", jstr(d, "namespace"), "release_name",
+            jstr(d, "releaseName"), "status", s->status, "revision", s->revision, "deployed_revision",
+            s->deployed ? json_integer(s->deployed) : json_null(), "chart_name", str_or_null(s->chart),
+            "chart_version", str_or_null(s->version), "app_version", str_or_null(s->app), "description",
+            str_or_null(s->description), "values_digest", str_or_null(s->digest), "values_redacted",
+            str_or_null(s->redacted), "reason", str_or_null(s->reason));
     }
     json_t *ev = json_object();
     json_object_set_new(ev, "eventId", json_string(eid));
@@ -218,7 +233,8 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     json_object_set_new(ev, "description", str_or_null(s->description));
     json_object_set_new(ev, "performedBy", json_string(jstr(d, "performedBy") ? jstr(d, "performedBy") : ""));
     json_object_set_new(ev, "occurredAt", json_integer(now_ms()));
-    json_object_set_new(ev, "requestedAt", json_integer(json_integer_value(json_object_get(d, "requestedAt"))));
+    json_object_set_new(ev, "requestedAt",
+                        json_integer(json_integer_value(json_object_get(d, "requestedAt"))));
     json_object_set_new(ev, "reason", str_or_null(s->reason));
     json_object_set_new(ev, "valuesDigest", str_or_null(s->digest));
     json_object_set_new(ev, "valuesRedacted", str_or_null(s->redacted));
@@ -245,8 +261,8 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
 
 static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
     cmd_log(c, LOG_LEVEL_INFO, "%s: %s%s%s%s", c->reconcile ? "reconciled" : "done",
-         c->event_type ? c->event_type : "republished", c->error_code[0] ? " " : "", c->error_code,
-         c->error_message[0] ? " " : "");
+            c->event_type ? c->event_type : "republished", c->error_code[0] ? " " : "", c->error_code,
+            c->error_message[0] ? " " : "");
     if (c->error_message[0])
         cmd_log(c, LOG_LEVEL_INFO, "error: %s", c->error_message);
     metrics_outcome(c->w, c->event_type);
@@ -255,8 +271,8 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
 
 static void publish_terminal(command_t *c) {
     c->phase = PHASE_PUBLISH;
-    dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event, c->event_len, NULL,
-                     on_terminal_delivered);
+    dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event, c->event_len,
+                     NULL, on_terminal_delivered);
 }
 
 static void publish_started(command_t *c) {
@@ -264,23 +280,26 @@ static void publish_started(command_t *c) {
     rstate_t s;
     rstate_from_registry(&s, c->release);
     event_id(c->id, "started", eid);
-    const char *status = strcmp(c->op, "install") == 0   ? "pending-install"
-                         : strcmp(c->op, "upgrade") == 0 ? "pending-upgrade"
+    const char *status = strcmp(c->op, "install") == 0    ? "pending-install"
+                         : strcmp(c->op, "upgrade") == 0  ? "pending-upgrade"
                          : strcmp(c->op, "rollback") == 0 ? "pending-rollback"
                                                           : "uninstalling";
-    json_t *ev = json_pack("{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:I,s:I}", "eventId", eid, "commandId",
-                           c->id, "eventType", "started", "terminal", 0, "releaseId", c->release_id, "tenantId",
-                           jstr(c->doc, "tenantId"), "namespace", jstr(c->doc, "namespace"), "releaseName",
-                           jstr(c->doc, "releaseName"), "operation", c->op, "status", status, "revision", s.revision,
-                           "performedBy", jstr(c->doc, "performedBy"), "occurredAt", (json_int_t)now_ms(),
-                           "requestedAt", json_integer_value(json_object_get(c->doc, "requestedAt")));
-    json_object_set_new(ev, "chartName", str_or_null(is_install_or_upgrade(c) ? jstr(c->doc, "chartName") : s.chart));
+    json_t *ev =
+        json_pack("{s:s,s:s,s:s,s:b,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:I,s:I}", "eventId", eid, "commandId",
+                  c->id, "eventType", "started", "terminal", 0, "releaseId", c->release_id, "tenantId",
+                  jstr(c->doc, "tenantId"), "namespace", jstr(c->doc, "namespace"), "releaseName",
+                  jstr(c->doc, "releaseName"), "operation", c->op, "status", status, "revision", s.revision,
+                  "performedBy", jstr(c->doc, "performedBy"), "occurredAt", (json_int_t)now_ms(),
+                  "requestedAt", json_integer_value(json_object_get(c->doc, "requestedAt")));
+    json_object_set_new(ev, "chartName",
+                        str_or_null(is_install_or_upgrade(c) ? jstr(c->doc, "chartName") : s.chart));
     json_object_set_new(ev, "chartVersion",
                         str_or_null(is_install_or_upgrade(c) ? jstr(c->doc, "chartVersion") : s.version));
     unsigned char *buf;
     size_t len;
     if (codec_encode(CODEC_EVENT, ev, &buf, &len, errstr, sizeof(errstr)) == 0) {
-        dispatch_produce(c->w, c->w->events_topic, NULL, key_name(c), strlen(key_name(c)), buf, len, NULL, NULL);
+        dispatch_produce(c->w, c->w->events_topic, NULL, key_name(c), strlen(key_name(c)), buf, len, NULL,
+                         NULL);
         free(buf);
     } else {
         cmd_log(c, LOG_LEVEL_ERROR, "cannot encode the started event: %s", errstr);
@@ -291,7 +310,9 @@ static void publish_started(command_t *c) {
 
 /* --- finishing ---------------------------------------------------------------- */
 
-static void on_finish_timer(uv_timer_t *t) { finish(t->data); }
+static void on_finish_timer(uv_timer_t *t) {
+    finish(t->data);
+}
 
 static void on_finished(void *arg, const PGresult *res, const char *err) {
     command_t *c = arg;
@@ -311,8 +332,14 @@ static void finish(command_t *c) {
     char *revisions = json_dumps(revs, JSON_COMPACT);
     json_decref(revs);
     const char *tenant = jstr(c->doc, "tenantId");
-    const char *values[9] = {c->id, key_name(c), c->event_type, c->error_code[0] ? c->error_code : NULL,
-                             (const char *)c->event, release, revisions, c->claim_namespace ? tenant : NULL,
+    const char *values[9] = {c->id,
+                             key_name(c),
+                             c->event_type,
+                             c->error_code[0] ? c->error_code : NULL,
+                             (const char *)c->event,
+                             release,
+                             revisions,
+                             c->claim_namespace ? tenant : NULL,
                              c->claim_namespace ? jstr(c->doc, "namespace") : NULL};
     int lengths[9] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0};
     int formats[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0};
@@ -427,7 +454,8 @@ static void succeed_from_helm(command_t *c) {
     if (doc_desc && *doc_desc && strcmp(c->op, "rollback") != 0)
         snprintf(s.description, sizeof(s.description), "%s", doc_desc);
     s.reason[0] = '\0';
-    history_add(c, s.revision, s.status, s.chart, s.version, s.app, c->op, s.description, s.digest, s.redacted);
+    history_add(c, s.revision, s.status, s.chart, s.version, s.app, c->op, s.description, s.digest,
+                s.redacted);
     if (strcmp(c->op, "install") == 0)
         c->claim_namespace = 1;
     outcome(c, "succeeded", NULL, NULL);
@@ -466,8 +494,8 @@ static void fail_with_state(command_t *c, const char *event_type) {
 static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     char e[1024];
     if (run->exit_status != 0 && !strstr(run->err, "not found")) {
-        outcome(c, "failed", c->error_code, "%s; the atomic rollback (uninstall) failed too: %s", c->helm_error,
-                helm_error_text(run, e, sizeof(e)));
+        outcome(c, "failed", c->error_code, "%s; the atomic rollback (uninstall) failed too: %s",
+                c->helm_error, helm_error_text(run, e, sizeof(e)));
         c->helm_found = 0;
         rstate_t s;
         rstate_from_registry(&s, c->release);
@@ -486,12 +514,12 @@ static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     snprintf(s.status, sizeof(s.status), "uninstalled");
     snprintf(s.description, sizeof(s.description), "atomic rollback: the failed install was uninstalled");
     snprintf(s.reason, sizeof(s.reason), "atomic rollback after a failed install");
-    history_add(c, s.revision, "uninstalled", s.chart, s.version, s.app, "atomic-rollback", s.description, s.digest,
-                s.redacted);
+    history_add(c, s.revision, "uninstalled", s.chart, s.version, s.app, "atomic-rollback", s.description,
+                s.digest, s.redacted);
     /* A reconciliation that had to remove a stale pending install of a
      * non-atomic command reports it failed; the atomic rollback is rolled_back. */
-    outcome(c, json_is_true(json_object_get(c->doc, "atomic")) ? "rolled_back" : "failed", c->error_code, "%s",
-            c->helm_error);
+    outcome(c, json_is_true(json_object_get(c->doc, "atomic")) ? "rolled_back" : "failed", c->error_code,
+            "%s", c->helm_error);
     conclude(c, &s, 1);
 }
 
@@ -501,11 +529,12 @@ static void after_atomic_rollback_status(command_t *c) {
     if (c->helm_found)
         rstate_from_helm(&s, c);
     if (c->helm_found && strcmp(c->helm.status, "deployed") == 0) {
-        history_add(c, s.revision, s.status, s.chart, s.version, s.app, "atomic-rollback", s.description, s.digest,
-                    s.redacted);
+        history_add(c, s.revision, s.status, s.chart, s.version, s.app, "atomic-rollback", s.description,
+                    s.digest, s.redacted);
         outcome(c, "rolled_back", c->error_code, "%s", c->helm_error);
     } else {
-        outcome(c, "failed", c->error_code, "%s; the atomic rollback did not leave a deployed release", c->helm_error);
+        outcome(c, "failed", c->error_code, "%s; the atomic rollback did not leave a deployed release",
+                c->helm_error);
     }
     conclude(c, &s, 1);
 }
@@ -553,14 +582,17 @@ static void after_failure_status(command_t *c) {
     }
     if (atomic && strcmp(c->op, "upgrade") == 0 && c->base_deployed > 0) {
         c->phase = PHASE_ROLLBACK;
-        cmd_log(c, LOG_LEVEL_WARN, "atomic: upgrade failed (%s); rolling back to revision %d", code, c->base_deployed);
+        cmd_log(c, LOG_LEVEL_WARN, "atomic: upgrade failed (%s); rolling back to revision %d", code,
+                c->base_deployed);
         helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_atomic_rollback);
         return;
     }
     fail_with_state(c, "failed");
 }
 
-static void after_failure(command_t *c) { helm_status(c, after_failure_status); }
+static void after_failure(command_t *c) {
+    helm_status(c, after_failure_status);
+}
 
 /* --- unlocking stale pending-* releases ----------------------------------------------- */
 
@@ -579,16 +611,21 @@ static void unlock_status(command_t *c) {
     const char *st = c->helm_found ? c->helm.status : "";
     c->phase = PHASE_UNLOCK;
     if (strcmp(st, "pending-install") == 0) {
-        cmd_log(c, LOG_LEVEL_WARN, "release stuck in pending-install (an interrupted operation): uninstalling it");
-        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
-                    "unlock", "stale pending-install left by an interrupted operation: marked failed and removed",
-                    NULL, NULL);
+        cmd_log(c, LOG_LEVEL_WARN,
+                "release stuck in pending-install (an interrupted operation): uninstalling it");
+        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version,
+                    c->helm.app_version, "unlock",
+                    "stale pending-install left by an interrupted operation: marked failed and removed", NULL,
+                    NULL);
         helm_simple(c, "uninstall", 0, command_timeout(c), after_unlock);
-    } else if ((strcmp(st, "pending-upgrade") == 0 || strcmp(st, "pending-rollback") == 0) && c->base_deployed > 0) {
-        cmd_log(c, LOG_LEVEL_WARN, "release stuck in %s (an interrupted operation): rolling back to revision %d", st,
-             c->base_deployed);
-        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
-                    "unlock", "stale pending operation left by an interrupted operation: marked failed", NULL, NULL);
+    } else if ((strcmp(st, "pending-upgrade") == 0 || strcmp(st, "pending-rollback") == 0) &&
+               c->base_deployed > 0) {
+        cmd_log(c, LOG_LEVEL_WARN,
+                "release stuck in %s (an interrupted operation): rolling back to revision %d", st,
+                c->base_deployed);
+        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version,
+                    c->helm.app_version, "unlock",
+                    "stale pending operation left by an interrupted operation: marked failed", NULL, NULL);
         c->base_revision = c->helm.revision + 1;
         helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_unlock);
     } else {
@@ -642,21 +679,26 @@ static void on_operation(command_t *c, helm_run_t *run) {
     after_failure(c);
 }
 
-static void on_run_timer(uv_timer_t *t) { run_operation(t->data); }
+static void on_run_timer(uv_timer_t *t) {
+    run_operation(t->data);
+}
 
 static void run_operation(command_t *c) {
     helm_argv_t a = {0};
     c->phase = PHASE_HELM;
     if (is_install_or_upgrade(c)) {
         const char *values = jstr(c->doc, "valuesOverride");
-        if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path, sizeof(c->values_path)) < 0) {
-            cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s", c->w->tmpdir);
+        if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path, sizeof(c->values_path)) <
+            0) {
+            cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s",
+                    c->w->tmpdir);
             retry_later(c, 1000, on_run_timer);
             return;
         }
     }
     int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
-    helm_argv_operation(&a, c->w->helm, c->op, c->doc, c->w->chart_repo, c->values_path, target, command_timeout(c));
+    helm_argv_operation(&a, c->w->helm, c->op, c->doc, c->w->chart_repo, c->values_path, target,
+                        command_timeout(c));
     helm_step(c, &a, command_timeout(c), on_operation);
 }
 
@@ -666,8 +708,9 @@ static void reconcile_status(command_t *c) {
     const char *st = c->helm_found ? c->helm.status : "";
     int rev = c->helm_found ? c->helm.revision : 0;
     int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
-    cmd_log(c, LOG_LEVEL_WARN, "reconciling an interrupted %s: helm reports %s revision %d (before: revision %d)", c->op,
-         c->helm_found ? st : "no release", rev, c->base_revision);
+    cmd_log(c, LOG_LEVEL_WARN,
+            "reconciling an interrupted %s: helm reports %s revision %d (before: revision %d)", c->op,
+            c->helm_found ? st : "no release", rev, c->base_revision);
     snprintf(c->helm_error, sizeof(c->helm_error),
              "the worker stopped while this %s was running; helm reports the release %s%s", c->op,
              c->helm_found ? st : "absent", c->helm_found ? "" : "");
@@ -675,6 +718,14 @@ static void reconcile_status(command_t *c) {
     if (strcmp(c->op, "uninstall") == 0) {
         if (!c->helm_found) {
             succeed_uninstall(c, "Uninstallation complete");
+            return;
+        }
+        if (strcmp(st, "uninstalling") == 0) {
+            /* helm was stopped mid-deletion (it has no signal handler for
+             * uninstall): the deletion is finished, which was the intent. */
+            cmd_log(c, LOG_LEVEL_WARN, "release stuck in uninstalling: finishing the uninstall");
+            c->phase = PHASE_HELM;
+            helm_simple(c, "uninstall", 0, command_timeout(c), on_operation);
             return;
         }
         outcome(c, "failed", "INTERRUPTED", "%s", c->helm_error);
@@ -703,8 +754,8 @@ static void reconcile_status(command_t *c) {
          * goes back to the last deployed revision. Either way it failed. */
         snprintf(c->error_code, sizeof(c->error_code), "INTERRUPTED");
         if (strcmp(st, "pending-install") == 0 || c->base_deployed <= 0) {
-            history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version, c->op,
-                        "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
+            history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
+                        c->op, "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
             c->helm_error[sizeof(c->helm_error) - 1] = '\0';
             c->phase = PHASE_ROLLBACK;
             helm_simple(c, "uninstall", 0, command_timeout(c), after_atomic_uninstall);
@@ -718,8 +769,9 @@ static void reconcile_status(command_t *c) {
     }
     /* failed (helm got SIGTERM or failed on its own): as after a failure. */
     c->timed_out = 0;
-    snprintf(c->helm_error, sizeof(c->helm_error), "the worker stopped while this %s was running; helm marked it %s: %s",
-             c->op, st, c->helm.description);
+    snprintf(c->helm_error, sizeof(c->helm_error),
+             "the worker stopped while this %s was running; helm marked it %s: %s", c->op, st,
+             c->helm.description);
     (void)atomic;
     after_failure_status(c);
 }
@@ -753,7 +805,9 @@ static void start(command_t *c) {
     db_query(c->w->db, SQL_START, 4, values, NULL, NULL, on_started, c);
 }
 
-static void on_start_timer(uv_timer_t *t) { start(t->data); }
+static void on_start_timer(uv_timer_t *t) {
+    start(t->data);
+}
 
 /* The tenant and lifecycle rules, with the registry row read at begin. */
 static void decide(command_t *c) {
@@ -773,8 +827,9 @@ static void decide(command_t *c) {
     }
     if (strcmp(c->op, "install") == 0) {
         if (live) {
-            reject(c, 1, "RELEASE_EXISTS", "release %s is live in %s (status %s, revision %d): upgrade or uninstall it",
-                   name, ns, jstr(rel, "status"), jint(rel, "revision"));
+            reject(c, 1, "RELEASE_EXISTS",
+                   "release %s is live in %s (status %s, revision %d): upgrade or uninstall it", name, ns,
+                   jstr(rel, "status"), jint(rel, "revision"));
             return;
         }
         if (guard && *guard)
@@ -800,7 +855,8 @@ static void decide(command_t *c) {
         c->base_deployed = jint(rel, "deployed_revision");
         if (strcmp(c->op, "rollback") == 0) {
             if (c->rollback_default <= 0) {
-                reject(c, 1, "REVISION_NOT_FOUND", "release %s has no earlier deployed revision to roll back to", name);
+                reject(c, 1, "REVISION_NOT_FOUND",
+                       "release %s has no earlier deployed revision to roll back to", name);
                 return;
             }
             if (c->rollback_default > c->base_revision) {
@@ -813,7 +869,9 @@ static void decide(command_t *c) {
     start(c);
 }
 
-static void on_begin_timer(uv_timer_t *t) { begin(t->data); }
+static void on_begin_timer(uv_timer_t *t) {
+    begin(t->data);
+}
 
 static json_t *field_json(const PGresult *res, int col) {
     if (PQgetisnull(res, 0, col))
@@ -824,7 +882,8 @@ static json_t *field_json(const PGresult *res, int col) {
 static void on_begin(void *arg, const PGresult *res, const char *err) {
     command_t *c = arg;
     if (err || PQntuples(res) != 1) {
-        cmd_log(c, LOG_LEVEL_ERROR, "recording the command failed, retrying in 1 s: %s", err ? err : "no row");
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the command failed, retrying in 1 s: %s",
+                err ? err : "no row");
         retry_later(c, 1000, on_begin_timer);
         return;
     }
@@ -859,7 +918,8 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
         c->rollback_default = (int)json_integer_value(given);
     if (strcmp(state, "running") == 0) {
         /* Interrupted by a crash: the lock is ours, so its worker is gone. */
-        snprintf(c->release_id, sizeof(c->release_id), "%s", jstr(c->ledger, "release_id") ? jstr(c->ledger, "release_id") : "");
+        snprintf(c->release_id, sizeof(c->release_id), "%s",
+                 jstr(c->ledger, "release_id") ? jstr(c->ledger, "release_id") : "");
         c->base_revision = jint(c->ledger, "base_revision");
         c->base_deployed = jint(c->ledger, "base_deployed");
         if (strcmp(c->op, "install") == 0) {
@@ -879,8 +939,14 @@ static void begin(command_t *c) {
     snprintf(offset, sizeof(offset), "%lld", (long long)c->offset);
     const json_t *rev = json_object_get(c->doc, "revision");
     snprintf(rollback_to, sizeof(rollback_to), "%d", json_is_integer(rev) ? (int)json_integer_value(rev) : 0);
-    const char *values[8] = {c->id, key_name(c), c->op, jstr(c->doc, "namespace"), c->w->commands_topic,
-                             partition, offset, json_is_integer(rev) ? rollback_to : NULL};
+    const char *values[8] = {c->id,
+                             key_name(c),
+                             c->op,
+                             jstr(c->doc, "namespace"),
+                             c->w->commands_topic,
+                             partition,
+                             offset,
+                             json_is_integer(rev) ? rollback_to : NULL};
     db_query(c->w->db, SQL_BEGIN, 8, values, NULL, NULL, on_begin, c);
 }
 

@@ -270,7 +270,8 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
 
     codec_type_t t;
     json_t *doc = NULL;
-    int rc = m->payload ? codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) : CODEC_ERR_HEADER;
+    int rc =
+        m->payload ? codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) : CODEC_ERR_HEADER;
     if (rc == 0 && t != CODEC_COMMAND) {
         json_decref(doc);
         rc = CODEC_ERR_FINGERPRINT;
@@ -401,10 +402,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (m->err) {
         /* With message.timeout.ms=0 this is a fatal producer error. */
         log_error("delivery to %s failed: %s; producing again", req->topic, rd_kafka_err2str(m->err));
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_KEY(m->key, m->key_len),
-            RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_KEY(m->key, m->key_len),
+                              RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
         if (e == 0)
             return;
         log_error("cannot produce again to %s: %s", req->topic, rd_kafka_err2str(e));
@@ -477,7 +478,9 @@ static void on_wake(uv_poll_t *h, int status, int events) {
     poll_kafka(w);
 }
 
-static void on_tick(uv_timer_t *t) { poll_kafka(t->data); }
+static void on_tick(uv_timer_t *t) {
+    poll_kafka(t->data);
+}
 
 int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     const config_t *cfg = w->cfg;
@@ -568,7 +571,9 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
 
 /* --- shutdown ------------------------------------------------------------------ */
 
-static void handle_closed(uv_handle_t *h) { (void)h; }
+static void handle_closed(uv_handle_t *h) {
+    (void)h;
+}
 
 static void shutdown_finish(worker_t *w) {
     if (w->exiting)
@@ -611,7 +616,8 @@ static void shutdown_finish(worker_t *w) {
 static void on_drain_timeout(uv_timer_t *t) {
     worker_t *w = t->data;
     log_warn("drain timeout: %d commands still running; stopping their helm processes, they will be "
-             "reconciled on redelivery", w->running);
+             "reconciled on redelivery",
+             w->running);
     for (int i = 0; i < w->nparts; i++) {
         for (command_t *c = w->parts[i] ? w->parts[i]->head : NULL; c; c = c->part_next) {
             if (c->run && !c->run->ended_ms)

@@ -41,7 +41,8 @@ void helm_argv_format(const helm_argv_t *a, char *out, size_t size) {
     out[0] = '\0';
     for (int i = 0; i < a->argc && n + 1 < size; i++) {
         int quote = strpbrk(a->argv[i], " \t'\"") != NULL || !*a->argv[i];
-        int w = snprintf(out + n, size - n, "%s%s%s%s", i ? " " : "", quote ? "'" : "", a->argv[i], quote ? "'" : "");
+        int w = snprintf(out + n, size - n, "%s%s%s%s", i ? " " : "", quote ? "'" : "", a->argv[i],
+                         quote ? "'" : "");
         if (w < 0)
             break;
         n += (size_t)w;
@@ -71,8 +72,7 @@ static const char *jstr(const json_t *cmd, const char *k) {
 }
 
 void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
-                         const char *chart_repo, const char *values_file, int rollback_to,
-                         long timeout_s) {
+                         const char *chart_repo, const char *values_file, int rollback_to, long timeout_s) {
     char buf[64];
     const char *desc = jstr(cmd, "description");
     int wait_jobs = json_is_true(json_object_get(cmd, "waitForJobs"));
@@ -175,7 +175,9 @@ static void maybe_done(helm_run_t *run) {
     }
 }
 
-static void noop_close(uv_handle_t *h) { (void)h; }
+static void noop_close(uv_handle_t *h) {
+    (void)h;
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     static char scratch[65536];
@@ -252,8 +254,8 @@ static void on_kill(uv_timer_t *t) {
     if (run->ended_ms)
         return;
     run->killed = 1;
-    log_warn("helm pid %d still running %d ms after SIGTERM: SIGKILL to its process group",
-             run->process.pid, run->kill_grace_ms);
+    log_warn("helm pid %d still running %d ms after SIGTERM: SIGKILL to its process group", run->process.pid,
+             run->kill_grace_ms);
     kill(-run->process.pid, SIGKILL);
 }
 
@@ -267,10 +269,12 @@ static void on_term(uv_timer_t *t) {
     uv_timer_start(&run->kill_timer, on_kill, (uint64_t)run->kill_grace_ms, 0);
 }
 
-static void on_spawn_failed(uv_timer_t *t) { maybe_done(t->data); }
+static void on_spawn_failed(uv_timer_t *t) {
+    maybe_done(t->data);
+}
 
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms,
-                           int kill_grace_ms, helm_done_cb done, void *data) {
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms, int kill_grace_ms,
+                           helm_done_cb done, void *data) {
     helm_run_t *run = calloc(1, sizeof(*run));
     if (!run)
         return NULL;

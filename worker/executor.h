@@ -27,10 +27,10 @@ struct helm_run {
     /* results */
     int64_t exit_status;
     int term_signal;
-    int timed_out;      /* SIGTERM was sent at the deadline */
-    int killed;         /* SIGKILL followed */
-    int spawn_error;    /* uv error code when helm could not be started */
-    char *out;          /* stdout (helm's -o json), NUL-terminated */
+    int timed_out;   /* SIGTERM was sent at the deadline */
+    int killed;      /* SIGKILL followed */
+    int spawn_error; /* uv error code when helm could not be started */
+    char *out;       /* stdout (helm's -o json), NUL-terminated */
     size_t out_len, out_cap;
     char err[HELM_ERR_TAIL]; /* the tail of stderr, NUL-terminated */
     size_t err_len;
@@ -62,8 +62,7 @@ void helm_push_chart(helm_argv_t *a, const char *repo, const char *chart);
  * file for install/upgrade, rollback_to the target revision (> 0) for
  * rollback, timeout_s the seconds given to helm. */
 void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
-                         const char *chart_repo, const char *values_file, int rollback_to,
-                         long timeout_s);
+                         const char *chart_repo, const char *values_file, int rollback_to, long timeout_s);
 
 /* The worker's own follow-up commands: "status" (--output json), and the
  * atomic / unlock "rollback" (to revision) and "uninstall" (with --timeout). */
@@ -75,8 +74,8 @@ void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const j
  * on the loop when helm has exited and its output is read; then the caller
  * calls helm_run_free. Returns the run, or NULL on out of memory (a failure
  * to start helm is reported through done with spawn_error set). */
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms,
-                           int kill_grace_ms, helm_done_cb done, void *data);
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms, int kill_grace_ms,
+                           helm_done_cb done, void *data);
 void helm_run_free(helm_run_t *run);
 
 /* Writes values (a JSON object) to a new private file (mode 0600 in a 0700

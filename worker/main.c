@@ -24,11 +24,15 @@ static const config_opt_t worker_opts[] = {
     {"helm", 0, "HELMQ_HELM", CONFIG_STRING, "helm", "the helm binary (a path, or a name looked up on PATH)"},
     {"chart-repo", 0, "HELMQ_CHART_REPO", CONFIG_STRING, "",
      "where charts come from: oci://prefix, an http(s) repository URL, a directory, or a repo alias"},
-    {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8", "helm processes running at once (different releases)"},
+    {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
+     "helm processes running at once (different releases)"},
     {"group-id", 'g', "HELMQ_GROUP_ID", CONFIG_STRING, "helmq-worker", "Kafka consumer group of the workers"},
-    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic of the commands"},
-    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "topic of the release events"},
-    {"dlq-topic", 0, "HELMQ_DLQ_TOPIC", CONFIG_STRING, KAFKA_TOPIC_DLQ, "dead-letter topic for undecodable commands"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
+     "topic of the commands"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
+     "topic of the release events"},
+    {"dlq-topic", 0, "HELMQ_DLQ_TOPIC", CONFIG_STRING, KAFKA_TOPIC_DLQ,
+     "dead-letter topic for undecodable commands"},
     {"protected-namespaces", 0, "HELMQ_PROTECTED_NAMESPACES", CONFIG_STRING, "",
      "comma-separated namespaces refused besides kube-system, kube-public, kube-node-lease, default"},
     {"redact-keys", 0, "HELMQ_REDACT_KEYS", CONFIG_STRING, "password,secret,token,key,credential",
@@ -40,7 +44,8 @@ static const config_opt_t worker_opts[] = {
      "on SIGTERM, wait this long for running commands before exiting"},
     {"max-buffered", 0, "HELMQ_MAX_BUFFERED", CONFIG_INT, "10000",
      "pause consuming when this many commands wait in memory"},
-    {"tmpdir", 0, "HELMQ_TMPDIR", CONFIG_STRING, "/tmp", "where private values files are written (0600, removed after)"},
+    {"tmpdir", 0, "HELMQ_TMPDIR", CONFIG_STRING, "/tmp",
+     "where private values files are written (0600, removed after)"},
     {"http-listen", 0, "HELMQ_WORKER_HTTP", CONFIG_STRING, "",
      "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
@@ -128,12 +133,15 @@ static int print_argv(int argc, char **argv) {
     const char *repo = getenv("HELMQ_CHART_REPO") ? getenv("HELMQ_CHART_REPO") : "";
     json_t *cmd = json_loadf(stdin, 0, &jerr);
     if (!json_is_object(cmd) || !json_string_value(json_object_get(cmd, "operation"))) {
-        fprintf(stderr, "helmq-worker argv: stdin must be a command as JSON (with \"operation\"): %s\n", jerr.text);
+        fprintf(stderr, "helmq-worker argv: stdin must be a command as JSON (with \"operation\"): %s\n",
+                jerr.text);
         json_decref(cmd);
         return 2;
     }
     const char *op = json_string_value(json_object_get(cmd, "operation"));
-    long timeout = json_is_integer(json_object_get(cmd, "timeout")) ? (long)json_integer_value(json_object_get(cmd, "timeout")) : 300;
+    long timeout = json_is_integer(json_object_get(cmd, "timeout"))
+                       ? (long)json_integer_value(json_object_get(cmd, "timeout"))
+                       : 300;
     const json_t *rev = json_object_get(cmd, "revision");
     helm_argv_t a[4];
     memset(a, 0, sizeof(a));

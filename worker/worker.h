@@ -26,14 +26,14 @@ typedef struct command command_t;
 /* The steps of a command (command.c). */
 typedef enum command_phase {
     PHASE_QUEUED = 0,
-    PHASE_BEGIN,     /* ledger: record, lock the key, read the registry */
-    PHASE_START,     /* ledger: about to run helm */
-    PHASE_HELM,      /* helm runs the operation */
-    PHASE_STATUS,    /* helm status after a failure, a rollback or in reconciliation */
-    PHASE_ROLLBACK,  /* the worker's atomic rollback */
-    PHASE_UNLOCK,    /* unlocking a stale pending-* release */
-    PHASE_FINISH,    /* ledger: outcome + registry */
-    PHASE_PUBLISH,   /* the terminal event (or DLQ record) is being delivered */
+    PHASE_BEGIN,    /* ledger: record, lock the key, read the registry */
+    PHASE_START,    /* ledger: about to run helm */
+    PHASE_HELM,     /* helm runs the operation */
+    PHASE_STATUS,   /* helm status after a failure, a rollback or in reconciliation */
+    PHASE_ROLLBACK, /* the worker's atomic rollback */
+    PHASE_UNLOCK,   /* unlocking a stale pending-* release */
+    PHASE_FINISH,   /* ledger: outcome + registry */
+    PHASE_PUBLISH,  /* the terminal event (or DLQ record) is being delivered */
     PHASE_DONE
 } command_phase_t;
 
@@ -48,21 +48,21 @@ struct command {
     size_t kafka_key_len;
     void *raw; /* the record value, kept for the DLQ */
     size_t raw_len;
-    char *dlq_error;  /* set when the record cannot be decoded */
+    char *dlq_error; /* set when the record cannot be decoded */
     char *dlq_reason;
     json_t *doc; /* the decoded command (natural JSON) */
     const char *op;
     char id[96]; /* commandId (as given; a UUID once validated) */
     command_phase_t phase;
-    int orphan;   /* its partition was revoked: finish, but store no offset */
+    int orphan; /* its partition was revoked: finish, but store no offset */
     int reconcile;
     int unlock_tried;
     int lock_waits;
     uv_timer_t timer; /* retries; embedded, closed before the command is freed */
     /* registry and ledger */
-    json_t *release;      /* the key's registry row at begin (NULL: none) */
+    json_t *release; /* the key's registry row at begin (NULL: none) */
     char ns_owner[64];
-    json_t *ledger;       /* the ledger row at begin */
+    json_t *ledger; /* the ledger row at begin */
     char release_id[UUID_STR_LEN];
     int base_revision, base_deployed, rollback_default;
     /* helm */
@@ -70,17 +70,17 @@ struct command {
     void (*helm_next)(void);   /* the step after the running helm (a step_cb) */
     void (*status_then)(void); /* the step after helm status */
     char values_path[4096];
-    helm_release_t helm;  /* the last release JSON helm printed */
-    int helm_found;       /* status/history found the release */
-    int helm_failed;      /* the operation failed */
+    helm_release_t helm; /* the last release JSON helm printed */
+    int helm_found;      /* status/history found the release */
+    int helm_failed;     /* the operation failed */
     int timed_out;
     char helm_error[1024];
     /* outcome */
     const char *event_type; /* terminal eventType */
     char error_code[48];
     char error_message[1200];
-    json_t *new_release;  /* registry row after the command (NULL: unchanged) */
-    json_t *history;      /* revisions this command created or changed (event form) */
+    json_t *new_release; /* registry row after the command (NULL: unchanged) */
+    json_t *history;     /* revisions this command created or changed (event form) */
     int claim_namespace;
     unsigned char *event; /* the encoded terminal event */
     size_t event_len;
@@ -90,7 +90,7 @@ struct rkey {
     char *name;
     rkey_t *hash_next;
     command_t *head, *tail;
-    int busy;            /* its head command is in progress */
+    int busy; /* its head command is in progress */
     rkey_t *ready_next;
     int ready;
 };
@@ -125,8 +125,8 @@ struct worker {
     rkey_t **keys;
     size_t nkeys_buckets;
     rkey_t *ready_head, *ready_tail;
-    int running;   /* commands holding a concurrency slot */
-    int buffered;  /* commands received and not yet freed */
+    int running;  /* commands holding a concurrency slot */
+    int buffered; /* commands received and not yet freed */
     int max_buffered;
     int paused;
     int stopping;
@@ -135,12 +135,12 @@ struct worker {
     /* counters for logs and tests */
     uint64_t n_received, n_done, n_dlq, n_helm;
     /* metrics (worker_metrics.c) */
-    uint64_t n_outcome[5];            /* succeeded, failed, rolled_back, rejected, republished */
+    uint64_t n_outcome[5];                /* succeeded, failed, rolled_back, rejected, republished */
     uint64_t helm_buckets[8], helm_count; /* helm durations: <=0.1,0.5,1,5,30,120,600,+Inf s */
     double helm_seconds;
-    int64_t consumer_lag;             /* from librdkafka statistics; -1 unknown */
+    int64_t consumer_lag; /* from librdkafka statistics; -1 unknown */
     int kafka_brokers_up;
-    void *http;                       /* httpd_t serving /metrics and /healthz, or NULL */
+    void *http; /* httpd_t serving /metrics and /healthz, or NULL */
 };
 
 /* dispatch.c */

@@ -39,7 +39,8 @@ int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     json_t *v;
     if (type && strcmp(type, "consumer") == 0) {
         int64_t lag = 0;
-        json_t *parts = json_object_get(json_object_get(json_object_get(st, "topics"), w->commands_topic), "partitions");
+        json_t *parts =
+            json_object_get(json_object_get(json_object_get(st, "topics"), w->commands_topic), "partitions");
         json_object_foreach(parts, name, v) {
             json_int_t l = json_integer_value(json_object_get(v, "consumer_lag"));
             if (strcmp(name, "-1") != 0 && l > 0)
@@ -64,9 +65,10 @@ static void serve(http_req_t *req, void *ctx) {
     if (strcmp(req->path, "/healthz") == 0) {
         int pg = w->db && db_ready(w->db), kafka = w->kafka_brokers_up != 0;
         char body[160];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s,\"kafka\":%s,\"stopping\":%s}",
-                         pg && kafka && !w->stopping ? "ok" : "degraded", pg ? "true" : "false",
-                         kafka ? "true" : "false", w->stopping ? "true" : "false");
+        int n =
+            snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s,\"kafka\":%s,\"stopping\":%s}",
+                     pg && kafka && !w->stopping ? "ok" : "degraded", pg ? "true" : "false",
+                     kafka ? "true" : "false", w->stopping ? "true" : "false");
         httpd_respond(req, pg && kafka && !w->stopping ? 200 : 503, "application/json", body, (size_t)n);
         return;
     }
@@ -77,20 +79,27 @@ static void serve(http_req_t *req, void *ctx) {
     char body[4096];
     size_t n = 0;
 #define OUT(...) n += (size_t)snprintf(body + n, sizeof(body) - n, __VA_ARGS__)
-    OUT("# HELP helmq_worker_commands_total Commands finished, by outcome (republished: a redelivered finished command).\n"
+    OUT("# HELP helmq_worker_commands_total Commands finished, by outcome (republished: a redelivered "
+        "finished command).\n"
         "# TYPE helmq_worker_commands_total counter\n");
     for (int i = 0; i < 5; i++)
-        OUT("helmq_worker_commands_total{outcome=\"%s\"} %llu\n", outcome_names[i], (unsigned long long)w->n_outcome[i]);
+        OUT("helmq_worker_commands_total{outcome=\"%s\"} %llu\n", outcome_names[i],
+            (unsigned long long)w->n_outcome[i]);
     OUT("helmq_worker_commands_total{outcome=\"dlq\"} %llu\n", (unsigned long long)w->n_dlq);
-    OUT("# HELP helmq_worker_in_flight Commands holding a slot of the helm pool.\n# TYPE helmq_worker_in_flight gauge\n"
-        "helmq_worker_in_flight %d\n", w->running);
-    OUT("# HELP helmq_worker_buffered Commands received and not yet finished.\n# TYPE helmq_worker_buffered gauge\n"
-        "helmq_worker_buffered %d\n", w->buffered);
+    OUT("# HELP helmq_worker_in_flight Commands holding a slot of the helm pool.\n# TYPE "
+        "helmq_worker_in_flight gauge\n"
+        "helmq_worker_in_flight %d\n",
+        w->running);
+    OUT("# HELP helmq_worker_buffered Commands received and not yet finished.\n# TYPE helmq_worker_buffered "
+        "gauge\n"
+        "helmq_worker_buffered %d\n",
+        w->buffered);
     OUT("# HELP helmq_worker_helm_duration_seconds Duration of helm invocations.\n"
         "# TYPE helmq_worker_helm_duration_seconds histogram\n");
     for (int i = 0; i < 8; i++) {
         if (bucket_le[i] < 0)
-            OUT("helmq_worker_helm_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)w->helm_buckets[i]);
+            OUT("helmq_worker_helm_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                (unsigned long long)w->helm_buckets[i]);
         else
             OUT("helmq_worker_helm_duration_seconds_bucket{le=\"%g\"} %llu\n", bucket_le[i],
                 (unsigned long long)w->helm_buckets[i]);
@@ -98,11 +107,14 @@ static void serve(http_req_t *req, void *ctx) {
     OUT("helmq_worker_helm_duration_seconds_sum %.3f\nhelmq_worker_helm_duration_seconds_count %llu\n",
         w->helm_seconds, (unsigned long long)w->helm_count);
     OUT("# HELP helmq_worker_consumer_lag Messages behind on the commands topic (librdkafka statistics).\n"
-        "# TYPE helmq_worker_consumer_lag gauge\nhelmq_worker_consumer_lag %lld\n", (long long)w->consumer_lag);
+        "# TYPE helmq_worker_consumer_lag gauge\nhelmq_worker_consumer_lag %lld\n",
+        (long long)w->consumer_lag);
     OUT("# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
-        "helmq_postgres_up %d\n", w->db && db_ready(w->db));
+        "helmq_postgres_up %d\n",
+        w->db && db_ready(w->db));
     OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected (librdkafka statistics).\n"
-        "# TYPE helmq_kafka_brokers_up gauge\nhelmq_kafka_brokers_up %d\n", w->kafka_brokers_up);
+        "# TYPE helmq_kafka_brokers_up gauge\nhelmq_kafka_brokers_up %d\n",
+        w->kafka_brokers_up);
 #undef OUT
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, n < sizeof(body) ? n : sizeof(body) - 1);
 }

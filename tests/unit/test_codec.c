@@ -38,13 +38,14 @@ static void test_vectors(void) {
 
 static json_t *seed_command(void) {
     json_error_t e;
-    return json_loads("{\"operation\":\"install\",\"commandId\":\"8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11\","
-                      "\"tenantId\":\"3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b\",\"namespace\":\"tenant-acme\","
-                      "\"releaseName\":\"acme-ai-service\",\"performedBy\":\"alice\",\"requestedAt\":1764000000000,"
-                      "\"chartName\":\"matih-ai-service\",\"chartVersion\":\"1.0.0\",\"appVersion\":\"2.0.0\","
-                      "\"valuesOverride\":\"{\\\"replicaCount\\\":2}\",\"timeout\":600,\"atomic\":true,"
-                      "\"waitForJobs\":true}",
-                      0, &e);
+    return json_loads(
+        "{\"operation\":\"install\",\"commandId\":\"8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11\","
+        "\"tenantId\":\"3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b\",\"namespace\":\"tenant-acme\","
+        "\"releaseName\":\"acme-ai-service\",\"performedBy\":\"alice\",\"requestedAt\":1764000000000,"
+        "\"chartName\":\"matih-ai-service\",\"chartVersion\":\"1.0.0\",\"appVersion\":\"2.0.0\","
+        "\"valuesOverride\":\"{\\\"replicaCount\\\":2}\",\"timeout\":600,\"atomic\":true,"
+        "\"waitForJobs\":true}",
+        0, &e);
 }
 
 static void test_roundtrip(void) {
@@ -57,7 +58,8 @@ static void test_roundtrip(void) {
     uint64_t fp = 0;
     for (int i = 0; i < 8; i++)
         fp |= (uint64_t)buf[2 + i] << (8 * i);
-    is_u64(fp, codec_fingerprint(CODEC_COMMAND), "the header carries the command schema's fingerprint, little-endian");
+    is_u64(fp, codec_fingerprint(CODEC_COMMAND),
+           "the header carries the command schema's fingerprint, little-endian");
     codec_type_t t;
     json_t *back = NULL;
     is_int(codec_decode(buf, len, &t, &back, err, sizeof(err)), 0, "decode it back");
@@ -80,18 +82,22 @@ static void test_roundtrip(void) {
     json_decref(back);
 
     /* Every way of being undecodable has its own code. */
-    is_int(codec_decode(buf, 5, &t, &back, err, sizeof(err)), CODEC_ERR_HEADER, "too short: bad header (%s)", err);
+    is_int(codec_decode(buf, 5, &t, &back, err, sizeof(err)), CODEC_ERR_HEADER, "too short: bad header (%s)",
+           err);
     buf[0] = 0x00;
     is_int(codec_decode(buf, len, &t, &back, err, sizeof(err)), CODEC_ERR_HEADER, "no C3 01: bad header");
     buf[0] = 0xC3;
     buf[5] ^= 0xff;
-    is_int(codec_decode(buf, len, &t, &back, err, sizeof(err)), CODEC_ERR_FINGERPRINT, "unknown fingerprint (%s)", err);
+    is_int(codec_decode(buf, len, &t, &back, err, sizeof(err)), CODEC_ERR_FINGERPRINT,
+           "unknown fingerprint (%s)", err);
     buf[5] ^= 0xff;
-    is_int(codec_decode(buf, len - 7, &t, &back, err, sizeof(err)), CODEC_ERR_DATUM, "truncated datum (%s)", err);
+    is_int(codec_decode(buf, len - 7, &t, &back, err, sizeof(err)), CODEC_ERR_DATUM, "truncated datum (%s)",
+           err);
     unsigned char *longer = malloc(len + 3);
     memcpy(longer, buf, len);
     memcpy(longer + len, "xyz", 3);
-    is_int(codec_decode(longer, len + 3, &t, &back, err, sizeof(err)), CODEC_ERR_DATUM, "trailing bytes (%s)", err);
+    is_int(codec_decode(longer, len + 3, &t, &back, err, sizeof(err)), CODEC_ERR_DATUM, "trailing bytes (%s)",
+           err);
     free(longer);
     free(buf);
 
@@ -101,11 +107,13 @@ static void test_roundtrip(void) {
     ok(strstr(err, "timeout") != NULL, "the error names the field: %s", err);
     json_object_set_new(cmd, "timeout", json_integer(600));
     json_object_del(cmd, "tenantId");
-    is_int(codec_encode(CODEC_COMMAND, cmd, &buf, &len, err, sizeof(err)), -1, "a missing tenantId is refused");
+    is_int(codec_encode(CODEC_COMMAND, cmd, &buf, &len, err, sizeof(err)), -1,
+           "a missing tenantId is refused");
     ok(strstr(err, "tenantId") != NULL, "the error names the field: %s", err);
     json_object_set_new(cmd, "tenantId", json_string("3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b"));
     json_object_set_new(cmd, "operation", json_string("explode"));
-    is_int(codec_encode(CODEC_COMMAND, cmd, &buf, &len, err, sizeof(err)), -1, "an unknown operation is refused");
+    is_int(codec_encode(CODEC_COMMAND, cmd, &buf, &len, err, sizeof(err)), -1,
+           "an unknown operation is refused");
     json_decref(cmd);
 }
 
@@ -120,16 +128,19 @@ static void test_evolution(void) {
     fclose(f);
     codec_type_t t;
     json_t *doc = NULL;
-    is_int(codec_decode(buf, len, &t, &doc, err, sizeof(err)), 0, "a v1 record decodes under the current schema (%s)", err);
+    is_int(codec_decode(buf, len, &t, &doc, err, sizeof(err)), 0,
+           "a v1 record decodes under the current schema (%s)", err);
     if (!doc)
         return;
     ok(json_is_null(json_object_get(doc, "description")), "description (added in v2) defaults to null");
     ok(json_is_null(json_object_get(doc, "releaseId")), "releaseId (added in v2) defaults to null");
     ok(json_is_false(json_object_get(doc, "waitForJobs")), "waitForJobs (added in v2) defaults to false");
-    is_str(json_string_value(json_object_get(doc, "releaseName")), "acme-legacy", "v1 fields keep their values");
+    is_str(json_string_value(json_object_get(doc, "releaseName")), "acme-legacy",
+           "v1 fields keep their values");
     is_int(json_integer_value(json_object_get(doc, "timeout")), 450, "v1 timeout kept");
     ok(json_is_true(json_object_get(doc, "atomic")), "v1 atomic kept");
-    is_str(json_string_value(json_object_get(doc, "operation")), "install", "operation branch resolved by name");
+    is_str(json_string_value(json_object_get(doc, "operation")), "install",
+           "operation branch resolved by name");
     json_decref(doc);
 }
 
@@ -137,9 +148,12 @@ static void test_event(void) {
     char err[512];
     json_error_t e;
     json_t *ev = json_loads(
-        "{\"eventId\":\"00000000-0000-5000-8000-000000000001\",\"commandId\":\"8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11\","
-        "\"eventType\":\"succeeded\",\"terminal\":true,\"releaseId\":\"11111111-2222-4333-8444-555555555555\","
-        "\"tenantId\":\"3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b\",\"namespace\":\"tenant-acme\",\"releaseName\":\"a\","
+        "{\"eventId\":\"00000000-0000-5000-8000-000000000001\",\"commandId\":\"8a4c7a3e-6b47-4c5e-9d2f-"
+        "6f3f0f1c2b11\","
+        "\"eventType\":\"succeeded\",\"terminal\":true,\"releaseId\":\"11111111-2222-4333-8444-"
+        "555555555555\","
+        "\"tenantId\":\"3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b\",\"namespace\":\"tenant-acme\",\"releaseName\":"
+        "\"a\","
         "\"operation\":\"install\",\"status\":\"deployed\",\"revision\":1,\"performedBy\":\"alice\","
         "\"occurredAt\":1,\"requestedAt\":1,\"history\":[{\"revision\":1,\"status\":\"deployed\","
         "\"chartName\":\"c\",\"chartVersion\":\"1.0.0\",\"operation\":\"install\",\"createdAt\":1}]}",
@@ -151,11 +165,13 @@ static void test_event(void) {
     is_int(codec_encode(CODEC_EVENT, ev, &buf, &len, err, sizeof(err)), 0, "encode an event (%s)", err);
     is_int(codec_decode(buf, len, &t, &back, err, sizeof(err)), 0, "decode it");
     is_int(t, CODEC_EVENT, "recognised as an event");
-    is_int(json_integer_value(json_object_get(json_array_get(json_object_get(back, "history"), 0), "revision")), 1,
-           "nested history records survive");
+    is_int(
+        json_integer_value(json_object_get(json_array_get(json_object_get(back, "history"), 0), "revision")),
+        1, "nested history records survive");
     json_object_set_new(ev, "eventType", json_string("exploded"));
     free(buf);
-    is_int(codec_encode(CODEC_EVENT, ev, &buf, &len, err, sizeof(err)), -1, "an unknown enum symbol is refused");
+    is_int(codec_encode(CODEC_EVENT, ev, &buf, &len, err, sizeof(err)), -1,
+           "an unknown enum symbol is refused");
     json_decref(back);
     json_decref(ev);
 }

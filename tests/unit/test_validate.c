@@ -8,10 +8,10 @@
 #include <stdlib.h>
 
 static json_t *base(const char *op) {
-    json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "operation", op, "commandId",
-                          "8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11", "tenantId", "3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b",
-                          "namespace", "tenant-acme", "releaseName", "acme-ai-service", "performedBy", "alice",
-                          "requestedAt", (json_int_t)1764000000000);
+    json_t *c = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "operation", op, "commandId", "8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11",
+        "tenantId", "3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b", "namespace", "tenant-acme", "releaseName",
+        "acme-ai-service", "performedBy", "alice", "requestedAt", (json_int_t)1764000000000);
     if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
         json_object_set_new(c, "chartName", json_string("matih-ai-service"));
         json_object_set_new(c, "chartVersion", json_string("1.0.0"));
@@ -55,14 +55,13 @@ int main(void) {
     expect("install", "releaseName", "\"--set\"", "releaseName", "helm-release-name");
     expect("install", "releaseName", "\"../etc\"", "releaseName", "helm-release-name");
     expect("install", "releaseName", "\"a;rm -rf\"", "releaseName", "helm-release-name");
-    expect("install", "releaseName", "\"abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij\"", "releaseName",
-           "helm-release-name");
+    expect("install", "releaseName", "\"abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij\"",
+           "releaseName", "helm-release-name");
     expect("install", "releaseName", "\"caf\\u00e9\"", "releaseName", "helm-release-name");
     expect("install", "namespace", "\"tenant.acme\"", "namespace", "dns-1123-label");
     expect("install", "namespace", "\"-acme\"", "namespace", "dns-1123-label");
-    expect("install", "namespace",
-           "\"a123456789a123456789a123456789a123456789a123456789a123456789abcd\"", "namespace",
-           "dns-1123-label");
+    expect("install", "namespace", "\"a123456789a123456789a123456789a123456789a123456789a123456789abcd\"",
+           "namespace", "dns-1123-label");
     expect("install", "chartName", NULL, "chartName", "required");
     expect("install", "chartName", "\"--post-renderer\"", "chartName", "chart-name");
     expect("install", "chartVersion", "\"latest\"", "chartVersion", "semver");
@@ -86,7 +85,8 @@ int main(void) {
     text[0] = '{';
     text[big - 1] = '}';
     text[big] = '\0';
-    ok(validate_values(text, &e) == NULL && strcmp(e.rule, "max-size") == 0, "oversize values refused: %s", e.message);
+    ok(validate_values(text, &e) == NULL && strcmp(e.rule, "max-size") == 0, "oversize values refused: %s",
+       e.message);
     free(text);
     char deep[256] = "";
     for (int i = 0; i < 40; i++)
@@ -94,7 +94,8 @@ int main(void) {
     strcat(deep, "1");
     for (int i = 0; i < 40; i++)
         strcat(deep, "}");
-    ok(validate_values(deep, &e) == NULL && strcmp(e.rule, "max-depth") == 0, "deep values refused: %s", e.message);
+    ok(validate_values(deep, &e) == NULL && strcmp(e.rule, "max-depth") == 0, "deep values refused: %s",
+       e.message);
     codec_term();
     return tap_done();
 }

@@ -31,10 +31,13 @@ static const config_opt_t api_opts[] = {
     {"listen", 'l', "HELMQ_API_LISTEN", CONFIG_STRING, "127.0.0.1:8080", "address:port to serve HTTP on"},
     {"tokens-file", 0, "HELMQ_API_TOKENS", CONFIG_STRING, NULL,
      "bearer tokens, one per line: TOKEN PRINCIPAL (TENANT_UUID | admin) (required)"},
-    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq", "PostgreSQL connection string or URI"},
+    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
+     "PostgreSQL connection string or URI"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
-    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS, "topic commands are published to"},
-    {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576", "largest request body accepted (bytes; 413 beyond)"},
+    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
+     "topic commands are published to"},
+    {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576",
+     "largest request body accepted (bytes; 413 beyond)"},
     {"request-timeout-ms", 0, "HELMQ_API_REQUEST_TIMEOUT_MS", CONFIG_INT, "10000",
      "idle keep-alive connections and slow requests are closed after this long (408)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
@@ -102,8 +105,9 @@ static int tokens_load(api_t *a, const char *path, char *errstr, size_t errstr_s
         if (n <= 0)
             continue;
         if (n != 3 || (strcmp(role, "admin") != 0 && !uuid_valid(role)) || strlen(tok) < 16) {
-            snprintf(errstr, errstr_size, "%s:%d: expected TOKEN PRINCIPAL (TENANT_UUID|admin), token of 16+ characters",
-                     path, lineno);
+            snprintf(errstr, errstr_size,
+                     "%s:%d: expected TOKEN PRINCIPAL (TENANT_UUID|admin), token of 16+ characters", path,
+                     lineno);
             fclose(f);
             return -1;
         }
@@ -202,8 +206,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     p->api->commands_sent++;
-    json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id, "status",
-                             "accepted");
+    json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id,
+                             "status", "accepted");
     char *s = json_dumps(body, JSON_COMPACT);
     log_info("commandId=%s releaseId=%s accepted (%s[%d]@%lld)", p->command_id, p->release_id,
              rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
@@ -232,10 +236,12 @@ static void send_command(pending_t *p, json_t *doc) {
     snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(doc, "tenantId")),
              json_string_value(json_object_get(doc, "namespace")),
              json_string_value(json_object_get(doc, "releaseName")));
-    snprintf(p->command_id, sizeof(p->command_id), "%s", json_string_value(json_object_get(doc, "commandId")));
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->api->producer, RD_KAFKA_V_TOPIC(p->api->topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+    snprintf(p->command_id, sizeof(p->command_id), "%s",
+             json_string_value(json_object_get(doc, "commandId")));
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(p->api->producer, RD_KAFKA_V_TOPIC(p->api->topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                          RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
     free(buf);
     if (err) {
         p->api->commands_failed++;
@@ -297,8 +303,9 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
         reply_error(p, 409, "the release is already uninstalled", NULL, NULL);
         return;
     }
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "tenantId", PQgetvalue(res, 0, 0), "namespace",
-                            PQgetvalue(res, 0, 1), "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:s,s:s}", "tenantId", PQgetvalue(res, 0, 0), "namespace", PQgetvalue(res, 0, 1),
+                  "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
     if (p->reason)
         json_object_set_new(doc, "reason", json_string(p->reason));
     if (cmddoc_prepare(doc, "uninstall", p->tok->principal, errstr, sizeof(errstr)) < 0) {
@@ -318,21 +325,23 @@ static void metrics(api_t *a, http_req_t *req) {
                      "# HELP helmq_api_requests_total HTTP requests answered, by status class.\n"
                      "# TYPE helmq_api_requests_total counter\n");
     for (int c = 1; c <= 5; c++)
-        n += snprintf(body + n, sizeof(body) - (size_t)n, "helmq_api_requests_total{class=\"%dxx\"} %llu\n", c,
-                      a->requests[c]);
-    n += snprintf(body + n, sizeof(body) - (size_t)n,
-                  "# HELP helmq_api_request_duration_seconds Time to answer requests.\n"
-                  "# TYPE helmq_api_request_duration_seconds summary\n"
-                  "helmq_api_request_duration_seconds_sum %.6f\nhelmq_api_request_duration_seconds_count %llu\n"
-                  "# HELP helmq_api_commands_total Commands published, by outcome.\n"
-                  "# TYPE helmq_api_commands_total counter\n"
-                  "helmq_api_commands_total{outcome=\"delivered\"} %llu\nhelmq_api_commands_total{outcome=\"failed\"} %llu\n"
-                  "# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
-                  "helmq_postgres_up %d\n"
-                  "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
-                  "helmq_kafka_up %d\n",
-                  a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, db_ready(a->db),
-                  rd_kafka_outq_len(a->producer) < 1000);
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "helmq_api_requests_total{class=\"%dxx\"} %llu\n",
+                      c, a->requests[c]);
+    n += snprintf(
+        body + n, sizeof(body) - (size_t)n,
+        "# HELP helmq_api_request_duration_seconds Time to answer requests.\n"
+        "# TYPE helmq_api_request_duration_seconds summary\n"
+        "helmq_api_request_duration_seconds_sum %.6f\nhelmq_api_request_duration_seconds_count %llu\n"
+        "# HELP helmq_api_commands_total Commands published, by outcome.\n"
+        "# TYPE helmq_api_commands_total counter\n"
+        "helmq_api_commands_total{outcome=\"delivered\"} %llu\nhelmq_api_commands_total{outcome=\"failed\"} "
+        "%llu\n"
+        "# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
+        "helmq_postgres_up %d\n"
+        "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
+        "helmq_kafka_up %d\n",
+        a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, db_ready(a->db),
+        rd_kafka_outq_len(a->producer) < 1000);
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 }
 
@@ -346,14 +355,19 @@ static void health(api_t *a, http_req_t *req) {
 
 /* --- routing ---------------------------------------------------------------------------- */
 
-static const char SQL_GET[] = "SELECT helmq.release_json(r) FROM helmq.releases r "
-                              "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
-static const char SQL_HISTORY[] = "SELECT helmq.release_history(r.release_id) FROM helmq.releases r "
-                                  "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
-static const char SQL_TENANT[] = "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
-static const char SQL_SUMMARY[] = "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
-static const char SQL_FOR_DELETE[] = "SELECT tenant_id, namespace, release_name, status FROM helmq.releases r "
-                                     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+static const char SQL_GET[] =
+    "SELECT helmq.release_json(r) FROM helmq.releases r "
+    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+static const char SQL_HISTORY[] =
+    "SELECT helmq.release_history(r.release_id) FROM helmq.releases r "
+    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+static const char SQL_TENANT[] =
+    "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
+static const char SQL_SUMMARY[] =
+    "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
+static const char SQL_FOR_DELETE[] =
+    "SELECT tenant_id, namespace, release_name, status FROM helmq.releases r "
+    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
 
 static void handle(http_req_t *req, void *ctx) {
     api_t *a = ctx;
@@ -376,7 +390,8 @@ static void handle(http_req_t *req, void *ctx) {
     }
     p->tok = authenticate(a, req);
     if (!p->tok) {
-        reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL, NULL);
+        reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL,
+                    NULL);
         return;
     }
     const char *rest = path + strlen(PREFIX); /* "", "/summary", "/tenant/X", "/X", "/X/history" */
@@ -451,9 +466,13 @@ static void on_wake(uv_poll_t *h, int status, int events) {
     rd_kafka_poll(a->producer, 0);
 }
 
-static void on_tick(uv_timer_t *t) { rd_kafka_poll(((api_t *)t->data)->producer, 0); }
+static void on_tick(uv_timer_t *t) {
+    rd_kafka_poll(((api_t *)t->data)->producer, 0);
+}
 
-static void closed(uv_handle_t *h) { (void)h; }
+static void closed(uv_handle_t *h) {
+    (void)h;
+}
 
 static void on_signal(uv_signal_t *s, int sig) {
     api_t *a = s->data;
@@ -546,8 +565,9 @@ int main(int argc, char **argv) {
     a->tick.data = a;
     uv_timer_start(&a->tick, on_tick, 200, 200);
     a->db = db_new(a->loop, config_get(&cfg, "database-url"));
-    a->http = httpd_start(a->loop, host, port, (size_t)config_int(&cfg, "max-body"),
-                          (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
+    a->http =
+        httpd_start(a->loop, host, port, (size_t)config_int(&cfg, "max-body"),
+                    (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
     if (!a->http) {
         log_error("%s", errstr);
         return 1;

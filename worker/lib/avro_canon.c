@@ -46,7 +46,9 @@ static void buf_put(canon_buf_t *b, const char *s, size_t n) {
     b->data[b->len] = '\0';
 }
 
-static void buf_puts(canon_buf_t *b, const char *s) { buf_put(b, s, strlen(s)); }
+static void buf_puts(canon_buf_t *b, const char *s) {
+    buf_put(b, s, strlen(s));
+}
 
 /* Writes s as a JSON string literal: jansson escapes only what JSON requires
  * and leaves UTF-8 as it is, which is the STRINGS rule. */
@@ -62,8 +64,8 @@ static void buf_put_json_string(canon_buf_t *b, const char *s) {
 }
 
 static int is_primitive(const char *t) {
-    static const char *const prims[] = {"null", "boolean", "int", "long", "float",
-                                        "double", "bytes", "string", NULL};
+    static const char *const prims[] = {"null",   "boolean", "int",    "long", "float",
+                                        "double", "bytes",   "string", NULL};
     for (int i = 0; prims[i]; i++)
         if (strcmp(t, prims[i]) == 0)
             return 1;
@@ -100,8 +102,8 @@ static char *fullname(const char *name, const char *ns) {
     return out;
 }
 
-static int canon_node(const json_t *node, const char *ns, canon_names_t *names, canon_buf_t *b,
-                      char *errstr, size_t errstr_size);
+static int canon_node(const json_t *node, const char *ns, canon_names_t *names, canon_buf_t *b, char *errstr,
+                      size_t errstr_size);
 
 static int canon_named(const json_t *node, const char *type, const char *ns, canon_names_t *names,
                        canon_buf_t *b, char *errstr, size_t errstr_size) {
@@ -180,8 +182,8 @@ out:
     return rc;
 }
 
-static int canon_node(const json_t *node, const char *ns, canon_names_t *names, canon_buf_t *b,
-                      char *errstr, size_t errstr_size) {
+static int canon_node(const json_t *node, const char *ns, canon_names_t *names, canon_buf_t *b, char *errstr,
+                      size_t errstr_size) {
     if (json_is_string(node)) {
         const char *t = json_string_value(node);
         if (is_primitive(t)) {

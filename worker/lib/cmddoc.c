@@ -10,7 +10,8 @@
 int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *errstr, size_t errstr_size) {
     const char *given = json_string_value(json_object_get(doc, "operation"));
     if (json_object_get(doc, "operation") && (!given || strcmp(given, op) != 0)) {
-        snprintf(errstr, errstr_size, "operation: the document's operation is not \"%s\" (rule operation)", op);
+        snprintf(errstr, errstr_size, "operation: the document's operation is not \"%s\" (rule operation)",
+                 op);
         return -1;
     }
     json_object_set_new(doc, "operation", json_string(op));

@@ -133,11 +133,11 @@ static const json_t *field_default(const codec_schema_t *cs, avro_schema_t rec, 
 
 /* --- natural JSON -> avro value --------------------------------------- */
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path,
-                   int depth, char *errstr, size_t errstr_size);
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path, int depth,
+                   char *errstr, size_t errstr_size);
 
-static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_value_t *v,
-                          const char *path, int depth, char *errstr, size_t errstr_size) {
+static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_value_t *v, const char *path,
+                          int depth, char *errstr, size_t errstr_size) {
     avro_schema_t rs = deref(avro_value_get_schema(v));
     if (!json_is_object(obj)) {
         snprintf(errstr, errstr_size, "%s: expected a JSON object", path);
@@ -157,11 +157,13 @@ static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_valu
             avro_schema_t us = deref(fs);
             size_t b = 0, nb = avro_schema_union_size(us);
             if (!disc) {
-                snprintf(errstr, errstr_size, "%s: missing required field (one of the schema's record names in lower case)", name);
+                snprintf(errstr, errstr_size,
+                         "%s: missing required field (one of the schema's record names in lower case)", name);
                 return -1;
             }
             for (; b < nb; b++)
-                if (name_matches_lower(avro_schema_type_name(deref(avro_schema_union_branch(us, (int)b))), disc))
+                if (name_matches_lower(avro_schema_type_name(deref(avro_schema_union_branch(us, (int)b))),
+                                       disc))
                     break;
             if (b == nb) {
                 snprintf(errstr, errstr_size, "%s: unknown value \"%s\"", name, disc);
@@ -194,21 +196,46 @@ static int union_branch_for(avro_schema_t us, const json_t *j) {
     for (size_t b = 0; b < nb; b++) {
         avro_schema_t bs = deref(avro_schema_union_branch(us, (int)b));
         switch (avro_typeof(bs)) {
-        case AVRO_NULL: if (json_is_null(j)) return (int)b; break;
-        case AVRO_STRING: case AVRO_ENUM: if (json_is_string(j)) return (int)b; break;
-        case AVRO_INT32: case AVRO_INT64: if (json_is_integer(j)) return (int)b; break;
-        case AVRO_FLOAT: case AVRO_DOUBLE: if (json_is_number(j)) return (int)b; break;
-        case AVRO_BOOLEAN: if (json_is_boolean(j)) return (int)b; break;
-        case AVRO_RECORD: case AVRO_MAP: if (json_is_object(j)) return (int)b; break;
-        case AVRO_ARRAY: if (json_is_array(j)) return (int)b; break;
+        case AVRO_NULL:
+            if (json_is_null(j))
+                return (int)b;
+            break;
+        case AVRO_STRING:
+        case AVRO_ENUM:
+            if (json_is_string(j))
+                return (int)b;
+            break;
+        case AVRO_INT32:
+        case AVRO_INT64:
+            if (json_is_integer(j))
+                return (int)b;
+            break;
+        case AVRO_FLOAT:
+        case AVRO_DOUBLE:
+            if (json_is_number(j))
+                return (int)b;
+            break;
+        case AVRO_BOOLEAN:
+            if (json_is_boolean(j))
+                return (int)b;
+            break;
+        case AVRO_RECORD:
+        case AVRO_MAP:
+            if (json_is_object(j))
+                return (int)b;
+            break;
+        case AVRO_ARRAY:
+            if (json_is_array(j))
+                return (int)b;
+            break;
         default: break;
         }
     }
     return -1;
 }
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path,
-                   int depth, char *errstr, size_t errstr_size) {
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path, int depth,
+                   char *errstr, size_t errstr_size) {
     avro_schema_t s = deref(avro_value_get_schema(v));
     int rc = 0;
     if (depth > CODEC_MAX_DEPTH) {
@@ -266,8 +293,7 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         }
         return avro_value_set_enum(v, idx) ? -1 : 0;
     }
-    case AVRO_RECORD:
-        return record_to_avro(cs, j, v, path, depth, errstr, errstr_size);
+    case AVRO_RECORD: return record_to_avro(cs, j, v, path, depth, errstr, errstr_size);
     case AVRO_ARRAY:
         if (!json_is_array(j))
             goto mismatch;
@@ -301,14 +327,11 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
             return -1;
         return to_avro(cs, j, &branch, path, depth + 1, errstr, errstr_size);
     }
-    default:
-        snprintf(errstr, errstr_size, "%s: unsupported schema type", path);
-        return -1;
+    default: snprintf(errstr, errstr_size, "%s: unsupported schema type", path); return -1;
     }
 mismatch:
     snprintf(errstr, errstr_size, "%s: expected %s", path,
-             avro_typeof(s) == AVRO_UNION ? "a value of one of the union's types"
-                                          : avro_schema_type_name(s));
+             avro_typeof(s) == AVRO_UNION ? "a value of one of the union's types" : avro_schema_type_name(s));
     return -1;
 }
 
@@ -348,11 +371,26 @@ static json_t *from_avro(avro_value_t *v, int depth) {
         return NULL;
     switch (avro_value_get_type(v)) {
     case AVRO_NULL: return json_null();
-    case AVRO_BOOLEAN: { int b; return avro_value_get_boolean(v, &b) ? NULL : json_boolean(b); }
-    case AVRO_INT32: { int32_t x; return avro_value_get_int(v, &x) ? NULL : json_integer(x); }
-    case AVRO_INT64: { int64_t x; return avro_value_get_long(v, &x) ? NULL : json_integer(x); }
-    case AVRO_FLOAT: { float x; return avro_value_get_float(v, &x) ? NULL : json_real(x); }
-    case AVRO_DOUBLE: { double x; return avro_value_get_double(v, &x) ? NULL : json_real(x); }
+    case AVRO_BOOLEAN: {
+        int b;
+        return avro_value_get_boolean(v, &b) ? NULL : json_boolean(b);
+    }
+    case AVRO_INT32: {
+        int32_t x;
+        return avro_value_get_int(v, &x) ? NULL : json_integer(x);
+    }
+    case AVRO_INT64: {
+        int64_t x;
+        return avro_value_get_long(v, &x) ? NULL : json_integer(x);
+    }
+    case AVRO_FLOAT: {
+        float x;
+        return avro_value_get_float(v, &x) ? NULL : json_real(x);
+    }
+    case AVRO_DOUBLE: {
+        double x;
+        return avro_value_get_double(v, &x) ? NULL : json_real(x);
+    }
     case AVRO_STRING: {
         const char *s;
         size_t size;
@@ -416,18 +454,17 @@ static json_t *from_avro(avro_value_t *v, int depth) {
         avro_value_t branch;
         return avro_value_get_current_branch(v, &branch) ? NULL : from_avro(&branch, depth + 1);
     }
-    default:
-        return NULL;
+    default: return NULL;
     }
 }
 
 /* --- schema resolution on natural JSON -------------------------------- */
 
-static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_schema_t s,
-                             const char *path, int depth, char *errstr, size_t errstr_size);
+static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_schema_t s, const char *path,
+                             int depth, char *errstr, size_t errstr_size);
 
-static int resolve_record_into(const codec_schema_t *rd, const json_t *w, avro_schema_t rs,
-                               json_t *out, int depth, char *errstr, size_t errstr_size) {
+static int resolve_record_into(const codec_schema_t *rd, const json_t *w, avro_schema_t rs, json_t *out,
+                               int depth, char *errstr, size_t errstr_size) {
     size_t n = avro_schema_record_size(rs);
     for (size_t i = 0; i < n; i++) {
         const char *name = avro_schema_record_field_name(rs, (int)i);
@@ -437,11 +474,13 @@ static int resolve_record_into(const codec_schema_t *rd, const json_t *w, avro_s
             avro_schema_t us = deref(fs);
             size_t b = 0, nb = avro_schema_union_size(us);
             for (; disc && b < nb; b++)
-                if (name_matches_lower(avro_schema_type_name(deref(avro_schema_union_branch(us, (int)b))), disc))
+                if (name_matches_lower(avro_schema_type_name(deref(avro_schema_union_branch(us, (int)b))),
+                                       disc))
                     break;
             if (!disc || b == nb) {
-                snprintf(errstr, errstr_size, "%s: the writer's \"%s\" is not a branch of the reader's schema",
-                         name, disc ? disc : "(none)");
+                snprintf(errstr, errstr_size,
+                         "%s: the writer's \"%s\" is not a branch of the reader's schema", name,
+                         disc ? disc : "(none)");
                 return -1;
             }
             json_object_set_new(out, name, json_string(disc));
@@ -457,7 +496,8 @@ static int resolve_record_into(const codec_schema_t *rd, const json_t *w, avro_s
         } else {
             const json_t *def = field_default(rd, rs, name);
             if (!def) {
-                snprintf(errstr, errstr_size, "%s: reader field missing from the writer and without default", name);
+                snprintf(errstr, errstr_size, "%s: reader field missing from the writer and without default",
+                         name);
                 return -1;
             }
             rv = json_deep_copy(def);
@@ -469,8 +509,8 @@ static int resolve_record_into(const codec_schema_t *rd, const json_t *w, avro_s
     return 0;
 }
 
-static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_schema_t s,
-                             const char *path, int depth, char *errstr, size_t errstr_size) {
+static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_schema_t s, const char *path,
+                             int depth, char *errstr, size_t errstr_size) {
     s = deref(s);
     if (depth > CODEC_MAX_DEPTH) {
         snprintf(errstr, errstr_size, "%s: nested too deeply", path);
@@ -509,7 +549,8 @@ static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_sch
             break;
         json_t *out = json_object();
         json_object_foreach((json_t *)w, key, val) {
-            json_t *e = resolve_value(rd, val, avro_schema_map_values(s), path, depth + 1, errstr, errstr_size);
+            json_t *e =
+                resolve_value(rd, val, avro_schema_map_values(s), path, depth + 1, errstr, errstr_size);
             if (!e) {
                 json_decref(out);
                 return NULL;
@@ -528,11 +569,13 @@ static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_sch
         if (!json_is_string(w) || avro_schema_enum_get_by_name(s, json_string_value(w)) < 0)
             break;
         return json_deep_copy(w);
-    case AVRO_INT32: case AVRO_INT64:
+    case AVRO_INT32:
+    case AVRO_INT64:
         if (!json_is_integer(w))
             break;
         return json_deep_copy(w);
-    case AVRO_FLOAT: case AVRO_DOUBLE: /* int and long promote to float and double */
+    case AVRO_FLOAT:
+    case AVRO_DOUBLE: /* int and long promote to float and double */
         if (!json_is_number(w))
             break;
         return json_real(json_number_value(w));
@@ -544,12 +587,12 @@ static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_sch
         if (!json_is_boolean(w))
             break;
         return json_deep_copy(w);
-    case AVRO_STRING: case AVRO_BYTES:
+    case AVRO_STRING:
+    case AVRO_BYTES:
         if (!json_is_string(w))
             break;
         return json_deep_copy(w);
-    default:
-        break;
+    default: break;
     }
     snprintf(errstr, errstr_size, "%s: the writer's value does not resolve to the reader's %s", path,
              avro_schema_type_name(s));
@@ -623,8 +666,12 @@ void codec_term(void) {
     current[0] = current[1] = NULL;
 }
 
-uint64_t codec_fingerprint(codec_type_t type) { return current[type]->fingerprint; }
-const char *codec_canonical(codec_type_t type) { return current[type]->canonical; }
+uint64_t codec_fingerprint(codec_type_t type) {
+    return current[type]->fingerprint;
+}
+const char *codec_canonical(codec_type_t type) {
+    return current[type]->canonical;
+}
 
 int codec_command_field_known(const char *operation, const char *field) {
     avro_schema_t rs = current[CODEC_COMMAND]->schema;
@@ -649,8 +696,8 @@ int codec_command_field_known(const char *operation, const char *field) {
     return 0;
 }
 
-int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len,
-                 char *errstr, size_t errstr_size) {
+int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len, char *errstr,
+                 size_t errstr_size) {
     codec_schema_t *cs = current[type];
     size_t size;
     avro_value_reset(&cs->value);
@@ -687,7 +734,8 @@ int codec_decode(const void *buf, size_t len, codec_type_t *type, json_t **doc, 
     const unsigned char *p = buf;
     uint64_t fp = 0;
     if (len < 10 || p[0] != 0xC3 || p[1] != 0x01) {
-        snprintf(errstr, errstr_size, "not Avro single-object encoded (expected C3 01 and an 8-byte fingerprint)");
+        snprintf(errstr, errstr_size,
+                 "not Avro single-object encoded (expected C3 01 and an 8-byte fingerprint)");
         return CODEC_ERR_HEADER;
     }
     for (int i = 0; i < 8; i++)
@@ -715,7 +763,8 @@ int codec_decode(const void *buf, size_t len, codec_type_t *type, json_t **doc, 
     }
     json_t *natural = from_avro(&ws->value, 0);
     if (!natural) {
-        snprintf(errstr, errstr_size, "datum under %s holds invalid text (not UTF-8) or is nested too deeply", ws->path);
+        snprintf(errstr, errstr_size, "datum under %s holds invalid text (not UTF-8) or is nested too deeply",
+                 ws->path);
         return CODEC_ERR_DATUM;
     }
     codec_schema_t *rd = current[ws->type];

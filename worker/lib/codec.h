@@ -44,8 +44,8 @@ void codec_term(void);
  * Fields absent from doc take their schema default; a field without a default
  * that is absent is an error naming it. On success *out is a malloc'd buffer
  * of *out_len bytes the caller frees. Returns 0 or -1 with errstr filled. */
-int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len,
-                 char *errstr, size_t errstr_size);
+int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len, char *errstr,
+                 size_t errstr_size);
 
 /* Decodes a single-object record of either type. On success *doc is a new
  * reference the caller owns, shaped by the current schema of *type.

@@ -57,8 +57,8 @@ static int add_kafka_prop(config_t *c, const char *kv, char *errstr, size_t errs
     return p[c->kafka_count++] ? 0 : -1;
 }
 
-int config_parse(config_t *c, const config_opt_t *opts, int argc, char **argv, int first,
-                 char *errstr, size_t errstr_size) {
+int config_parse(config_t *c, const config_opt_t *opts, int argc, char **argv, int first, char *errstr,
+                 size_t errstr_size) {
     int n = opt_count(opts);
     memset(c, 0, sizeof(*c));
     c->opts = opts;
@@ -170,7 +170,9 @@ static int find(const config_t *c, const char *name) {
     abort();
 }
 
-const char *config_get(const config_t *c, const char *name) { return c->values[find(c, name)]; }
+const char *config_get(const config_t *c, const char *name) {
+    return c->values[find(c, name)];
+}
 
 long config_int(const config_t *c, const char *name) {
     const char *v = config_get(c, name);

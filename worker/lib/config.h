@@ -12,12 +12,12 @@
 typedef enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL } config_type_t;
 
 typedef struct config_opt {
-    const char *name;  /* long flag without dashes, e.g. "brokers" */
-    char short_name;   /* e.g. 'f', or 0 */
-    const char *env;   /* environment variable, or NULL */
+    const char *name; /* long flag without dashes, e.g. "brokers" */
+    char short_name;  /* e.g. 'f', or 0 */
+    const char *env;  /* environment variable, or NULL */
     config_type_t type;
-    const char *def;   /* default as text, or NULL for none */
-    const char *help;  /* one sentence */
+    const char *def;  /* default as text, or NULL for none */
+    const char *help; /* one sentence */
 } config_opt_t;
 
 typedef struct config {
@@ -25,7 +25,7 @@ typedef struct config {
     char **values;            /* one per option, NULL when unset */
     char **kafka_props;       /* "key=value" pass-through properties */
     int kafka_count;
-    char **args;              /* positional arguments (point into argv) */
+    char **args; /* positional arguments (point into argv) */
     int nargs;
 } config_t;
 
@@ -35,8 +35,8 @@ typedef struct config {
  * CONFIG_HELP when help was asked for, or -1 with errstr filled (unknown
  * flag, missing value, a value of the wrong type). c owns what it holds;
  * free it with config_free even after an error. */
-int config_parse(config_t *c, const config_opt_t *opts, int argc, char **argv, int first,
-                 char *errstr, size_t errstr_size);
+int config_parse(config_t *c, const config_opt_t *opts, int argc, char **argv, int first, char *errstr,
+                 size_t errstr_size);
 void config_free(config_t *c);
 
 /* The value of option name (NULL when unset and without default). */

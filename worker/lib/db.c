@@ -27,7 +27,7 @@ struct db {
     int poll_fd;
     uv_timer_t retry;
     db_state_t state;
-    int sent;        /* the head query has been sent */
+    int sent;         /* the head query has been sent */
     PGresult *result; /* first result of the head query */
     db_query_t *head, *tail;
     int pending;
@@ -47,7 +47,9 @@ static void query_free(db_query_t *q) {
     free(q);
 }
 
-static void poll_closed(uv_handle_t *h) { free(h); }
+static void poll_closed(uv_handle_t *h) {
+    free(h);
+}
 
 static void poll_stop(db_t *db) {
     if (db->poll) {
@@ -79,7 +81,9 @@ static int poll_watch(db_t *db, int events) {
     return uv_poll_start(db->poll, events, on_poll);
 }
 
-static void on_retry(uv_timer_t *t) { db_connect(t->data); }
+static void on_retry(uv_timer_t *t) {
+    db_connect(t->data);
+}
 
 /* The connection is gone: keep every query (the head one is sent again) and
  * reconnect after a backoff. */
@@ -309,8 +313,12 @@ void db_query(db_t *db, const char *sql, int n, const char *const *values, const
         db_drive(db);
 }
 
-int db_ready(const db_t *db) { return db->state == DB_READY; }
-int db_pending(const db_t *db) { return db->pending; }
+int db_ready(const db_t *db) {
+    return db->state == DB_READY;
+}
+int db_pending(const db_t *db) {
+    return db->pending;
+}
 
 static void retry_closed(uv_handle_t *h) {
     db_t *db = h->data;

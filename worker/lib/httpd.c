@@ -27,9 +27,9 @@ struct http_conn {
     http_conn_t *next, *prev;
     http_parser parser;
     http_parser_settings settings;
-    http_req_t *req;   /* being parsed */
-    http_req_t *handed;/* handed to the handler, not answered yet */
-    int answering;     /* a request is being answered */
+    http_req_t *req;    /* being parsed */
+    http_req_t *handed; /* handed to the handler, not answered yet */
+    int answering;      /* a request is being answered */
     int keep_alive;
     int closing;
     char *url;
@@ -110,9 +110,9 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
 static int on_header_value(http_parser *p, const char *at, size_t n) {
     http_conn_t *c = p->data;
     if (c->hdr_value_for < 0)
-        c->hdr_value_for = strcasecmp(c->hdr_field, "authorization") == 0   ? 1
+        c->hdr_value_for = strcasecmp(c->hdr_field, "authorization") == 0  ? 1
                            : strcasecmp(c->hdr_field, "content-type") == 0 ? 2
-                                                                            : 0;
+                                                                           : 0;
     size_t len;
     if (c->hdr_value_for == 1) {
         len = c->req->authorization ? strlen(c->req->authorization) : 0;
@@ -354,8 +354,8 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
     char head[512];
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n",
-                      status, reason(status), content_type ? content_type : "application/json", body ? len : 0,
-                      c->keep_alive ? "keep-alive" : "close",
+                      status, reason(status), content_type ? content_type : "application/json",
+                      body ? len : 0, c->keep_alive ? "keep-alive" : "close",
                       status == 401 ? "WWW-Authenticate: Bearer realm=\"helmq\"\r\n" : "");
     write_req_t *wr = calloc(1, sizeof(*wr));
     wr->buf = malloc((size_t)hn + (body ? len : 0));
@@ -431,7 +431,9 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-static void listener_closed(uv_handle_t *hd) { free(hd->data); }
+static void listener_closed(uv_handle_t *hd) {
+    free(hd->data);
+}
 
 httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_body, unsigned timeout_ms,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size) {

@@ -16,15 +16,15 @@ typedef struct httpd httpd_t;
 typedef struct http_conn http_conn_t;
 
 typedef struct http_req {
-    http_conn_t *conn; /* NULL once the client went away: responding is then a no-op */
-    const char *method; /* "GET", "POST", ... */
-    char *path;         /* decoded path, without the query */
-    char *query;        /* the raw query string (after '?'), or "" */
-    char *authorization;/* the Authorization header, or NULL */
+    http_conn_t *conn;   /* NULL once the client went away: responding is then a no-op */
+    const char *method;  /* "GET", "POST", ... */
+    char *path;          /* decoded path, without the query */
+    char *query;         /* the raw query string (after '?'), or "" */
+    char *authorization; /* the Authorization header, or NULL */
     char *content_type;
-    char *body;         /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    void *data;         /* the handler's */
+    void *data; /* the handler's */
 } http_req_t;
 
 /* Called once per request; the handler answers with httpd_respond, now or

@@ -25,8 +25,7 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, ch
     return 0;
 }
 
-rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr,
-                                size_t errstr_size) {
+rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (brokers && kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) < 0)

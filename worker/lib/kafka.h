@@ -17,8 +17,7 @@
  * through properties of c applied last (so users can override anything),
  * and librdkafka's logs routed to log.h. Returns NULL with errstr filled when
  * a property is unknown or invalid. The caller owns the result. */
-rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr,
-                                size_t errstr_size);
+rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr, size_t errstr_size);
 
 /* Sets one property or fills errstr; returns 0 or -1. */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,

@@ -22,9 +22,25 @@ int log_init(const char *program, const char *level);
 
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_error(...) do { if (log_level >= LOG_LEVEL_ERROR) log_write(LOG_LEVEL_ERROR, __VA_ARGS__); } while (0)
-#define log_warn(...) do { if (log_level >= LOG_LEVEL_WARN) log_write(LOG_LEVEL_WARN, __VA_ARGS__); } while (0)
-#define log_info(...) do { if (log_level >= LOG_LEVEL_INFO) log_write(LOG_LEVEL_INFO, __VA_ARGS__); } while (0)
-#define log_debug(...) do { if (log_level >= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, __VA_ARGS__); } while (0)
+#define log_error(...)                                                                                       \
+    do {                                                                                                     \
+        if (log_level >= LOG_LEVEL_ERROR)                                                                    \
+            log_write(LOG_LEVEL_ERROR, __VA_ARGS__);                                                         \
+    } while (0)
+#define log_warn(...)                                                                                        \
+    do {                                                                                                     \
+        if (log_level >= LOG_LEVEL_WARN)                                                                     \
+            log_write(LOG_LEVEL_WARN, __VA_ARGS__);                                                          \
+    } while (0)
+#define log_info(...)                                                                                        \
+    do {                                                                                                     \
+        if (log_level >= LOG_LEVEL_INFO)                                                                     \
+            log_write(LOG_LEVEL_INFO, __VA_ARGS__);                                                          \
+    } while (0)
+#define log_debug(...)                                                                                       \
+    do {                                                                                                     \
+        if (log_level >= LOG_LEVEL_DEBUG)                                                                    \
+            log_write(LOG_LEVEL_DEBUG, __VA_ARGS__);                                                         \
+    } while (0)
 
 #endif

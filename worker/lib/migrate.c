@@ -56,8 +56,8 @@ int migrate_apply(const char *conninfo, char *errstr, size_t errstr_size) {
             PQclear(PQexec(c, "ROLLBACK"));
             goto fail;
         }
-        r = PQexecParams(c, "INSERT INTO public.helmq_schema_migrations (version) VALUES ($1)", 1, NULL, params,
-                         NULL, NULL, 0);
+        r = PQexecParams(c, "INSERT INTO public.helmq_schema_migrations (version) VALUES ($1)", 1, NULL,
+                         params, NULL, NULL, 0);
         PQclear(r);
         if (exec_ok(c, "COMMIT", errstr, errstr_size) < 0)
             goto fail;

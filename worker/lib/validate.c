@@ -108,8 +108,8 @@ json_t *validate_values(const char *text, validate_error_t *err) {
     json_error_t jerr;
     size_t len = strlen(text);
     if (len > VALIDATE_VALUES_MAX_BYTES) {
-        fail(err, "valuesOverride", "max-size", "valuesOverride is %zu bytes, more than the limit of %d",
-             len, VALIDATE_VALUES_MAX_BYTES);
+        fail(err, "valuesOverride", "max-size", "valuesOverride is %zu bytes, more than the limit of %d", len,
+             VALIDATE_VALUES_MAX_BYTES);
         return NULL;
     }
     /* jansson's own depth limit (2048) stops hostile nesting while parsing;
@@ -146,7 +146,8 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
     if (!op)
         return -1;
     if (strcmp(op, "install") && strcmp(op, "upgrade") && strcmp(op, "rollback") && strcmp(op, "uninstall"))
-        return fail(err, "operation", "enum", "operation must be install, upgrade, rollback or uninstall, not \"%s\"", op);
+        return fail(err, "operation", "enum",
+                    "operation must be install, upgrade, rollback or uninstall, not \"%s\"", op);
     json_object_foreach((json_t *)cmd, key, val) {
         if (!codec_command_field_known(op, key))
             return fail(err, key, "unknown-field", "unknown field \"%s\" for %s", key, op);
@@ -158,7 +159,8 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
         if (!s)
             return -1;
         if (!uuid_valid(s))
-            return fail(err, uuids[i], "uuid", "%s must be a UUID (8-4-4-4-12 hex digits), not \"%s\"", uuids[i], s);
+            return fail(err, uuids[i], "uuid", "%s must be a UUID (8-4-4-4-12 hex digits), not \"%s\"",
+                        uuids[i], s);
     }
     const json_t *rid = json_object_get(cmd, "releaseId");
     if (rid && !json_is_null(rid) && (!json_is_string(rid) || !uuid_valid(json_string_value(rid))))
@@ -168,28 +170,34 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
     if (!name)
         return -1;
     if (strlen(name) > 53 || regexec(&re_release, name, 0, NULL, 0) != 0)
-        return fail(err, "releaseName", "helm-release-name",
-                    "releaseName \"%.80s\" must be at most 53 characters of lower-case letters, digits, '-' and '.', "
-                    "starting and ending with a letter or digit", name);
+        return fail(
+            err, "releaseName", "helm-release-name",
+            "releaseName \"%.80s\" must be at most 53 characters of lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit",
+            name);
     const char *ns = req_string(cmd, "namespace", err);
     if (!ns)
         return -1;
     if (strlen(ns) > 63 || regexec(&re_label, ns, 0, NULL, 0) != 0)
-        return fail(err, "namespace", "dns-1123-label",
-                    "namespace \"%.80s\" must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', "
-                    "starting and ending with a letter or digit", ns);
+        return fail(
+            err, "namespace", "dns-1123-label",
+            "namespace \"%.80s\" must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            ns);
     if (check_text(cmd, "performedBy", 1, err) < 0 || check_text(cmd, "description", 0, err) < 0)
         return -1;
     const json_t *req = json_object_get(cmd, "requestedAt");
     if (!json_is_integer(req) || json_integer_value(req) < 0)
-        return fail(err, "requestedAt", "timestamp-millis", "requestedAt must be milliseconds since the epoch");
+        return fail(err, "requestedAt", "timestamp-millis",
+                    "requestedAt must be milliseconds since the epoch");
 
     const json_t *t = json_object_get(cmd, "timeout");
     if (t) {
         if (!json_is_integer(t))
             return fail(err, "timeout", "type", "timeout must be an integer number of seconds");
         if (json_integer_value(t) <= 0 || json_integer_value(t) > VALIDATE_TIMEOUT_MAX)
-            return fail(err, "timeout", "range", "timeout must be between 1 and %d seconds, not %" JSON_INTEGER_FORMAT,
+            return fail(err, "timeout", "range",
+                        "timeout must be between 1 and %d seconds, not %" JSON_INTEGER_FORMAT,
                         VALIDATE_TIMEOUT_MAX, json_integer_value(t));
     }
     if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
@@ -198,13 +206,16 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
             return -1;
         if (strlen(chart) > 250 || regexec(&re_chart, chart, 0, NULL, 0) != 0)
             return fail(err, "chartName", "chart-name",
-                        "chartName \"%.80s\" must be lower-case letters, digits, '-', '_' and '.', starting and ending "
-                        "with a letter or digit", chart);
+                        "chartName \"%.80s\" must be lower-case letters, digits, '-', '_' and '.', starting "
+                        "and ending "
+                        "with a letter or digit",
+                        chart);
         const char *ver = req_string(cmd, "chartVersion", err);
         if (!ver)
             return -1;
         if (strlen(ver) > 128 || regexec(&re_semver, ver, 0, NULL, 0) != 0)
-            return fail(err, "chartVersion", "semver", "chartVersion \"%.80s\" must be a SemVer version such as 1.0.0", ver);
+            return fail(err, "chartVersion", "semver",
+                        "chartVersion \"%.80s\" must be a SemVer version such as 1.0.0", ver);
         if (check_text(cmd, "appVersion", 0, err) < 0)
             return -1;
         const json_t *app = json_object_get(cmd, "appVersion");

@@ -30,9 +30,12 @@ static const config_opt_t projector_opts[] = {
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
     {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
      "PostgreSQL connection string or URI (the projection, schema helmq)"},
-    {"group-id", 'g', "HELMQ_PROJECTOR_GROUP_ID", CONFIG_STRING, "helmq-projector", "Kafka consumer group of the projectors"},
-    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS, "topic of the release events"},
-    {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000", "most events written in one transaction"},
+    {"group-id", 'g', "HELMQ_PROJECTOR_GROUP_ID", CONFIG_STRING, "helmq-projector",
+     "Kafka consumer group of the projectors"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
+     "topic of the release events"},
+    {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000",
+     "most events written in one transaction"},
     {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "20",
      "how long to gather a batch once the first event arrived"},
     {"http-listen", 0, "HELMQ_PROJECTOR_HTTP", CONFIG_STRING, "",
@@ -105,23 +108,28 @@ static void serve(http_req_t *req, void *ctx) {
     size_t n = 0;
 #define OUT(...) n += (size_t)snprintf(body + n, sizeof(body) - n, __VA_ARGS__)
     OUT("# HELP helmq_projector_events_total Events applied (including duplicates recognised).\n"
-        "# TYPE helmq_projector_events_total counter\nhelmq_projector_events_total %llu\n", atomic_load(&m_events));
+        "# TYPE helmq_projector_events_total counter\nhelmq_projector_events_total %llu\n",
+        atomic_load(&m_events));
     OUT("# HELP helmq_projector_batch_size Events per PostgreSQL transaction.\n"
         "# TYPE helmq_projector_batch_size histogram\n");
     for (int i = 0; i < 6; i++) {
         if (batch_le[i] < 0)
             OUT("helmq_projector_batch_size_bucket{le=\"+Inf\"} %llu\n", atomic_load(&m_batch_buckets[i]));
         else
-            OUT("helmq_projector_batch_size_bucket{le=\"%ld\"} %llu\n", batch_le[i], atomic_load(&m_batch_buckets[i]));
+            OUT("helmq_projector_batch_size_bucket{le=\"%ld\"} %llu\n", batch_le[i],
+                atomic_load(&m_batch_buckets[i]));
     }
-    OUT("helmq_projector_batch_size_sum %llu\nhelmq_projector_batch_size_count %llu\n", atomic_load(&m_events),
-        atomic_load(&m_batches));
+    OUT("helmq_projector_batch_size_sum %llu\nhelmq_projector_batch_size_count %llu\n",
+        atomic_load(&m_events), atomic_load(&m_batches));
     OUT("# HELP helmq_projector_consumer_lag Events behind on the events topic.\n"
-        "# TYPE helmq_projector_consumer_lag gauge\nhelmq_projector_consumer_lag %lld\n", atomic_load(&m_lag));
+        "# TYPE helmq_projector_consumer_lag gauge\nhelmq_projector_consumer_lag %lld\n",
+        atomic_load(&m_lag));
     OUT("# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
-        "helmq_postgres_up %d\n", pg);
+        "helmq_postgres_up %d\n",
+        pg);
     OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected.\n# TYPE helmq_kafka_brokers_up gauge\n"
-        "helmq_kafka_brokers_up %d\n", atomic_load(&m_kafka_up));
+        "helmq_kafka_brokers_up %d\n",
+        atomic_load(&m_kafka_up));
 #undef OUT
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, n < sizeof(body) ? n : sizeof(body) - 1);
 }
@@ -172,14 +180,17 @@ static void http_stop(http_thread_t *h) {
     uv_loop_close(&h->loop);
     free(h);
 }
-static void on_signal(int sig) { stop = sig; }
+static void on_signal(int sig) {
+    stop = sig;
+}
 
 static void usage(FILE *out) {
-    fprintf(out, "Usage: helmq-projector [OPTIONS]            project events into PostgreSQL until stopped\n"
-                 "       helmq-projector migrate [OPTIONS]    apply the database migrations and exit\n"
-                 "       helmq-projector rebuild [OPTIONS]    empty the projection and replay the events topic\n"
-                 "                                            from the beginning, then exit\n\n"
-                 "Options:\n");
+    fprintf(out,
+            "Usage: helmq-projector [OPTIONS]            project events into PostgreSQL until stopped\n"
+            "       helmq-projector migrate [OPTIONS]    apply the database migrations and exit\n"
+            "       helmq-projector rebuild [OPTIONS]    empty the projection and replay the events topic\n"
+            "                                            from the beginning, then exit\n\n"
+            "Options:\n");
     config_usage(projector_opts, out);
 }
 
@@ -231,7 +242,8 @@ static int apply_batch(PGconn **c, const char *url, const char *batch, int n) {
         if (stop)
             break;
         const char *params[1] = {batch};
-        PGresult *r = PQexecParams(*c, "SELECT helmq.apply_events($1::jsonb)", 1, NULL, params, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(*c, "SELECT helmq.apply_events($1::jsonb)", 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             log_debug("applied %d events (%s new)", n, PQgetvalue(r, 0, 0));
             PQclear(r);
@@ -259,8 +271,8 @@ static int batch_add(json_t *batch, const rd_kafka_message_t *m) {
     codec_type_t t;
     json_t *doc;
     if (codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) != 0 || t != CODEC_EVENT) {
-        log_error("%s[%d]@%lld: not a helmq event, skipped: %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
-                  (long long)m->offset, t != CODEC_EVENT ? "a command" : errstr);
+        log_error("%s[%d]@%lld: not a helmq event, skipped: %s", rd_kafka_topic_name(m->rkt),
+                  (int)m->partition, (long long)m->offset, t != CODEC_EVENT ? "a command" : errstr);
         return -1;
     }
     json_array_append_new(batch, doc);
@@ -271,8 +283,8 @@ static rd_kafka_t *consumer_new(const config_t *cfg, int rebuild, char *errstr, 
     rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, errstr_size);
     if (!conf)
         return NULL;
-    if (kafka_conf_set(conf, "group.id", rebuild ? "helmq-projector-rebuild" : config_get(cfg, "group-id"), errstr,
-                       errstr_size) < 0 ||
+    if (kafka_conf_set(conf, "group.id", rebuild ? "helmq-projector-rebuild" : config_get(cfg, "group-id"),
+                       errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "enable.partition.eof", rebuild ? "true" : "false", errstr, errstr_size) < 0 ||
@@ -378,7 +390,8 @@ static int run(const config_t *cfg, int rebuild) {
         int n = 0;
         uint64_t first = 0;
         while (!stop && n < batch_size) {
-            int wait = first ? (int)(batch_wait > mono_ms() - first ? batch_wait - (mono_ms() - first) : 0) : 500;
+            int wait =
+                first ? (int)(batch_wait > mono_ms() - first ? batch_wait - (mono_ms() - first) : 0) : 500;
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
             if (!m) {
                 if (first || rebuild)
@@ -417,7 +430,8 @@ static int run(const config_t *cfg, int rebuild) {
                 rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0);
                 if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
                     log_warn("committing offsets after a batch of %d: %s (the batch will be re-applied, "
-                             "harmlessly)", n, rd_kafka_err2str(err));
+                             "harmlessly)",
+                             n, rd_kafka_err2str(err));
             }
             if (batches % 100 == 0 || rebuild)
                 log_info("%llu events in %llu batches", total, batches);
@@ -462,7 +476,8 @@ int main(int argc, char **argv) {
         config_free(&cfg);
         return 2;
     }
-    if (log_init("helmq-projector", config_get(&cfg, "log-level")) < 0 || config_int(&cfg, "batch-size") < 1) {
+    if (log_init("helmq-projector", config_get(&cfg, "log-level")) < 0 ||
+        config_int(&cfg, "batch-size") < 1) {
         fprintf(stderr, "helmq-projector: bad --log-level or --batch-size\n");
         config_free(&cfg);
         return 2;
