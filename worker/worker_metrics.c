@@ -124,17 +124,10 @@ int metrics_start(worker_t *w, const char *listen, char *errstr, size_t errstr_s
     w->kafka_brokers_up = -1;
     if (!listen || !*listen)
         return 0;
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon) {
-        snprintf(errstr, errstr_size, "--http-listen must be ADDRESS:PORT");
-        return -1;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
-    w->http = httpd_start(w->loop, host, atoi(colon + 1), 4096, 10000, serve, w, errstr, errstr_size);
+    w->http = httpd_start(w->loop, listen, 4096, 10000, serve, w, errstr, errstr_size);
     if (!w->http)
         return -1;
-    log_info("metrics on http://%s:%d/metrics, health on /healthz", host, httpd_port(w->http));
+    log_info("metrics on port %d: /metrics, /healthz", httpd_port(w->http));
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #                                  release key per phase) to $T/plan.TAG
 #   fq_send TAG [PHASE...]         send the plan's commands (all phases by default), in order;
 #                                  each acknowledged command is appended to $T/sent.tsv
+#                                  ($FQ_EXTRA_ARGS are added to every command)
 #   fq_wait_done TIMEOUT           until every sent command has a terminal event
 #   fq_check TAG                   the invariants for TAG's commands (empty TAG: all);
 #                                  sets FQ_R_* and prints problems
@@ -234,8 +235,9 @@ _fq_send1() { # TAG VERB NS TENANT RELEASE ARGS...
     local tag=$1 verb=$2 ns=$3 tenant=$4 rel=$5 id acked=1
     shift 5
     id=$(cat /proc/sys/kernel/random/uuid)
+    # shellcheck disable=SC2086
     "$HELMQ_BIN/helmq" "$verb" "$rel" -t "$tenant" -n "$ns" --command-id "$id" -d "fq:$id" \
-        --performed-by fault-suite "$@" >/dev/null 2>>"$T/send.err" || acked=0
+        --performed-by fault-suite "$@" ${FQ_EXTRA_ARGS:-} >/dev/null 2>>"$T/send.err" || acked=0
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$verb" "$tenant" "$ns" "$rel" "$tag" "$acked" >>"$T/sent.tsv"
 }
 

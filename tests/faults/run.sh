@@ -76,6 +76,155 @@ scenario_kill9() {
     fq_scenario_end
 }
 
+# (b) the broker goes away: two outages (5 s, shorter than the 6 s session
+# timeout, and 9 s, longer: the group forgets the worker), commands sent while
+# it is down.
+scenario_broker_outage() {
+    fq_scenario_begin broker-outage
+    fq_worker_start w1
+    fq_worker_wait_assigned w1 || return 1
+    fq_plan o1 bo1 "$KEYS" 0
+    fq_send o1
+    sleep 1.5
+    brokerctl down all >/dev/null
+    say "broker-outage: broker down for 5 s; sending 40 more commands meanwhile"
+    fq_plan o2 bo2 10 1
+    fq_send o2 &
+    local sender=$!
+    sleep 5
+    brokerctl up all >/dev/null
+    wait "$sender"
+    sleep 2
+    brokerctl down all >/dev/null
+    say "broker-outage: broker down for 9 s"
+    sleep 9
+    brokerctl up all >/dev/null
+    fq_wait_done 240
+    fq_check ""
+    fq_rebuild_check
+    fq_result broker-outage 1 2 "outages of 5 s and 9 s (all brokers down); 40 commands sent during the first; $FQ_R_OUTCOMES"
+    fq_scenario_end
+}
+
+# (b) request errors and latency from the broker: Produce, Fetch, OffsetCommit,
+# Heartbeat, JoinGroup and Metadata errors, dropped connections, a slow broker.
+scenario_broker_errors() {
+    fq_scenario_begin broker-errors --brokers 3
+    fq_worker_start w1
+    fq_worker_wait_assigned w1 || return 1
+    fq_plan e1 be1 "$KEYS" 0
+    fq_send e1
+    local f=0 c
+    for c in "errors Produce NOT_LEADER_FOR_PARTITION 20" "errors OffsetCommit NOT_COORDINATOR 5" \
+        "errors Fetch NOT_LEADER_FOR_PARTITION 10" "errors Produce _TRANSPORT 3" \
+        "errors OffsetCommit REQUEST_TIMED_OUT 5" "errors Heartbeat REBALANCE_IN_PROGRESS 2" \
+        "errors JoinGroup COORDINATOR_LOAD_IN_PROGRESS 3" "errors Produce REQUEST_TIMED_OUT 10" \
+        "errors Metadata LEADER_NOT_AVAILABLE 5" "rtt all 400" "broker-errors 2 Produce NOT_ENOUGH_REPLICAS 10 50"; do
+        sleep 0.7
+        # shellcheck disable=SC2086
+        brokerctl $c >/dev/null || echo "brokerctl $c failed" >&2
+        f=$((f + 1))
+    done
+    say "broker-errors: $f injections; broker slow (400 ms) for 4 s"
+    sleep 4
+    brokerctl rtt all 0 >/dev/null
+    fq_wait_done 240
+    brokerctl clear >/dev/null
+    fq_check ""
+    fq_rebuild_check
+    fq_result broker-errors 1 "$f" "3 brokers; error stacks on Produce, Fetch, OffsetCommit, Heartbeat, JoinGroup, Metadata; dropped connections; 400 ms rtt; $FQ_R_OUTCOMES"
+    fq_scenario_end
+}
+
+# (c) PostgreSQL stopped (fast shutdown) and, later, killed (immediate) under
+# load; the worker and the projector both reconnect.
+scenario_pg() {
+    fq_scenario_begin pg-restart
+    fq_worker_start w1
+    fq_worker_wait_assigned w1 || return 1
+    fq_plan p1 pg1 "$KEYS" 0
+    fq_send p1
+    sleep 1.5
+    say "pg-restart: PostgreSQL stopped for 4 s"
+    pg_stop "$T/pg" >/dev/null 2>&1
+    sleep 4
+    pg_start "$T/pg" >/dev/null 2>&1 || echo "PostgreSQL did not start again" >&2
+    sleep 2
+    say "pg-restart: PostgreSQL killed (immediate shutdown) for 3 s"
+    pg_kill "$T/pg" >/dev/null 2>&1
+    sleep 3
+    pg_start "$T/pg" >/dev/null 2>&1 || echo "PostgreSQL did not start again" >&2
+    fq_wait_done 240
+    fq_check ""
+    fq_rebuild_check
+    fq_result pg-restart 1 2 "fast shutdown for 4 s, then immediate shutdown for 3 s; $FQ_R_OUTCOMES"
+    fq_scenario_end
+}
+
+# (d) three workers in one group: two start, a third joins mid-load (a
+# rebalance), then one is killed -9 (its partitions move to the others; its
+# helm children are left running).
+scenario_workers() {
+    fq_scenario_begin workers
+    fq_worker_start w1
+    fq_worker_start w2
+    fq_worker_wait_assigned w1 && fq_worker_wait_assigned w2 || return 1
+    fq_plan g1 wg1 "$((KEYS + KEYS / 2))" 0
+    slow_knobs g1 4 3
+    fq_send g1
+    sleep 1
+    say "workers: a third worker joins"
+    fq_worker_start w3
+    sleep "$(rand_ms 3 6)"
+    fq_worker_kill9 w2 leave
+    say "workers: worker 2 killed -9 ($FQ_KILL_N helm processes left running)"
+    fq_wait_done 240
+    fq_check ""
+    fq_rebuild_check
+    fq_result workers 1 2 "3 workers, 6 partitions: one joins mid-load, one is killed -9 ($FQ_KILL_N helm left running); $FQ_R_OUTCOMES"
+    fq_scenario_end
+}
+
+# (e) helm misbehaving: hanging (with and without honouring SIGTERM) past short
+# timeouts, crashing (exit 2, release left pending-*), failing; then the next
+# commands on those releases (unlocking stale pending-* releases).
+scenario_helm() {
+    fq_scenario_begin helm-faults
+    fq_worker_start w1
+    fq_worker_wait_assigned w1 || return 1
+    fq_plan h1 hf1 "$KEYS" 0
+    local i=0 ns rel knob n=0
+    while read -r ns rel; do
+        case $((i % 8)) in
+        0) knob='{"install": {"hang": true}}' ;;
+        1) knob='{"upgrade": {"hang": true, "ignore_term": true}}' ;;
+        2) knob='{"install": {"crash": true}}' ;;
+        3) knob='{"upgrade": {"crash": true}}' ;;
+        4) knob='{"rollback": {"hang": true}, "upgrade": {"fail": "simulated hook failure"}}' ;;
+        5) knob='{"uninstall": {"hang": true}}' ;;
+        6) knob='{"any": {"crash": true}}' ;;
+        *) knob= ;;
+        esac
+        if [ -n "$knob" ]; then sim_knob "$ns" "$rel" "$knob"; n=$((n + 1)); fi
+        i=$((i + 1))
+    done < <(awk '$1 == 1 { print $3, $5 }' "$T/plan.h1")
+    FQ_EXTRA_ARGS="--timeout 3" fq_send h1
+    say "helm-faults: $n releases with a hanging or crashing helm (timeout 3 s)"
+    fq_wait_done 300
+    fq_check ""
+    fq_rebuild_check
+    local hung crashed
+    hung=$(cat "$T"/worker.*.log | grep -c 'passed its deadline: SIGTERM')
+    crashed=$(jq -c 'select(.event == "end" and .crash == true)' "$HELM_SIM_STATE/invocations.log" | wc -l)
+    fq_result helm-faults 1 "$((hung + crashed))" "$n releases with knobs: $hung helm processes stopped at their deadline, $crashed crashed; $FQ_R_OUTCOMES"
+    fq_scenario_end
+}
+
 want kill9 && scenario_kill9
+want broker-outage && scenario_broker_outage
+want broker-errors && scenario_broker_errors
+want pg-restart && scenario_pg
+want workers && scenario_workers
+want helm-faults && scenario_helm
 
 fq_summary

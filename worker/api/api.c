@@ -532,15 +532,7 @@ int main(int argc, char **argv) {
         log_error("schemas: %s", errstr);
         return 1;
     }
-    char host[256];
-    int port = 0;
     const char *listen = config_get(&cfg, "listen");
-    const char *colon = strrchr(listen, ':');
-    if (!colon || (port = atoi(colon + 1)) < 0 || port > 65535) {
-        fprintf(stderr, "helmq-api: --listen must be ADDRESS:PORT\n");
-        return 2;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
 
     rd_kafka_conf_t *conf = kafka_conf_new(&cfg, config_get(&cfg, "brokers"), errstr, sizeof(errstr));
     if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
@@ -578,7 +570,7 @@ int main(int argc, char **argv) {
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
-    log_info("serving http://%s:%d%s (%d tokens)", host, httpd_port(a->http), PREFIX, a->ntokens);
+    log_info("serving %s on port %d (%d tokens)", PREFIX, httpd_port(a->http), a->ntokens);
     uv_run(a->loop, UV_RUN_DEFAULT);
     rd_kafka_queue_destroy(a->queue);
     rd_kafka_destroy(a->producer);

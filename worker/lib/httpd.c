@@ -435,12 +435,21 @@ static void listener_closed(uv_handle_t *hd) {
     free(hd->data);
 }
 
-httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_body, unsigned timeout_ms,
+httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsigned timeout_ms,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size) {
     struct sockaddr_in addr;
-    int rc = uv_ip4_addr(host, port, &addr);
+    char host[256];
+    const char *colon = address ? strrchr(address, ':') : NULL;
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || !end || *end || end == colon + 1 || port < 0 || port > 65535) {
+        snprintf(errstr, errstr_size, "listen address \"%s\" must be HOST:PORT", address ? address : "");
+        return NULL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - address), address);
+    int rc = uv_ip4_addr(host, (int)port, &addr);
     if (rc != 0) {
-        snprintf(errstr, errstr_size, "bad listen address %s:%d: %s", host, port, uv_strerror(rc));
+        snprintf(errstr, errstr_size, "bad listen address %s: %s", address, uv_strerror(rc));
         return NULL;
     }
     httpd_t *h = calloc(1, sizeof(*h));
@@ -453,7 +462,7 @@ httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_bod
     h->listener.data = h;
     if ((rc = uv_tcp_bind(&h->listener, (const struct sockaddr *)&addr, 0)) != 0 ||
         (rc = uv_listen((uv_stream_t *)&h->listener, 512, on_connection)) != 0) {
-        snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        snprintf(errstr, errstr_size, "cannot listen on %s: %s", address, uv_strerror(rc));
         uv_close((uv_handle_t *)&h->listener, listener_closed);
         return NULL;
     }

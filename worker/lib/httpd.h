@@ -31,8 +31,9 @@ typedef struct http_req {
  * later. The request lives until answered. */
 typedef void (*httpd_handler)(http_req_t *req, void *ctx);
 
-/* Listens on host:port. Returns NULL with errstr filled on failure. */
-httpd_t *httpd_start(uv_loop_t *loop, const char *host, int port, size_t max_body, unsigned timeout_ms,
+/* Listens on address ("HOST:PORT"; port 0 picks a free one). Returns NULL
+ * with errstr filled on failure. */
+httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsigned timeout_ms,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size);
 
 /* Answers req (and frees it). body may be NULL for an empty body. */

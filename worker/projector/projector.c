@@ -149,16 +149,10 @@ static void http_wake(uv_async_t *a) {
 /* Serves /metrics and /healthz from a thread of their own (the projector's
  * loop blocks on Kafka and PostgreSQL by design). */
 static http_thread_t *http_start(const char *listen) {
-    char host[256], errstr[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon) {
-        log_error("--http-listen must be ADDRESS:PORT");
-        return NULL;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    char errstr[256];
     http_thread_t *h = calloc(1, sizeof(*h));
     uv_loop_init(&h->loop);
-    h->http = httpd_start(&h->loop, host, atoi(colon + 1), 4096, 10000, serve, NULL, errstr, sizeof(errstr));
+    h->http = httpd_start(&h->loop, listen, 4096, 10000, serve, NULL, errstr, sizeof(errstr));
     if (!h->http) {
         log_error("%s", errstr);
         uv_loop_close(&h->loop);
@@ -167,7 +161,7 @@ static http_thread_t *http_start(const char *listen) {
     }
     uv_async_init(&h->loop, &h->wake, http_wake);
     h->wake.data = h;
-    log_info("metrics on http://%s:%d/metrics, health on /healthz", host, httpd_port(h->http));
+    log_info("metrics on port %d: /metrics, /healthz", httpd_port(h->http));
     pthread_create(&h->thread, NULL, http_main, h);
     return h;
 }
