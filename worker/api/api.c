@@ -558,7 +558,7 @@ int main(int argc, char **argv) {
     uv_timer_start(&a->tick, on_tick, 200, 200);
     a->db = db_new(a->loop, config_get(&cfg, "database-url"));
     a->http =
-        httpd_start(a->loop, host, port, (size_t)config_int(&cfg, "max-body"),
+        httpd_start(a->loop, listen, (size_t)config_int(&cfg, "max-body"),
                     (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
     if (!a->http) {
         log_error("%s", errstr);
