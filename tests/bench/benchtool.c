@@ -38,6 +38,7 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,10 +72,15 @@ static void sleep_until_us(int64_t t) {
     }
 }
 
-static void die(const char *fmt, const char *arg) {
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "benchtool: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
     exit(1);
 }
 
