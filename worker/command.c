@@ -343,7 +343,7 @@ static void finish(command_t *c) {
                              c->claim_namespace ? jstr(c->doc, "namespace") : NULL};
     int lengths[9] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0};
     int formats[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0};
-    db_query(c->w->db, SQL_FINISH, 9, values, lengths, formats, on_finished, c);
+    db_query(worker_db(c->w, key_name(c)), SQL_FINISH, 9, values, lengths, formats, on_finished, c);
     free(release);
     free(revisions);
 }
@@ -802,7 +802,7 @@ static void start(command_t *c) {
     snprintf(base, sizeof(base), "%d", c->base_revision);
     snprintf(deployed, sizeof(deployed), "%d", c->base_deployed);
     const char *values[4] = {c->id, c->release_id, base, deployed};
-    db_query(c->w->db, SQL_START, 4, values, NULL, NULL, on_started, c);
+    db_query(worker_db(c->w, key_name(c)), SQL_START, 4, values, NULL, NULL, on_started, c);
 }
 
 static void on_start_timer(uv_timer_t *t) {
@@ -947,7 +947,7 @@ static void begin(command_t *c) {
                              partition,
                              offset,
                              json_is_integer(rev) ? rollback_to : NULL};
-    db_query(c->w->db, SQL_BEGIN, 8, values, NULL, NULL, on_begin, c);
+    db_query(worker_db(c->w, key_name(c)), SQL_BEGIN, 8, values, NULL, NULL, on_begin, c);
 }
 
 /* --- DLQ --------------------------------------------------------------------------------- */

@@ -118,6 +118,17 @@ static void key_unlink(worker_t *w, command_t *c) {
     key_release_if_empty(w, k);
 }
 
+db_t *worker_db(worker_t *w, const char *key) {
+    return w->dbs[hash_str(key) % (size_t)w->ndbs];
+}
+
+int worker_db_ready(const worker_t *w) {
+    for (int i = 0; i < w->ndbs; i++)
+        if (!db_ready(w->dbs[i]))
+            return 0;
+    return w->ndbs > 0;
+}
+
 /* --- partitions ----------------------------------------------------------- */
 
 static partition_t *partition_get(worker_t *w, int32_t id) {
@@ -608,8 +619,11 @@ static void shutdown_finish(worker_t *w) {
     uv_close((uv_handle_t *)&w->drain_timer, handle_closed);
     uv_close((uv_handle_t *)&w->sigterm, handle_closed);
     uv_close((uv_handle_t *)&w->sigint, handle_closed);
-    db_close(w->db);
-    w->db = NULL;
+    for (int i = 0; i < w->ndbs; i++)
+        db_close(w->dbs[i]);
+    free(w->dbs);
+    w->dbs = NULL;
+    w->ndbs = 0;
     metrics_stop(w);
 }
 

@@ -26,6 +26,8 @@ static const config_opt_t worker_opts[] = {
      "where charts come from: oci://prefix, an http(s) repository URL, a directory, or a repo alias"},
     {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
      "helm processes running at once (different releases)"},
+    {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "4",
+     "PostgreSQL connections for the ledger (release keys are spread over them)"},
     {"group-id", 'g', "HELMQ_GROUP_ID", CONFIG_STRING, "helmq-worker", "Kafka consumer group of the workers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
      "topic of the commands"},
@@ -244,7 +246,14 @@ int main(int argc, char **argv) {
     }
     check_helm(w.helm);
 
-    w.db = db_new(w.loop, dburl);
+    w.ndbs = (int)config_int(&cfg, "db-connections");
+    if (w.ndbs < 1 || w.ndbs > 64) {
+        log_error("--db-connections must be 1..64");
+        return 2;
+    }
+    w.dbs = calloc((size_t)w.ndbs, sizeof(db_t *));
+    for (int i = 0; i < w.ndbs; i++)
+        w.dbs[i] = db_new(w.loop, dburl);
     if (metrics_start(&w, config_get(&cfg, "http-listen"), errstr, sizeof(errstr)) < 0) {
         log_error("%s", errstr);
         return 1;

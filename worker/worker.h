@@ -119,7 +119,9 @@ struct worker {
     uv_timer_t tick;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
-    db_t *db;
+    db_t **dbs; /* a small pool; a release key always uses the same one, so its
+                 * advisory lock is taken and released on one session */
+    int ndbs;
     partition_t **parts;
     int nparts;
     rkey_t **keys;
@@ -142,6 +144,11 @@ struct worker {
     int kafka_brokers_up;
     void *http; /* httpd_t serving /metrics and /healthz, or NULL */
 };
+
+/* The ledger connection of a release key. */
+db_t *worker_db(worker_t *w, const char *key);
+/* Whether every ledger connection is up. */
+int worker_db_ready(const worker_t *w);
 
 /* dispatch.c */
 int dispatch_start(worker_t *w, char *errstr, size_t errstr_size);

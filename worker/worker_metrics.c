@@ -63,7 +63,7 @@ int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 static void serve(http_req_t *req, void *ctx) {
     worker_t *w = ctx;
     if (strcmp(req->path, "/healthz") == 0) {
-        int pg = w->db && db_ready(w->db), kafka = w->kafka_brokers_up != 0;
+        int pg = worker_db_ready(w), kafka = w->kafka_brokers_up != 0;
         char body[160];
         int n =
             snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s,\"kafka\":%s,\"stopping\":%s}",
@@ -111,7 +111,7 @@ static void serve(http_req_t *req, void *ctx) {
         (long long)w->consumer_lag);
     OUT("# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
         "helmq_postgres_up %d\n",
-        w->db && db_ready(w->db));
+        worker_db_ready(w));
     OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected (librdkafka statistics).\n"
         "# TYPE helmq_kafka_brokers_up gauge\nhelmq_kafka_brokers_up %d\n",
         w->kafka_brokers_up);
