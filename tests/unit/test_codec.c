@@ -176,6 +176,51 @@ static void test_event(void) {
     json_decref(ev);
 }
 
+/* Hostile datums behind a valid header: each refused before avro-c reads it
+ * (avro-c trusts lengths and indexes: a string longer than the record leaked
+ * its allocation, an enum index out of range gave an uninitialised symbol). */
+static void test_hostile(void) {
+    char err[512];
+    codec_type_t t;
+    json_t *doc = NULL;
+    unsigned char buf[64];
+    uint64_t fp = codec_fingerprint(CODEC_COMMAND);
+    buf[0] = 0xC3;
+    buf[1] = 0x01;
+    for (int i = 0; i < 8; i++)
+        buf[2 + i] = (unsigned char)(fp >> (8 * i));
+    /* commandId claims 1 GiB. */
+    memcpy(buf + 10, "\x80\x80\x80\x80\x08", 5);
+    is_int(codec_decode(buf, 15, &t, &doc, err, sizeof(err)), CODEC_ERR_DATUM,
+           "a string longer than the record: bad datum");
+    /* commandId claims a negative length. */
+    buf[10] = 0x01;
+    is_int(codec_decode(buf, 11, &t, &doc, err, sizeof(err)), CODEC_ERR_DATUM,
+           "a negative string length: bad datum");
+    /* A varint that never ends. */
+    memset(buf + 10, 0xff, 20);
+    is_int(codec_decode(buf, 30, &t, &doc, err, sizeof(err)), CODEC_ERR_DATUM,
+           "an endless varint: bad datum");
+
+    /* An event whose eventType index is out of range (6 symbols). */
+    json_error_t e;
+    json_t *ev = json_loads(
+        "{\"eventId\":\"e\",\"commandId\":\"c\",\"eventType\":\"rejected\",\"terminal\":true,"
+        "\"tenantId\":\"t\",\"namespace\":\"n\",\"releaseName\":\"r\",\"operation\":\"install\","
+        "\"status\":\"rejected\",\"revision\":0,\"performedBy\":\"p\",\"occurredAt\":1,\"requestedAt\":1}",
+        0, &e);
+    unsigned char *out;
+    size_t len;
+    is_int(codec_encode(CODEC_EVENT, ev, &out, &len, err, sizeof(err)), 0, "encode an event");
+    /* eventId "e" and commandId "c" are 2 bytes each: the enum index is at 14. */
+    is_int(out[14], 10, "(the rejected symbol's index, 5, zigzag-encoded)");
+    out[14] = 0x14; /* index 10 */
+    is_int(codec_decode(out, len, &t, &doc, err, sizeof(err)), CODEC_ERR_DATUM,
+           "an enum index out of range: bad datum");
+    free(out);
+    json_decref(ev);
+}
+
 int main(void) {
     char err[512];
     is_int(codec_init(err, sizeof(err)), 0, "codec_init (%s)", err);
@@ -183,6 +228,7 @@ int main(void) {
     test_roundtrip();
     test_evolution();
     test_event();
+    test_hostile();
     ok(codec_command_field_known("install", "chartName"), "chartName is an install field");
     ok(!codec_command_field_known("uninstall", "chartName"), "chartName is not an uninstall field");
     ok(codec_command_field_known("uninstall", "reason"), "reason is an uninstall field");

@@ -599,6 +599,102 @@ static json_t *resolve_value(const codec_schema_t *rd, const json_t *w, avro_sch
     return NULL;
 }
 
+/* --- checking a datum before avro-c reads it ------------------------------ */
+
+/* avro-c trusts the lengths and indexes in a datum: a string longer than the
+ * record leaks its allocation (read_string), an enum index out of range gives
+ * an uninitialised symbol. So every datum is walked first against its writer
+ * schema: lengths within the buffer, indexes within their schema, a bounded
+ * number of items, and the exact number of bytes it uses. */
+
+#define CODEC_MAX_ITEMS 1000000
+
+typedef struct datum_cursor {
+    const unsigned char *p, *end;
+    long items;
+} datum_cursor_t;
+
+static int read_varint(datum_cursor_t *c, int64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (c->p >= c->end)
+            return -1;
+        unsigned char b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
+            return 0;
+        }
+    }
+    return -1; /* more than 10 bytes */
+}
+
+static int skip_bytes(datum_cursor_t *c, int64_t n) {
+    if (n < 0 || n > c->end - c->p)
+        return -1;
+    c->p += n;
+    return 0;
+}
+
+static int check_datum(avro_schema_t s, datum_cursor_t *c, int depth) {
+    int64_t n;
+    s = deref(s);
+    if (depth > CODEC_MAX_DEPTH || ++c->items > CODEC_MAX_ITEMS)
+        return -1;
+    switch (avro_typeof(s)) {
+    case AVRO_NULL: return 0;
+    case AVRO_BOOLEAN:
+        if (c->p >= c->end || *c->p > 1)
+            return -1;
+        c->p++;
+        return 0;
+    case AVRO_INT32: return read_varint(c, &n) < 0 || n < INT32_MIN || n > INT32_MAX ? -1 : 0;
+    case AVRO_INT64: return read_varint(c, &n);
+    case AVRO_FLOAT: return skip_bytes(c, 4);
+    case AVRO_DOUBLE: return skip_bytes(c, 8);
+    case AVRO_STRING:
+    case AVRO_BYTES: return read_varint(c, &n) < 0 ? -1 : skip_bytes(c, n);
+    case AVRO_FIXED: return skip_bytes(c, avro_schema_fixed_size(s));
+    case AVRO_ENUM:
+        return read_varint(c, &n) < 0 || n < 0 || n >= avro_schema_enum_number_of_symbols(s) ? -1 : 0;
+    case AVRO_UNION:
+        if (read_varint(c, &n) < 0 || n < 0 || n >= (int64_t)avro_schema_union_size(s))
+            return -1;
+        return check_datum(avro_schema_union_branch(s, (int)n), c, depth + 1);
+    case AVRO_RECORD:
+        for (size_t i = 0; i < avro_schema_record_size(s); i++)
+            if (check_datum(avro_schema_record_field_get_by_index(s, (int)i), c, depth + 1) < 0)
+                return -1;
+        return 0;
+    case AVRO_ARRAY:
+    case AVRO_MAP:
+        for (;;) {
+            if (read_varint(c, &n) < 0)
+                return -1;
+            if (n == 0)
+                return 0;
+            if (n < 0) { /* a block with its size in bytes */
+                int64_t size;
+                if (n == INT64_MIN || read_varint(c, &size) < 0 || size < 0 || size > c->end - c->p)
+                    return -1;
+                n = -n;
+            }
+            if (n > CODEC_MAX_ITEMS - c->items)
+                return -1;
+            for (int64_t i = 0; i < n; i++) {
+                int64_t klen;
+                if (avro_typeof(s) == AVRO_MAP && (read_varint(c, &klen) < 0 || skip_bytes(c, klen) < 0))
+                    return -1;
+                avro_schema_t item =
+                    avro_typeof(s) == AVRO_MAP ? avro_schema_map_values(s) : avro_schema_array_items(s);
+                if (check_datum(item, c, depth + 1) < 0)
+                    return -1;
+            }
+        }
+    default: return -1;
+    }
+}
+
 /* --- registry ---------------------------------------------------------- */
 
 int codec_init(char *errstr, size_t errstr_size) {
@@ -748,17 +844,25 @@ int codec_decode(const void *buf, size_t len, codec_type_t *type, json_t **doc, 
         snprintf(errstr, errstr_size, "unknown schema fingerprint %016llx", (unsigned long long)fp);
         return CODEC_ERR_FINGERPRINT;
     }
+    datum_cursor_t cur = {p + 10, p + len, 0};
+    if (check_datum(ws->schema, &cur, 0) < 0) {
+        snprintf(errstr, errstr_size,
+                 "datum does not decode under %s: a length, index or count is out of bounds, "
+                 "or the record is truncated",
+                 ws->path);
+        return CODEC_ERR_DATUM;
+    }
+    if (cur.p != cur.end) {
+        snprintf(errstr, errstr_size, "datum under %s has %zu trailing bytes", ws->path,
+                 (size_t)(cur.end - cur.p));
+        return CODEC_ERR_DATUM;
+    }
     avro_value_reset(&ws->value);
     avro_reader_t r = avro_reader_memory((const char *)p + 10, (int64_t)(len - 10));
     int rc = avro_value_read(r, &ws->value);
     avro_reader_free(r);
-    size_t used = 0;
     if (rc != 0) {
         snprintf(errstr, errstr_size, "datum does not decode under %s: %s", ws->path, avro_strerror());
-        return CODEC_ERR_DATUM;
-    }
-    if (avro_value_sizeof(&ws->value, &used) != 0 || used != len - 10) {
-        snprintf(errstr, errstr_size, "datum under %s has %zu trailing bytes", ws->path, len - 10 - used);
         return CODEC_ERR_DATUM;
     }
     json_t *natural = from_avro(&ws->value, 0);

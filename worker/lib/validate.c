@@ -8,6 +8,7 @@
 #include "util.h"
 
 #include <regex.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -232,8 +233,10 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
         }
     } else if (strcmp(op, "rollback") == 0) {
         const json_t *rev = json_object_get(cmd, "revision");
-        if (rev && !json_is_null(rev) && (!json_is_integer(rev) || json_integer_value(rev) < 1))
-            return fail(err, "revision", "range", "revision must be a positive integer when given");
+        if (rev && !json_is_null(rev) &&
+            (!json_is_integer(rev) || json_integer_value(rev) < 1 || json_integer_value(rev) > INT32_MAX))
+            return fail(err, "revision", "range",
+                        "revision must be an integer from 1 to 2147483647 when given");
     } else if (check_text(cmd, "reason", 0, err) < 0) {
         return -1;
     }
