@@ -107,7 +107,7 @@ unit: all
 # Tests find the programs through HELMQ_BIN (bin/, or the sanitizer build).
 TEST_ENV = HELMQ_BIN=$(abspath $(BIN)) HELMQ_BUILD=$(abspath $(BUILD)) HELMQ_SANITIZER=$(SANITIZER) \
            ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-           LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+           LSAN_OPTIONS=use_unaligned=1:suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 test: deps
 	$(MAKE) all

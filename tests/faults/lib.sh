@@ -45,7 +45,7 @@ FQ_CONCURRENCY=${FQ_CONCURRENCY:-8}
 FQ_RESULTS="$FQ_T/results.tsv"
 : >"$FQ_RESULTS"
 BROKERCTL="$FQ_DIR/brokerctl"
-export HELM_SIM_SLEEP=${HELM_SIM_SLEEP:-0.3}
+export HELM_SIM_SLEEP=${HELM_SIM_SLEEP:-0.5}
 CHART=matih-ai-service
 TENANT_B=$OTHER_TENANT
 
@@ -241,14 +241,26 @@ _fq_send1() { # TAG VERB NS TENANT RELEASE ARGS...
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$verb" "$tenant" "$ns" "$rel" "$tag" "$acked" >>"$T/sent.tsv"
 }
 
-fq_send() { # TAG [PHASE...]
-    local tag=$1 phase verb ns tenant rel args
+fq_send() { # TAG [PHASE...]: phase after phase; within a phase, $FQ_SEND_PAR senders at once
+    local tag=$1 phase verb ns tenant rel args cur= pids=()
     shift
     while read -r phase verb ns tenant rel args; do
         if [ $# -gt 0 ] && [[ " $* " != *" $phase "* ]]; then continue; fi
+        if [ "$phase" != "$cur" ]; then
+            # a release's next command is sent only once its previous one is acknowledged
+            [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+            pids=()
+            cur=$phase
+        fi
         # shellcheck disable=SC2086
-        _fq_send1 "$tag" "$verb" "$ns" "$tenant" "$rel" $args
+        _fq_send1 "$tag" "$verb" "$ns" "$tenant" "$rel" $args &
+        pids+=($!)
+        if [ ${#pids[@]} -ge "${FQ_SEND_PAR:-6}" ]; then
+            wait "${pids[0]}"
+            pids=("${pids[@]:1}")
+        fi
     done <"$T/plan.$tag"
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
 }
 
 fq_sent_count() { awk -F'\t' -v t="${1:-}" '(t == "" || $6 == t) && $7 == 1' "$T/sent.tsv" | wc -l; }

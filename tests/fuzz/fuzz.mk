@@ -41,8 +41,9 @@ FUZZ_LIB := $(FUZZ_DIR)/libhelmq-fuzz.a
 FUZZ_COMMON_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_common.o
 FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 
-# Dictionaries: Avro records for the codec targets, JSON for the others.
-fuzz_dict = tests/fuzz/$(if $(filter codec_%,$(1)),avro,json).dict
+# Dictionaries: Avro records for the codec targets, JSON for the others
+# (a shell snippet: the recipes loop over the targets in the shell).
+FUZZ_DICT_SH = case $$t in codec_*) dict=tests/fuzz/avro.dict ;; *) dict=tests/fuzz/json.dict ;; esac
 
 # Sanitizer settings of every run. Leaks are reported, with no suppression:
 # LeakSanitizer must scan unaligned words (use_unaligned=1) because avro-c's
@@ -78,9 +79,9 @@ $(FUZZ_BINS): $(FUZZ_DIR)/%: $(FUZZ_DIR)/obj/tests/fuzz/%.o $(FUZZ_COMMON_OBJ) $
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/artifacts
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	    mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$t; $(FUZZ_DICT_SH); \
 	    echo "== fuzz $$t"; \
-	    $(FUZZ_ENV) $(FUZZ_DIR)/$$t $(FUZZ_TIME) -dict=$(call fuzz_dict,$$t) -print_final_stats=1 \
+	    $(FUZZ_ENV) $(FUZZ_DIR)/$$t $(FUZZ_TIME) -dict=$$dict -print_final_stats=1 \
 	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_FLAGS) \
 	        $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t; \
 	done
@@ -89,9 +90,9 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/artifacts
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	    rm -rf $(FUZZ_DIR)/smoke/$$t && mkdir -p $(FUZZ_DIR)/smoke/$$t; \
+	    rm -rf $(FUZZ_DIR)/smoke/$$t && mkdir -p $(FUZZ_DIR)/smoke/$$t; $(FUZZ_DICT_SH); \
 	    echo "== fuzz-smoke $$t ($(FUZZ_SMOKE_SECONDS) s)"; \
-	    $(FUZZ_ENV) $(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SMOKE_SECONDS) -dict=$(call fuzz_dict,$$t) \
+	    $(FUZZ_ENV) $(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SMOKE_SECONDS) -dict=$$dict \
 	        -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_FLAGS) \
 	        $(FUZZ_DIR)/smoke/$$t tests/fuzz/corpus/$$t; \
 	done
