@@ -33,6 +33,7 @@ static const config_opt_t api_opts[] = {
      "bearer tokens, one per line: TOKEN PRINCIPAL (TENANT_UUID | admin) (required)"},
     {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
      "PostgreSQL connection string or URI"},
+    {"db-connections", 0, "HELMQ_API_DB_CONNECTIONS", CONFIG_INT, "4", "PostgreSQL connections, used in turn"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
      "topic commands are published to"},
@@ -56,7 +57,8 @@ typedef struct api {
     uv_loop_t *loop;
     config_t *cfg;
     httpd_t *http;
-    db_t *db;
+    db_t **dbs; /* a small pool, used round-robin */
+    int ndbs, next_db;
     rd_kafka_t *producer;
     rd_kafka_queue_t *queue;
     int wake_fd[2];
@@ -171,6 +173,17 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
     free(p);
 }
 
+static db_t *api_db(api_t *a) {
+    return a->dbs[a->next_db++ % a->ndbs];
+}
+
+static int api_db_ready(const api_t *a) {
+    for (int i = 0; i < a->ndbs; i++)
+        if (!db_ready(a->dbs[i]))
+            return 0;
+    return 1;
+}
+
 /* --- reads ------------------------------------------------------------------------ */
 
 /* The single JSON column of a query answers the request; SQL NULL is 404. */
@@ -190,7 +203,7 @@ static void on_json_row(void *arg, const PGresult *res, const char *err) {
 
 static void query_json(pending_t *p, const char *sql, const char *id) {
     const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
-    db_query(p->api->db, sql, 2, params, NULL, NULL, on_json_row, p);
+    db_query(api_db(p->api), sql, 2, params, NULL, NULL, on_json_row, p);
 }
 
 /* --- commands ----------------------------------------------------------------------- */
@@ -340,13 +353,13 @@ static void metrics(api_t *a, http_req_t *req) {
         "helmq_postgres_up %d\n"
         "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
         "helmq_kafka_up %d\n",
-        a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, db_ready(a->db),
+        a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, api_db_ready(a),
         rd_kafka_outq_len(a->producer) < 1000);
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 }
 
 static void health(api_t *a, http_req_t *req) {
-    int pg = db_ready(a->db);
+    int pg = api_db_ready(a);
     char body[128];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s}", pg ? "ok" : "degraded",
                      pg ? "true" : "false");
@@ -416,7 +429,7 @@ static void handle(http_req_t *req, void *ctx) {
             return;
         }
         const char *params[2] = {NULL, NULL};
-        db_query(a->db, SQL_SUMMARY, 2, params, NULL, NULL, on_json_row, p);
+        db_query(api_db(a), SQL_SUMMARY, 2, params, NULL, NULL, on_json_row, p);
         return;
     }
     if (strncmp(rest, "tenant/", 7) == 0) {
@@ -448,7 +461,7 @@ static void handle(http_req_t *req, void *ctx) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", id);
         p->reason = httpd_query_param(req, "reason");
         const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
-        db_query(a->db, SQL_FOR_DELETE, 2, params, NULL, NULL, on_release_for_delete, p);
+        db_query(api_db(a), SQL_FOR_DELETE, 2, params, NULL, NULL, on_release_for_delete, p);
     } else if (strcmp(tail, "history") == 0 || *tail == '\0') {
         reply_error(p, 405, "method not allowed", NULL, NULL);
     } else {
@@ -484,7 +497,8 @@ static void on_signal(uv_signal_t *s, int sig) {
     uv_close((uv_handle_t *)&a->tick, closed);
     uv_close((uv_handle_t *)&a->sigterm, closed);
     uv_close((uv_handle_t *)&a->sigint, closed);
-    db_close(a->db);
+    for (int i = 0; i < a->ndbs; i++)
+        db_close(a->dbs[i]);
 }
 
 int main(int argc, char **argv) {
@@ -556,7 +570,14 @@ int main(int argc, char **argv) {
     uv_timer_init(a->loop, &a->tick);
     a->tick.data = a;
     uv_timer_start(&a->tick, on_tick, 200, 200);
-    a->db = db_new(a->loop, config_get(&cfg, "database-url"));
+    a->ndbs = (int)config_int(&cfg, "db-connections");
+    if (a->ndbs < 1 || a->ndbs > 64) {
+        fprintf(stderr, "helmq-api: --db-connections must be 1..64\n");
+        return 2;
+    }
+    a->dbs = calloc((size_t)a->ndbs, sizeof(db_t *));
+    for (int i = 0; i < a->ndbs; i++)
+        a->dbs[i] = db_new(a->loop, config_get(&cfg, "database-url"));
     a->http =
         httpd_start(a->loop, listen, (size_t)config_int(&cfg, "max-body"),
                     (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
@@ -580,6 +601,7 @@ int main(int argc, char **argv) {
         free(a->tokens[i].principal);
     }
     free(a->tokens);
+    free(a->dbs);
     codec_term();
     config_free(&cfg);
     log_info("stopped");
