@@ -15,12 +15,14 @@ NS=poison-ns
 TOPIC=helm.release.commands
 DLQ=helm.release.commands.dlq
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$WORKER_PID/status"; }
-produce() { # produce KEY FILE...: one record per file
-    local key=$1
-    shift
-    kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -k "$key" "$@"
+# todo STATUS NAME REASON: an assertion on a known, reported product bug (TAP
+# TODO: reported, never fails the test). Drop the wrapper once it is fixed.
+todo() {
+    _tap_n=$((_tap_n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2 # TODO $3"; else echo "not ok $_tap_n - $2 # TODO $3"; fi
 }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$WORKER_PID/status"; }
+vsz_kib() { awk '/^VmSize:/ {print $2}' "/proc/$WORKER_PID/status"; }
 
 # A valid record from the CLI: its header (C3 01 + fingerprint) is the base of
 # everything the generator writes.
@@ -84,6 +86,8 @@ def emit(name, payload, expect, detail, cid="-", release="-", key=None):
     f = os.path.join(outdir, "r%05d.bin" % n)
     open(f, "wb").write(payload)
     key = key or "poison/%s" % name
+    if expect != "ok":
+        release = "-"  # hostile names may hold tabs or newlines: keep the manifest parseable
     manifest.write("\t".join([name, key, f, expect, detail, cid, release]) + "\n")
 
 def cmd(**over):
@@ -102,7 +106,8 @@ if mode == "named":
     for i, ln in enumerate([1, 9, 64, 300, 4096]):
         emit("random-%d" % ln, bytes(rnd.getrandbits(8) for _ in range(ln)).replace(b"\xc3\x01", b"xx"),
              "dlq", "bad-header")
-    emit("empty", b"", "dlq", "bad-header")
+    emit("empty", b"", "dlq", "bad-header")  # produced specially (kcat skips empty files)
+    emit("null", b"", "dlq", "bad-header")  # a NULL value (tombstone), produced specially
     emit("magic-only", b"\xc3\x01", "dlq", "bad-header")
     emit("wrong-magic", b"\xc3\x00" + base_bytes[2:], "dlq", "bad-header")
     emit("header-only", header, "dlq", "bad-datum")
@@ -134,6 +139,7 @@ if mode == "named":
     hostile = {"dash-set": "--set", "dotdot": "../etc", "subshell": "$(reboot)", "semicolon": ";rm -rf /",
                "backticks": "`reboot`", "cafe": "caf\u00e9", "rlo": "abc\u202etxt.exe", "space": "a b",
                "uppercase": "ABC", "long": "a" * 100000, "newline": "a\nb", "slash": "a/b", "devel": "--devel",
+               "forged-log": "x\n2026-01-01T00:00:00.000Z helmq-worker[1] info: commandId=forged: done: succeeded",
                "post-renderer": "1.0.0 --post-renderer x", "leading-dash": "-a"}
     for field in ["releaseName", "namespace", "chartName", "chartVersion"]:
         for hn, hv in hostile.items():
@@ -148,6 +154,9 @@ if mode == "named":
     # An over-long commandId is echoed cut to the worker's 95-byte id buffer.
     d = cmd(commandId="c" * 100000)
     emit("commandId-long", header + command(d), "reject", "commandId", "c" * 95, d["releaseName"])
+    # ...and one whose cut falls inside a UTF-8 sequence (95 bytes = 94 x "d" + half an "é").
+    d = cmd(commandId="d" * 94 + "\u00e9")
+    emit("commandId-utf8-cut", header + command(d), "reject-cut", "commandId", "d" * 94, d["releaseName"])
     # Free-text fields: control characters and over-long text are refused...
     for field in ["description", "performedBy", "appVersion"]:
         for hn, hv in [("newline", "a\nb"), ("escape", "\x1b[2J"), ("tab", "a\tb"), ("del", "a\x7fb"),
@@ -191,11 +200,22 @@ if mode == "named":
 else:
     # Bulk poison for the memory check: every kind again, many times.
     count = int(mode)
+    # A few huge ones first (the first 100 hold the biggest records): over the
+    # values limit (rejected) and a huge undecodable one.
+    for i in range(5):
+        d = cmd(valuesOverride='{"k":"' + "v" * (600 * 1024) + '"}')
+        emit("huge%d" % i, header + command(d), "bulk-reject", "valuesOverride", d["commandId"], "-", key="bulk/huge")
+    emit("huge-dlq", header + command(cmd(valuesOverride='{"k":"' + "v" * (700 * 1024) + '"}'))[:600 * 1024],
+         "bulk-dlq", "bad-datum", key="bulk/huge-dlq")
     kinds = ["random", "truncated", "unknown-fp", "length-bomb", "bad-name", "deep-values", "nul", "bad-utf8",
              "long-name", "bad-version"]
     for i in range(count):
         k = kinds[i % len(kinds)]
         key = "bulk/%s" % k
+        if i % 400 == 399:
+            d = cmd(valuesOverride='{"k":"' + "v" * (600 * 1024) + '"}')
+            emit("huge-b%d" % i, header + command(d), "bulk-reject", "valuesOverride", d["commandId"], "-",
+                 key="bulk/huge")
         if k == "random":
             emit("b%d" % i, bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 2000))).replace(b"\xc3", b"x"),
                  "bulk-dlq", "bad-header", key=key)
@@ -220,12 +240,6 @@ else:
                     "bad-version": {"chartVersion": rnd.choice(["--devel", "1.0.0 --post-renderer x", "latest"])}}[k]
             d = cmd(**over)
             emit("b%d" % i, header + command(d), "bulk-reject", list(over)[0], d["commandId"], "-", key=key)
-    # A few huge ones: over the values limit (rejected) and a huge undecodable one.
-    for i in range(5):
-        d = cmd(valuesOverride='{"k":"' + "v" * (600 * 1024) + '"}')
-        emit("huge%d" % i, header + command(d), "bulk-reject", "valuesOverride", d["commandId"], "-", key="bulk/huge")
-    emit("huge-dlq", header + command(cmd(valuesOverride='{"k":"' + "v" * (700 * 1024) + '"}'))[:600 * 1024],
-         "bulk-dlq", "bad-datum", key="bulk/huge-dlq")
 manifest.close()
 PY
 
@@ -233,53 +247,64 @@ PY
 ok $? "the generator's encoding of the valid command equals helmq encode's, byte for byte"
 /usr/bin/python3 "$T/gen.py" "$HEADER" "$T/valid.json" "$T/bulk" 2000 $TENANT $NS 2 || bail "generator failed"
 M="$T/named/manifest.tsv"
-n_named=$(wc -l <"$M")
-diag "$n_named named poison records, $(wc -l <"$T/bulk/manifest.tsv") bulk records"
+B="$T/bulk/manifest.tsv"
 
-# An event sent to the commands topic: a known fingerprint, but not a command.
-id=$(send install first -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0)
-wait_terminal "$id" >/dev/null
-ok $? "a first valid install succeeds (baseline)"
-kcat -b "$HELMQ_BROKERS" -C -t helm.release.events -c 1 -e -q -f '%s' >"$T/named/event.bin" 2>/dev/null
-printf 'event-as-command\tpoison/event-as-command\t%s\tdlq\tunknown-fingerprint\t-\t-\n' "$T/named/event.bin" >>"$M"
-n_named=$((n_named + 1))
-
-# --- phase 1: the named records, then fill up to 100 with bulk ones -----------
-while IFS=$'\t' read -r name key file expect detail cid rel; do
-    produce "$key" "$file" || diag "kcat could not produce $name"
-done <"$M"
-head -n $((100 - n_named)) "$T/bulk/manifest.tsv" >"$T/bulk1.tsv"
-tail -n +$((100 - n_named + 1)) "$T/bulk/manifest.tsv" >"$T/bulk2.tsv"
-produce_bulk() { # produce_bulk MANIFEST: one kcat per key, many files each
+produce_one() { # produce_one KEY FILE NAME
+    case $3 in
+    empty) printf '%s:\n' "$1" | kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -K: ;;
+    null) printf '%s:\n' "$1" | kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -K: -Z ;;
+    *) kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -k "$1" "$2" ;;
+    esac
+}
+produce_bulk() { # produce_bulk MANIFEST: one kcat per key and 200 files
     local key
     for key in $(cut -f2 "$1" | sort -u); do
         awk -F'\t' -v k="$key" '$2 == k {print $3}' "$1" | xargs -r -n 200 kcat -b "$HELMQ_BROKERS" -P -t $TOPIC -k "$key"
     done
 }
-produce_bulk "$T/bulk1.tsv"
-
-n_dlq1=$(awk -F'\t' '$4 ~ /dlq/' "$M" "$T/bulk1.tsv" | wc -l)
-ids_wanted() { awk -F'\t' '$4 ~ /reject|ok/ {print $6}' "$@" | sort -u; }
-ids_wanted "$M" "$T/bulk1.tsv" >"$T/want1.ids"
-all_terminal() { # all_terminal WANT_IDS: every id has a terminal event (saved in $T/terms.json)
+dlq_count() { kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l; }
+ids_wanted() { awk -F'\t' '$4 ~ /^(reject|ok|bulk-reject)$/ {print $6}' "$@" | sort -u; }
+all_terminal() { # all_terminal WANT_IDS: every id has a terminal event (all saved in $T/terms.json)
     events_json | jq -c 'select(.terminal)' >"$T/terms.json"
     [ -z "$(comm -23 "$1" <(jq -r .commandId "$T/terms.json" | sort -u))" ]
 }
-wait_for "$n_dlq1 DLQ records" 120 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l) -ge $n_dlq1 ]"
-ok $? "phase 1: $n_dlq1 undecodable records reached the DLQ"
-wait_for "terminal events of phase 1" 180 all_terminal "$T/want1.ids"
-ok $? "phase 1: every decodable record has a terminal event"
-RSS1=$(rss_kib)
+wait_dlq() { # wait_dlq MANIFEST...: the DLQ holds every undecodable record of the manifests
+    local n
+    n=$(awk -F'\t' '$4 ~ /dlq/' "$@" | wc -l)
+    wait_for "$n DLQ records" 300 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l) -ge $n ]"
+}
+wait_terms() { # wait_terms MANIFEST...: every decodable record of the manifests has its terminal event
+    ids_wanted "$@" >"$T/want.ids"
+    wait_for "terminal events" 300 all_terminal "$T/want.ids"
+}
+commands_ran() { sim_invocations 'select(.event == "start" and .release != null) | .release' | jq -r . | sort -u; }
 
-# Per-record checks of the named records.
+id=$(send install first -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0)
+wait_terminal "$id" 120 >/dev/null
+ok $? "a first valid install succeeds (baseline)"
+
+# --- phase 1: the named records, each checked ------------------------------------------
+# An event sent to the commands topic: a known fingerprint, but not a command.
+kcat -b "$HELMQ_BROKERS" -C -t helm.release.events -c 1 -e -q -f '%s' >"$T/named/event.bin" 2>/dev/null
+printf 'event-as-command\tpoison/event-as-command\t%s\tdlq\tunknown-fingerprint\t-\t-\n' "$T/named/event.bin" >>"$M"
+diag "$(wc -l <"$M") named poison records, $(wc -l <"$B") bulk records"
+while IFS=$'\t' read -r name key file expect detail cid rel; do
+    produce_one "$key" "$file" "$name" || diag "kcat could not produce $name"
+done <"$M"
+wait_dlq "$M"
+ok $? "named: all $(awk -F'\t' '$4 == "dlq"' "$M" | wc -l) undecodable records reached the DLQ"
+wait_terms "$M"
+ok $? "named: every decodable record ($(wc -l <"$T/want.ids")) has its terminal event"
+
 kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%k\t%S\t%h\n' >"$T/dlq.tsv" 2>/dev/null
+ok_rels=$( (echo first; awk -F'\t' '$4 == "ok" {print $7}' "$M") | sort -u)
 while IFS=$'\t' read -r name key file expect detail cid rel; do
     case $expect in
     dlq)
         line=$(awk -F'\t' -v k="$key" '$1 == k' "$T/dlq.tsv")
         is "$(grep -c . <<<"$line")" 1 "$name: exactly one DLQ record"
-        like "$line" "helmq.error=$detail," "$name: DLQ header helmq.error=$detail"
-        is "$(cut -f2 <<<"$line")" "$(stat -c %s "$file")" "$name: DLQ record has the original size"
+        like "$line" "helmq.error=$detail," "$name: its own DLQ header helmq.error=$detail"
+        [ "$name" = null ] || is "$(cut -f2 <<<"$line")" "$(stat -c %s "$file")" "$name: the DLQ record has the original size"
         ;;
     reject)
         ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
@@ -287,65 +312,103 @@ while IFS=$'\t' read -r name key file expect detail cid rel; do
             "$name: rejected INVALID_FIELD"
         like "$(jq -r .errorMessage <<<"$ev")" "invalid $detail (rule" "$name: the message names $detail"
         ;;
+    reject-cut)
+        # Its commandId does not fit the worker's id buffer and the cut splits a
+        # UTF-8 character: the event must still be published.
+        ev=$(jq -c --arg c "$cid" 'select(.commandId | startswith($c))' "$T/terms.json")
+        if [ -z "$ev" ]; then
+            wait_for "the $name event" 20 bash -c "\"$HELMQ_BIN/helmq\" events 2>/dev/null | grep -q '\"commandId\":\"$cid'"
+            ev=$(events_json | jq -c --arg c "$cid" 'select(.terminal and (.commandId | startswith($c)))')
+        fi
+        [ "$(jq -r '[.eventType, .errorCode] | join(" ")' <<<"$ev")" = "rejected INVALID_FIELD" ]
+        todo $? "$name: rejected INVALID_FIELD (a terminal event even when the id must be cut)" \
+            "bug: c->id cut mid-UTF-8, the event does not encode and none is published"
+        ;;
     ok)
         ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
-        is "$(jq -r '[.eventType, .status] | join(" ")' <<<"$ev")" "succeeded deployed" "$name: a valid command succeeds"
+        is "$(jq -r '[.eventType, .status, .errorCode // ""] | join(" ")' <<<"$ev")" "succeeded deployed " \
+            "$name: a valid command succeeds $(jq -r '.errorMessage // ""' <<<"$ev")"
         ;;
     esac
 done <"$M"
 
-# The free-text ones: carried verbatim, one argv element after --description.
+# Valid commands carrying hostile text: verbatim, one argv element after --description.
 while IFS=$'\t' read -r name key file expect h cid rel; do
     ev=$(jq -c --arg c "$cid" 'select(.commandId == $c)' "$T/terms.json")
     is "$(jq -r '.description + "|" + .performedBy' <<<"$ev")" "$h|$h" "$name: description and performedBy verbatim in the event"
     inv=$(sim_invocations "select(.event == \"start\" and .release == \"$rel\")")
     is "$(jq -c '.argv | del(.[9])' <<<"$inv")" \
         "$(jq -nc --arg r "$rel" --arg ns $NS --arg h "$h" '["install",$r,"oci://registry.example/charts/matih-ai-service","--namespace",$ns,"--create-namespace","--version","1.0.0","--values","--timeout","300s","--description",$h,"--output","json"]')" \
-        "$name: helm's argv has the text as the one element after --description, nothing else added"
+        "$name: helm's argv has the text as the one element after --description, nothing added"
 done < <(awk -F'\t' '$4 == "ok" && $1 ~ /^text-/' "$M")
-[ ! -e /tmp/pwned ] && [ ! -e "$HELM_SIM_STATE/../etc" ]
+# Hostile names are logged (rejections name them): the log must stay one
+# record per line, each with the worker's own prefix (no forged lines).
+forged=$(grep -avc "^[0-9T:.Z-]* helmq-worker\[$WORKER_PID\] [a-z]*: " "$WORKER_LOG")
+[ "$forged" -eq 0 ]
+todo $? "the worker log has no line a hostile name forged ($forged lines without the worker's prefix)" \
+    "bug: control characters of names are logged raw"
+[ ! -e /tmp/pwned ] && [ ! -e "$HELM_SIM_STATE/etc" ] && [ ! -e "$HELM_SIM_STATE/releases/etc" ]
 ok $? "no hostile text had an effect on the filesystem"
-
-# helm ran only for the valid commands.
-ok_rels=$( (echo first; awk -F'\t' '$4 == "ok" {print $7}' "$M") | sort -u)
-ran=$(sim_invocations 'select(.event == "start") | .release' | jq -r . | sort -u)
-is "$ran" "$ok_rels" "helm ran only for the valid commands, never for a poison record"
-is "$(sim_invocations 'select(.event == "start" and .namespace != "'$NS'")' | wc -l)" 0 \
+is "$(commands_ran)" "$ok_rels" "helm ran only for the valid commands, never for a poison record"
+is "$(sim_invocations "select(.event == \"start\" and .release != null and .namespace != \"$NS\")" | wc -l)" 0 \
     "helm never ran in a hostile namespace"
 
-# --- phase 2: ~2,000 more poison records, memory stays bounded ------------------
-produce_bulk "$T/bulk2.tsv"
-n_dlq=$(awk -F'\t' '$4 ~ /dlq/' "$M" "$T/bulk/manifest.tsv" | wc -l)
-ids_wanted "$M" "$T/bulk/manifest.tsv" >"$T/want.ids"
-wait_for "$n_dlq DLQ records" 240 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t $DLQ -e -q -f 'x\n' 2>/dev/null | wc -l) -ge $n_dlq ]"
-ok $? "phase 2: all $n_dlq undecodable records reached the DLQ"
-wait_for "terminal events of phase 2" 240 all_terminal "$T/want.ids"
-ok $? "phase 2: every decodable poison record has a terminal event ($(wc -l <"$T/want.ids"))"
+# --- phase 2: ~2,000 bulk poison records, 100 at a time; memory stays bounded ----------
+# Batches keep the in-flight working set alike from one batch to the next, so
+# growth between the first batch and the last means a leak, not a burst held
+# in librdkafka's prefetch queue.
+split -l 100 -d -a 3 "$B" "$T/batch."
+batches=("$T"/batch.*)
+sent=("$M")
+for b in "${batches[@]}"; do
+    produce_bulk "$b"
+    sent+=("$b")
+    wait_dlq "${sent[@]}" || diag "$b: only $(dlq_count) DLQ records so far"
+    wait_terms "$b" || diag "$b: terminal events missing"
+    if [ "$b" = "${batches[0]}" ]; then
+        sleep 1
+        RSS1=$(rss_kib) VSZ1=$(vsz_kib)
+    fi
+done
 sleep 2
-RSS2=$(rss_kib)
-diag "worker VmRSS after the first 100 poison records: $RSS1 KiB; after $(( $(wc -l <"$M") + $(wc -l <"$T/bulk/manifest.tsv") )) records: $RSS2 KiB (+$((RSS2 - RSS1)) KiB)"
-[ "$RSS2" -lt $((RSS1 + 20 * 1024)) ]
-ok $? "worker RSS grew less than 20 MiB over ~2,000 poison records ($RSS1 -> $RSS2 KiB)"
+RSS2=$(rss_kib) VSZ2=$(vsz_kib) HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$WORKER_PID/status")
+wait_dlq "$M" "$B"
+ok $? "bulk: all $(awk -F'\t' '$4 ~ /dlq/' "$M" "$B" | wc -l) undecodable records reached the DLQ"
+wait_terms "$M" "$B"
+ok $? "bulk: every decodable record ($(wc -l <"$T/want.ids")) has its terminal event"
+total=$(($(wc -l <"$M") + $(wc -l <"$B")))
+diag "worker VmRSS after the first 100 bulk poison records: $RSS1 KiB; after all $total poison records: $RSS2 KiB (+$((RSS2 - RSS1)) KiB; peak VmHWM $HWM KiB)"
+diag "worker VmSize after the first 100 bulk poison records: $VSZ1 KiB; after all $total: $VSZ2 KiB (+$((VSZ2 - VSZ1)) KiB)"
+if [ -n "${HELMQ_SANITIZER:-}" ] || ldd "$HELMQ_BIN/helmq-worker" 2>/dev/null | grep -q libasan; then
+    # ASan keeps freed memory in its quarantine and maps its own regions: the
+    # bounds hold only for the plain build (LeakSanitizer covers leaks there).
+    ok 0 "worker RSS bound # SKIP sanitizer build"
+    ok 0 "worker address-space bound # SKIP sanitizer build"
+else
+    [ "$RSS2" -lt $((RSS1 + 20 * 1024)) ]
+    ok $? "worker RSS grew less than 20 MiB over $total poison records ($RSS1 -> $RSS2 KiB)"
+    [ "$VSZ2" -lt $((VSZ1 + 512 * 1024)) ]
+    ok $? "worker address space grew less than 512 MiB: length bombs leak nothing ($VSZ1 -> $VSZ2 KiB)"
+fi
 
-bulk_rejects=$(jq -r 'select(.eventType == "rejected" and .errorCode == "INVALID_FIELD") | .commandId' "$T/terms.json" | sort -u |
-    comm -12 - <(awk -F'\t' '$4 == "bulk-reject" {print $6}' "$T/bulk/manifest.tsv" | sort -u) | wc -l)
-is "$bulk_rejects" "$(awk -F'\t' '$4 == "bulk-reject"' "$T/bulk/manifest.tsv" | wc -l)" \
-    "every decodable bulk record was rejected INVALID_FIELD"
-hdr_counts=$(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -o 'helmq.error=[a-z-]*' | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
-diag "DLQ headers: $hdr_counts"
+is "$(jq -r 'select(.eventType == "rejected" and .errorCode == "INVALID_FIELD") | .commandId' "$T/terms.json" | sort -u |
+    comm -12 - <(awk -F'\t' '$4 == "bulk-reject" {print $6}' "$B" | sort -u) | wc -l)" \
+    "$(awk -F'\t' '$4 == "bulk-reject"' "$B" | wc -l)" "every decodable bulk record was rejected INVALID_FIELD"
+diag "DLQ headers: $(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -o 'helmq.error=[a-z-]*' | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')"
 is "$(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -vc 'helmq.error=[a-z]')" 0 \
     "every DLQ record has a helmq.error header"
-dups=$(jq -r .commandId "$T/terms.json" | sort | uniq -d | head -5)
-is "$dups" "" "exactly one terminal event per command"
-is "$(sim_invocations 'select(.event == "start") | .release' | jq -r . | sort -u)" "$ok_rels" \
-    "still no helm invocation for any poison record"
+is "$(kcat -b "$HELMQ_BROKERS" -C -t $DLQ -e -q -f '%h\n' 2>/dev/null | grep -vc 'helmq.source.offset=[0-9]')" 0 \
+    "every DLQ record names its source offset"
+is "$(jq -r .commandId "$T/terms.json" | sort | uniq -d | head -5)" "" "exactly one terminal event per command"
+is "$(commands_ran)" "$ok_rels" "still no helm invocation for any poison record"
 kill -0 "$WORKER_PID"
 ok $? "the worker is still running"
 
-# --- phase 3: the worker still serves ------------------------------------------
+# --- phase 3: the worker still serves -----------------------------------------------------
 id=$(send install after-poison -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 --set-values '{"a":1}')
-ev=$(wait_terminal "$id" 60)
-is "$(jf '[.eventType,.status,.revision] | join(" ")' <<<"$ev")" "succeeded deployed 1" "a valid command after the poison succeeds"
+ev=$(wait_terminal "$id" 120)
+is "$(jf '[.eventType,.status,.revision,.errorMessage // ""] | join(" ")' <<<"$ev")" "succeeded deployed 1 " \
+    "a valid command after the poison succeeds"
 is "$(find "$HELMQ_TMPDIR" -mindepth 1 | wc -l)" 0 "no values file left behind"
 worker_stop
 is "$?" 0 "SIGTERM: the worker exits 0"
