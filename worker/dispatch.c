@@ -275,7 +275,8 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         c->kafka_key_len = m->key_len;
     }
     c->raw = malloc(m->len ? m->len : 1);
-    memcpy(c->raw, m->payload, m->len);
+    if (m->len) /* a tombstone has no payload */
+        memcpy(c->raw, m->payload, m->len);
     c->raw_len = m->len;
     w->n_received++;
 

@@ -145,18 +145,17 @@ static void run_handle_closed(uv_handle_t *h) {
     }
 }
 
+/* Every handle of a run closes through here; the last one frees the run.
+ * The pipes may close first (at end of output); helm_run_free closes the rest. */
 void helm_run_free(helm_run_t *run) {
     if (!run)
         return;
     uv_handle_t *handles[] = {(uv_handle_t *)&run->process, (uv_handle_t *)&run->out_pipe,
                               (uv_handle_t *)&run->err_pipe, (uv_handle_t *)&run->term_timer,
                               (uv_handle_t *)&run->kill_timer};
-    run->open_handles = 5;
     for (int i = 0; i < 5; i++)
         if (!uv_is_closing(handles[i]))
             uv_close(handles[i], run_handle_closed);
-        else
-            run->open_handles--;
 }
 
 /* done runs when the process has exited and both pipes reached EOF. */
@@ -175,10 +174,6 @@ static void maybe_done(helm_run_t *run) {
     }
 }
 
-static void noop_close(uv_handle_t *h) {
-    (void)h;
-}
-
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     static char scratch[65536];
     (void)h;
@@ -191,7 +186,7 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     helm_run_t *run = s->data;
     if (n < 0) {
         uv_read_stop(s);
-        uv_close((uv_handle_t *)s, noop_close);
+        uv_close((uv_handle_t *)s, run_handle_closed);
         maybe_done(run);
         return;
     }
@@ -216,7 +211,7 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     helm_run_t *run = s->data;
     if (n < 0) {
         uv_read_stop(s);
-        uv_close((uv_handle_t *)s, noop_close);
+        uv_close((uv_handle_t *)s, run_handle_closed);
         maybe_done(run);
         return;
     }
@@ -282,6 +277,7 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
     run->data = data;
     run->kill_grace_ms = kill_grace_ms;
     run->started_ms = uv_now(loop);
+    run->open_handles = 5; /* process, two pipes, two timers: run_handle_closed counts them down */
     uv_pipe_init(loop, &run->out_pipe, 0);
     uv_pipe_init(loop, &run->err_pipe, 0);
     uv_timer_init(loop, &run->term_timer);
@@ -310,8 +306,8 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
         run->err_len = strlen(run->err);
         run->ended_ms = uv_now(loop) ? uv_now(loop) : 1;
         run->exit_status = 127;
-        uv_close((uv_handle_t *)&run->out_pipe, noop_close);
-        uv_close((uv_handle_t *)&run->err_pipe, noop_close);
+        uv_close((uv_handle_t *)&run->out_pipe, run_handle_closed);
+        uv_close((uv_handle_t *)&run->err_pipe, run_handle_closed);
         /* Report on the next loop turn, never from inside the caller. */
         uv_timer_start(&run->term_timer, on_spawn_failed, 0, 0);
         return run;
