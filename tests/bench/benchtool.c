@@ -115,6 +115,18 @@ static rd_kafka_t *producer_new(int linger_ms) {
     return rk;
 }
 
+/* Blocks until the producer knows the topic's partitions and leaders: the
+ * clock of a measurement starts after the client's own bootstrap. */
+static void producer_warm(rd_kafka_t *rk, const char *t) {
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, t, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_topic_destroy(rkt);
+    if (err)
+        die("metadata for %s: %s", t, rd_kafka_err2str(err));
+    rd_kafka_metadata_destroy(md);
+}
+
 static void produce(rd_kafka_t *rk, const char *t, const char *key, const unsigned char *val, size_t len) {
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(t), RD_KAFKA_V_KEY(key, strlen(key)),
@@ -167,6 +179,7 @@ static json_t *command_doc(long j, char key[256]) {
 static int cmd_commands(void) {
     rd_kafka_t *rk = producer_new(rate > 0 ? 0 : 5);
     const char *t = topic ? topic : "helm.release.commands";
+    producer_warm(rk, t);
     int64_t first = 0, t0 = wall_us();
     for (long j = start_j; j < start_j + count; j++) {
         char key[256];
@@ -574,6 +587,7 @@ static atomic_long sent_n;
 static void *sender_main(void *arg) {
     (void)arg;
     rd_kafka_t *rk = producer_new(0);
+    producer_warm(rk, "helm.release.commands");
     int64_t t0 = wall_us() + 100000;
     for (long j = 0; j < count; j++) {
         char key[256];

@@ -6,7 +6,13 @@
  * end, and is reaped. posix_spawn (clone(CLONE_VM|CLONE_VFORK) in glibc): the
  * cheapest way Linux offers to start a process.
  *
- *   spawn-limit -n N -c CONCURRENCY [-k KEYS] [-s NAMESPACE] HELM
+ *   spawn-limit -n N -c CONCURRENCY [-k KEYS] [-s NAMESPACE] [-f] [-b MIB] HELM
+ *
+ * -f starts each child the way libuv's uv_spawn does on Linux instead: fork(),
+ * then the parent blocks until the child's execve closes a CLOEXEC pipe.
+ * -b MIB first allocates and touches MIB MiB of heap (a parent as large as a
+ * busy worker), to show how the cost of fork grows with the parent while
+ * posix_spawn's does not.
  *
  * Prints: "commands=N concurrency=C seconds=S per_second=R failures=F cpu_seconds=U"
  * (cpu_seconds: user + system time of this loop and of its children). */
@@ -17,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -48,25 +55,62 @@ static void drain(int fd) {
     close(fd);
 }
 
+/* fork + execve with libuv's error pipe: returns once the child has exec'd. */
+static pid_t fork_exec(const char *path, char *const args[], int out, int err) {
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(out, 1);
+        dup2(err, 2);
+        execve(path, args, environ);
+        int e = errno;
+        if (write(ep[1], &e, sizeof(e)) < 0) {
+        }
+        _exit(127);
+    }
+    close(ep[1]);
+    int e;
+    ssize_t r;
+    do
+        r = read(ep[0], &e, sizeof(e));
+    while (r < 0 && errno == EINTR);
+    close(ep[0]);
+    return pid;
+}
+
+#define USAGE "usage: spawn-limit -n N -c CONCURRENCY [-k KEYS] [-s NAMESPACE] [-f] [-b MIB] HELM\n"
+
 int main(int argc, char **argv) {
-    long n = 1000, keys = 1000;
-    int conc = 8, opt;
+    long n = 1000, keys = 1000, ballast_mib = 0;
+    int conc = 8, opt, use_fork = 0;
     const char *ns = "bench-limit";
-    while ((opt = getopt(argc, argv, "n:c:k:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:k:s:fb:")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 'c': conc = atoi(optarg); break;
         case 'k': keys = atol(optarg); break;
         case 's': ns = optarg; break;
-        default:
-            fprintf(stderr, "usage: spawn-limit -n N -c CONCURRENCY [-k KEYS] [-s NAMESPACE] HELM\n");
-            return 2;
+        case 'f': use_fork = 1; break;
+        case 'b': ballast_mib = atol(optarg); break;
+        default: fprintf(stderr, USAGE); return 2;
         }
     }
     if (optind >= argc || conc < 1 || n < 1 || keys < 1) {
-        fprintf(stderr, "usage: spawn-limit -n N -c CONCURRENCY [-k KEYS] [-s NAMESPACE] HELM\n");
+        fprintf(stderr, USAGE);
         return 2;
     }
+    if (ballast_mib > 0) {
+        size_t sz = (size_t)ballast_mib << 20;
+        char *b = malloc(sz);
+        if (b)
+            memset(b, 1, sz);
+    }
+    double spawn_s = 0;
     const char *helm = argv[optind];
     slot_t *slots = calloc((size_t)conc, sizeof(slot_t));
     char values[] = "/dev/null";
@@ -96,7 +140,16 @@ int main(int argc, char **argv) {
             char *args[] = {(char *)helm, (char *)op, rel, chart, "--namespace", (char *)ns, "--version", "1.0.0",
                             "--values", values, "--timeout", "300s", "--output", "json", NULL};
             pid_t pid;
-            int rc = posix_spawn(&pid, helm, &fa, &attr, args, environ);
+            double ts = mono();
+            int rc = 0;
+            if (use_fork) {
+                pid = fork_exec(helm, args, po[1], pe[1]);
+                if (pid < 0)
+                    rc = errno;
+            } else {
+                rc = posix_spawn(&pid, helm, &fa, &attr, args, environ);
+            }
+            spawn_s += mono() - ts;
             posix_spawn_file_actions_destroy(&fa);
             close(po[1]);
             close(pe[1]);
@@ -140,7 +193,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_CHILDREN, &kids);
     double cpu = (double)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec + kids.ru_stime.tv_sec) +
                  (double)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec + kids.ru_stime.tv_usec) / 1e6;
-    printf("commands=%ld concurrency=%d seconds=%.3f per_second=%.1f failures=%ld cpu_seconds=%.2f\n", n, conc, s,
-           (double)n / s, failures, cpu);
+    printf("commands=%ld concurrency=%d seconds=%.3f per_second=%.1f failures=%ld cpu_seconds=%.2f "
+           "spawn_ms_mean=%.3f mode=%s ballast_mib=%ld\n",
+           n, conc, s, (double)n / s, failures, cpu, spawn_s / (double)n * 1000, use_fork ? "fork" : "posix_spawn",
+           ballast_mib);
     return failures ? 1 : 0;
 }

@@ -18,6 +18,7 @@
 #   fq_send TAG [PHASE...]         send the plan's commands (all phases by default), in order;
 #                                  each acknowledged command is appended to $T/sent.tsv
 #                                  ($FQ_EXTRA_ARGS are added to every command)
+#   fq_send_bg TAG [PHASE...]      the same in the background; fq_send_wait waits for it
 #   fq_wait_done TIMEOUT           until every sent command has a terminal event
 #   fq_check TAG                   the invariants for TAG's commands (empty TAG: all);
 #                                  sets FQ_R_* and prints problems
@@ -45,7 +46,7 @@ FQ_CONCURRENCY=${FQ_CONCURRENCY:-8}
 FQ_RESULTS="$FQ_T/results.tsv"
 : >"$FQ_RESULTS"
 BROKERCTL="$FQ_DIR/brokerctl"
-export HELM_SIM_SLEEP=${HELM_SIM_SLEEP:-0.5}
+export HELM_SIM_SLEEP=${HELM_SIM_SLEEP:-0.8}
 CHART=matih-ai-service
 TENANT_B=$OTHER_TENANT
 
@@ -156,7 +157,7 @@ fq_worker_start() { # NAME [ARGS...]
 }
 
 fq_worker_wait_assigned() { # NAME [TIMEOUT]
-    wait_for "worker $1 to be assigned partitions" "${2:-60}" grep -q 'assigned ' "${FQ_WLOG[$1]}" ||
+    wait_for "worker $1 to be assigned partitions" "${2:-60}" grep -qs 'assigned ' "${FQ_WLOG[$1]}" ||
         { tail -20 "${FQ_WLOG[$1]}" >&2; return 1; }
 }
 
@@ -255,13 +256,21 @@ fq_send() { # TAG [PHASE...]: phase after phase; within a phase, $FQ_SEND_PAR se
         # shellcheck disable=SC2086
         _fq_send1 "$tag" "$verb" "$ns" "$tenant" "$rel" $args &
         pids+=($!)
-        if [ ${#pids[@]} -ge "${FQ_SEND_PAR:-6}" ]; then
+        if [ ${#pids[@]} -ge "${FQ_SEND_PAR:-16}" ]; then
             wait "${pids[0]}"
             pids=("${pids[@]:1}")
         fi
     done <"$T/plan.$tag"
     [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
 }
+
+# fq_send in the background (the load goes on while faults are injected); fq_send_wait
+# waits for it to finish.
+fq_send_bg() { # TAG [PHASE...]
+    fq_send "$@" &
+    FQ_SENDER=$!
+}
+fq_send_wait() { [ -z "${FQ_SENDER:-}" ] || wait "$FQ_SENDER"; FQ_SENDER=; }
 
 fq_sent_count() { awk -F'\t' -v t="${1:-}" '(t == "" || $6 == t) && $7 == 1' "$T/sent.tsv" | wc -l; }
 
@@ -360,7 +369,7 @@ fq_rebuild_check() { # sets FQ_REBUILD=yes|no; the projector is stopped and star
     FQ_REBUILD=no
     fq_projector_stop
     projection_dump >"$T/dump.live" 2>/dev/null
-    if "$HELMQ_BIN/helmq-projector" rebuild --log-level warn >>"$T/rebuild.log" 2>&1; then
+    if timeout 300 "$HELMQ_BIN/helmq-projector" rebuild --log-level warn >>"$T/rebuild.log" 2>&1; then
         projection_dump >"$T/dump.rebuilt" 2>/dev/null
         if [ -s "$T/dump.live" ] && cmp -s "$T/dump.live" "$T/dump.rebuilt"; then
             FQ_REBUILD=yes

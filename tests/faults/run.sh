@@ -25,6 +25,7 @@ done
 if [ -n "${RUNS:-}" ] && [ "$RUNS" -gt 3 ]; then LONG=1; fi
 RUNS=${RUNS:-$([ "$LONG" = 1 ] && echo 50 || echo 3)}
 KEYS=${FQ_KEYS:-30} # release keys per load: 4 commands each
+K9_KEYS=${FQ_KEYS:-$([ "$LONG" = 1 ] && echo 30 || echo 20)} # per kill9 run (shorter in the short form)
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 rand_ms() { echo $((RANDOM % ($2 - $1 + 1) + $1)); } # MIN MAX
@@ -50,10 +51,10 @@ scenario_kill9() {
     fq_worker_wait_assigned w1 || return 1
     for run in $(seq 1 "$RUNS"); do
         tag=r$run
-        fq_plan "$tag" "k9r$run" "$KEYS" "$run"
+        fq_plan "$tag" "k9r$run" "$K9_KEYS" "$run"
         slow_knobs "$tag" 3 "${FQ_SLOW:-$((RANDOM % 12 + 2))}"
-        fq_send "$tag"
-        delay=$(rand_ms 300 6000)
+        fq_send_bg "$tag"
+        delay=$(rand_ms 500 $((K9_KEYS * 300))) # after the load started: it takes ~0.5 s per key
         sleep_ms "$delay"
         if [ $((run % 2)) = 1 ]; then
             fq_worker_kill9 w1 leave
@@ -65,44 +66,46 @@ scenario_kill9() {
         faults=$((faults + 1))
         sleep_ms "$(rand_ms 0 1500)"
         fq_worker_start w1
+        fq_send_wait
         fq_wait_done 240 "$tag"
         fq_check "$tag"
         if [ "$run" = "$RUNS" ] || [ $((run % 10)) = 0 ] || [ "$LONG" = 0 ]; then
             fq_rebuild_check
         fi
-        say "kill9 run $run/$RUNS: kill -9 after ${delay} ms ($([ $((run % 2)) = 1 ] && echo "$n helm left running" || echo "$n helm groups killed")); $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH; $FQ_R_OUTCOMES"
+        say "kill9 run $run/$RUNS: kill -9 ${delay} ms into the load ($([ $((run % 2)) = 1 ] && echo "$n helm left running" || echo "$n helm groups killed")); $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH; $FQ_R_OUTCOMES"
     done
     fq_result kill9 "$RUNS" "$faults" "kill -9 of the worker; $left helm processes left running, $killed helm groups killed"
     fq_scenario_end
 }
 
 # (b) the broker goes away: two outages (5 s, shorter than the 6 s session
-# timeout, and 9 s, longer: the group forgets the worker), commands sent while
+# timeout, and 8 s, longer: the group forgets the worker), commands sent while
 # it is down.
 scenario_broker_outage() {
     fq_scenario_begin broker-outage
     fq_worker_start w1
     fq_worker_wait_assigned w1 || return 1
     fq_plan o1 bo1 "$KEYS" 0
-    fq_send o1
-    sleep 1.5
+    fq_plan o2 bo2 10 1
+    fq_send_bg o1
+    local first=$FQ_SENDER
+    sleep 3
     brokerctl down all >/dev/null
     say "broker-outage: broker down for 5 s; sending 40 more commands meanwhile"
-    fq_plan o2 bo2 10 1
-    fq_send o2 &
-    local sender=$!
+    fq_send_bg o2
     sleep 5
     brokerctl up all >/dev/null
-    wait "$sender"
-    sleep 2
+    wait "$first"
+    fq_send_wait
+    sleep 3
     brokerctl down all >/dev/null
-    say "broker-outage: broker down for 9 s"
-    sleep 9
+    say "broker-outage: broker down for 8 s"
+    sleep 8
     brokerctl up all >/dev/null
     fq_wait_done 240
     fq_check ""
     fq_rebuild_check
-    fq_result broker-outage 1 2 "outages of 5 s and 9 s (all brokers down); 40 commands sent during the first; $FQ_R_OUTCOMES"
+    fq_result broker-outage 1 2 "outages of 5 s and 8 s (all brokers down); 40 commands sent during the first; $FQ_R_OUTCOMES"
     fq_scenario_end
 }
 
@@ -110,10 +113,17 @@ scenario_broker_outage() {
 # Heartbeat, JoinGroup and Metadata errors, dropped connections, a slow broker.
 scenario_broker_errors() {
     fq_scenario_begin broker-errors --brokers 3
-    fq_worker_start w1
+    # One Produce request in flight per connection. The mock cluster does not check
+    # the idempotent producer's sequence numbers (librdkafka 2.0.2 checks them only
+    # for transactional producers), so when an injected error fails request R1 while
+    # R2 is in flight, the mock appends R2 anyway; librdkafka then "implicitly acks"
+    # R1's messages (a real broker would have refused R2 as out of order) and
+    # reports them delivered although they never reached the log.
+    fq_worker_start w1 -X max.in.flight.requests.per.connection=1
     fq_worker_wait_assigned w1 || return 1
     fq_plan e1 be1 "$KEYS" 0
-    fq_send e1
+    fq_send_bg e1
+    sleep 1
     local f=0 c
     for c in "errors Produce NOT_LEADER_FOR_PARTITION 20" "errors OffsetCommit NOT_COORDINATOR 5" \
         "errors Fetch NOT_LEADER_FOR_PARTITION 10" "errors Produce _TRANSPORT 3" \
@@ -128,11 +138,12 @@ scenario_broker_errors() {
     say "broker-errors: $f injections; broker slow (400 ms) for 4 s"
     sleep 4
     brokerctl rtt all 0 >/dev/null
+    fq_send_wait
     fq_wait_done 240
     brokerctl clear >/dev/null
     fq_check ""
     fq_rebuild_check
-    fq_result broker-errors 1 "$f" "3 brokers; error stacks on Produce, Fetch, OffsetCommit, Heartbeat, JoinGroup, Metadata; dropped connections; 400 ms rtt; $FQ_R_OUTCOMES"
+    fq_result broker-errors 1 "$f" "3 brokers, worker with max.in.flight=1; error stacks on Produce, Fetch, OffsetCommit, Heartbeat, JoinGroup, Metadata; dropped connections; 400 ms rtt; $FQ_R_OUTCOMES"
     fq_scenario_end
 }
 
@@ -140,11 +151,15 @@ scenario_broker_errors() {
 # load; the worker and the projector both reconnect.
 scenario_pg() {
     fq_scenario_begin pg-restart
+    # tests/lib/pg.sh runs PostgreSQL with synchronous_commit=off (fast tests): an
+    # immediate shutdown would then lose commits it had acknowledged, which no
+    # production server does. Make commits durable (postgresql.auto.conf wins).
+    psql_q "ALTER SYSTEM SET synchronous_commit = on" >/dev/null && psql_q "SELECT pg_reload_conf()" >/dev/null
     fq_worker_start w1
     fq_worker_wait_assigned w1 || return 1
     fq_plan p1 pg1 "$KEYS" 0
-    fq_send p1
-    sleep 1.5
+    fq_send_bg p1
+    sleep 3
     say "pg-restart: PostgreSQL stopped for 4 s"
     pg_stop "$T/pg" >/dev/null 2>&1
     sleep 4
@@ -154,6 +169,7 @@ scenario_pg() {
     pg_kill "$T/pg" >/dev/null 2>&1
     sleep 3
     pg_start "$T/pg" >/dev/null 2>&1 || echo "PostgreSQL did not start again" >&2
+    fq_send_wait
     fq_wait_done 240
     fq_check ""
     fq_rebuild_check
@@ -171,13 +187,18 @@ scenario_workers() {
     fq_worker_wait_assigned w1 && fq_worker_wait_assigned w2 || return 1
     fq_plan g1 wg1 "$((KEYS + KEYS / 2))" 0
     slow_knobs g1 4 3
-    fq_send g1
-    sleep 1
+    fq_send_bg g1
+    sleep 2
     say "workers: a third worker joins"
     fq_worker_start w3
-    sleep "$(rand_ms 3 6)"
+    fq_worker_wait_assigned w3 30
+    # kill worker 2 while it runs helm (after the rebalance gave it partitions again)
+    local end=$((SECONDS + 15))
+    while [ "$SECONDS" -lt "$end" ] && [ -z "$(ps -o pid= --ppid "${FQ_WPID[w2]}" 2>/dev/null)" ]; do sleep 0.2; done
+    sleep_ms "$(rand_ms 0 1000)"
     fq_worker_kill9 w2 leave
     say "workers: worker 2 killed -9 ($FQ_KILL_N helm processes left running)"
+    fq_send_wait
     fq_wait_done 240
     fq_check ""
     fq_rebuild_check

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# tests/bench/profile.sh: profile helmq-worker under the throughput benchmark's
+# load (no-op helm, installs then upgrades over 1,000 releases).
+#
+#   bash tests/bench/profile.sh perf [COMMANDS] [CONCURRENCY]       perf record -e cpu-clock -g (user + kernel)
+#   bash tests/bench/profile.sh callgrind [COMMANDS] [CONCURRENCY]  valgrind --tool=callgrind (user space only)
+#   bash tests/bench/profile.sh strace [COMMANDS] [CONCURRENCY]     strace -c -f of the worker's own syscalls
+#   bash tests/bench/profile.sh timeline [COMMANDS] [CONCURRENCY]   debug-level log: where a command's time goes
+#
+# Outputs go to build/bench/profile-MODE.*; a summary is printed.
+# Needs `make bench-tools` (BENCH_TOOLS_DIR) and bin/.
+. "$(dirname "$0")/lib.sh"
+
+MODE=${1:-perf}
+N=${2:-5000}
+C=${3:-32}
+OUT=$BENCH_ROOT/build/bench/profile-$MODE
+mkdir -p "$BENCH_ROOT/build/bench"
+
+bench_init
+psql -X -q -d postgres -c "CREATE DATABASE bench_profile" >/dev/null
+HELMQ_DATABASE_URL=$(db_url bench_profile)
+export HELMQ_DATABASE_URL
+"$BIN/helmq-worker" migrate >/dev/null 2>&1 || die "migrate"
+broker_start 8
+mkdir -p "$T/state/p"
+export NOOP_HELM_STATE=$T/state/p
+tag=$(printf '%08x' $(($(date +%s) & 0xffffff)))
+
+WRAP=()
+case "$MODE" in
+callgrind) WRAP=(valgrind --tool=callgrind --callgrind-out-file="$OUT.out" --trace-children=no) ;;
+strace) WRAP=(strace -c -o "$OUT.txt") ;;
+perf | timeline) ;;
+*) die "mode: perf, callgrind, strace or timeline" ;;
+esac
+LEVEL=info
+[ "$MODE" = timeline ] && LEVEL=debug
+
+rm -f "$T/w.log"
+HELMQ_BROKERS=$B "${WRAP[@]}" "$BIN/helmq-worker" --helm "$NOOP" --chart-repo oci://registry.example/charts \
+    --tmpdir "$T/tmp" "${KAFKA_ARGS[@]}" --concurrency "$C" --group-id "g-prof-$tag" --log-level "$LEVEL" \
+    >>"$T/w.log" 2>&1 &
+WORKER_PID=$!
+track "$WORKER_PID"
+end=$((SECONDS + 120))
+while [ "$(grep -c 'assigned ' "$T/w.log")" -lt 8 ] && [ "$SECONDS" -lt "$end" ]; do sleep 0.2; done
+[ "$(grep -c 'assigned ' "$T/w.log")" -ge 8 ] || die "worker not assigned: $(tail -5 "$T/w.log")"
+
+"$BT" wait -b "$B" --count "$N" --wait-timeout 3600 >"$T/wait.out" &
+wpid=$!
+track $wpid
+if [ "$MODE" = perf ]; then
+    perf record -e cpu-clock -F 999 -g -p "$WORKER_PID" -o "$OUT.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
+fi
+prod=$("$BT" commands -b "$B" --count "$N" --keys 1000 --ns "prof-$tag" --tag "$tag")
+wait $wpid
+untrack $wpid
+out=$(cat "$T/wait.out")
+say "$N commands at concurrency $C: $(awk -v n="$N" -v a="$(kv first_send_ms "$prod")" -v b="$(kv last_ms "$out")" \
+    'BEGIN { printf "%.1f", n / ((b - a) / 1000) }') commands/s under $MODE; $out"
+if [ "$MODE" = perf ]; then
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID"
+fi
+kill -TERM "$WORKER_PID"
+wait "$WORKER_PID" 2>/dev/null
+untrack "$WORKER_PID"
+case "$MODE" in
+perf)
+    perf report -i "$OUT.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -80 >"$OUT.txt"
+    perf report -i "$OUT.data" --children --sort symbol --stdio -g none 2>/dev/null | grep -v '^$' | head -120 >"$OUT.children.txt"
+    say "perf report: $OUT.txt, $OUT.children.txt"
+    ;;
+callgrind)
+    callgrind_annotate --inclusive=yes "$OUT.out" 2>/dev/null | head -80 >"$OUT.inclusive.txt"
+    callgrind_annotate "$OUT.out" 2>/dev/null | head -60 >"$OUT.txt"
+    say "callgrind: $OUT.txt (self), $OUT.inclusive.txt"
+    ;;
+strace) say "strace -c: $OUT.txt" ;;
+timeline) cp "$T/w.log" "$OUT.log" && say "debug log: $OUT.log" ;;
+esac

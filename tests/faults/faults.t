@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The fault-injection suite's short form (tests/faults/run.sh, see
+# tests/faults/README.md) as a TAP test: kill -9 of the worker at random
+# moments (3 runs), the broker down and answering with request errors,
+# PostgreSQL stopped and killed, three workers with one killed mid-load, helm
+# hanging and crashing. Each scenario drives a few hundred commands; one test
+# per scenario and invariant. About 5 minutes. First, the broker's control
+# socket itself.
+. "$(dirname "$0")/lib/tap.sh"
+cd "$(dirname "$0")/.." || exit 1
+command -v jq >/dev/null && [ -x /usr/bin/python3 ] || skip_all "jq and python3 are needed"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/helmq-faults-t.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+# The broker's control socket and tests/faults/brokerctl.
+HELMQ_BIN=${HELMQ_BIN:-$(pwd)/bin}
+ctl="$tmp/broker.ctl"
+HELMQ_LOG_LEVEL=info "$HELMQ_BIN/helmq-broker" --address-file "$tmp/addr" --control "$ctl" >/dev/null 2>"$tmp/broker.log" &
+bpid=$!
+for _ in $(seq 1 100); do [ -S "$ctl" ] && [ -s "$tmp/addr" ] && break; sleep 0.1; done
+c() { tests/faults/brokerctl -s "$ctl" "$@"; }
+is "$(c ping)" ok "control: ping"
+is "$(c down all)" ok "control: down all"
+is "$(c status)" "ok brokers=1 down=1 rtt=1:0 pending=" "control: status shows the broker down"
+is "$(c up 1)" ok "control: up 1"
+like "$(c errors OffsetCommit NOT_COORDINATOR 3)" "ok 3 OffsetCommit requests will fail with NOT_COORDINATOR" \
+    "control: errors by API key and error names"
+like "$(c errors 0 6 2)" "ok 2 Produce requests will fail with NOT_LEADER_FOR_PARTITION" "control: ... and by numbers"
+like "$(c broker-errors 1 Fetch _TRANSPORT 1 10)" "ok 1 Fetch requests to broker 1" "control: per-broker errors"
+like "$(c status)" "Fetch:1(broker)" "control: status counts the per-broker stack"
+is "$(c rtt all 5)" ok "control: rtt"
+is "$(printf 'clear\nreset\nstatus\n' | c -)" "$(printf 'ok\nok\nok brokers=1 down= rtt=1:0 pending=Fetch:1(broker)')" \
+    "control: several commands on one connection; clear and reset"
+out=$(c down 7)
+is "$?:$out" "1:error no broker 7 (1..1 or all)" "control: an unknown broker is an error (brokerctl exits 1)"
+like "$(c errors Bogus 1 1)" "error unknown API key Bogus" "control: an unknown API key is an error"
+like "$(c frobnicate)" "error unknown command" "control: an unknown command is an error"
+tests/faults/brokerctl -s "$tmp/none.ctl" ping >/dev/null 2>&1
+is "$?" 2 "brokerctl exits 2 when it cannot connect"
+like "$(cat "$tmp/broker.log")" "control: down all -> ok" "the broker logs injected faults"
+like "$("$HELMQ_BIN/helmq-broker" --help)" "env HELMQ_BROKER_CONTROL" "--help documents --control"
+kill "$bpid"
+wait "$bpid"
+is "$?" 0 "the broker stops cleanly"
+[ ! -e "$ctl" ]
+ok $? "and removes its control socket"
+
+bash tests/faults/run.sh --results "$tmp/results.tsv" >"$tmp/out" 2>&1
+rc=$?
+# The scenario lines, the problems found (if any) and the summary, as diagnostics.
+grep -E '^(\[|RESULT|    problem|scenario|[a-z0-9-]+ +[0-9]+ )' "$tmp/out" | head -200 | sed 's/^/# /'
+
+n=0
+while IFS=$'\t' read -r name runs cmds faults lost dup miss extra mism rebuild secs verdict san note; do
+    n=$((n + 1))
+    is "$lost" 0 "$name: no command lost ($cmds commands, $runs run(s), $faults faults injected)"
+    is "$dup" 0 "$name: helm never ran a command's operation twice"
+    is "$miss/$extra" 0/0 "$name: exactly one terminal event per command (missing/extra)"
+    is "$mism" 0 "$name: the ledger, the events, the projection and helm agree"
+    is "$rebuild" yes "$name: the projection equals a fresh rebuild"
+    is "$san" 0 "$name: no sanitizer report in the logs"
+done <"$tmp/results.tsv"
+is "$n" 6 "the six scenarios ran to the end"
+is "$rc" 0 "tests/faults/run.sh exits 0"
+[ "$rc" = 0 ] || tail -40 "$tmp/out" | sed 's/^/# /'
+done_testing
