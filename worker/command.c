@@ -217,8 +217,7 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     }
     json_t *ev = json_object();
     json_object_set_new(ev, "eventId", json_string(eid));
-    /* The document's own text: c->id is a bounded copy for logs. */
-    json_object_set_new(ev, "commandId", json_string(jstr(d, "commandId") ? jstr(d, "commandId") : c->id));
+    json_object_set_new(ev, "commandId", json_string(c->id));
     json_object_set_new(ev, "eventType", json_string(c->event_type));
     json_object_set_new(ev, "terminal", json_true());
     json_object_set_new(ev, "releaseId", str_or_null(c->release_id));
