@@ -6,8 +6,11 @@
 # hanging and crashing. Each scenario drives a few hundred commands; one test
 # per scenario and invariant. About 5 minutes. First, the broker's control
 # socket itself.
-. "$(dirname "$0")/lib/tap.sh"
-cd "$(dirname "$0")/.." || exit 1
+# Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
+root=$(cd "$(dirname "$0")" && pwd)
+while [ "$root" != / ] && [ ! -f "$root/tests/lib/tap.sh" ]; do root=$(dirname "$root"); done
+. "$root/tests/lib/tap.sh"
+cd "$root" || exit 1
 command -v jq >/dev/null && [ -x /usr/bin/python3 ] || skip_all "jq and python3 are needed"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/helmq-faults-t.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

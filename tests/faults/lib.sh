@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/faults/lib.sh: helpers of the fault-injection suite (tests/faults/run.sh).
 # Source it from bash. It sources the shared test libraries (tests/lib/tap.sh,
 # common.sh, stack.sh) without changing them, and adds:
@@ -172,6 +173,7 @@ fq_worker_kill9() { # NAME leave|kill: sets FQ_KILL_N, the number of helm proces
     fi
     { wait "$pid"; } 2>/dev/null
     _fq_forget_pid "$pid"
+    # shellcheck disable=SC2034 # read by the scenarios
     FQ_KILL_N=$(echo "$kids" | grep -c .)
 }
 
@@ -243,7 +245,7 @@ _fq_send1() { # TAG VERB NS TENANT RELEASE ARGS...
 }
 
 fq_send() { # TAG [PHASE...]: phase after phase; within a phase, $FQ_SEND_PAR senders at once
-    local tag=$1 phase verb ns tenant rel args cur= pids=()
+    local tag=$1 phase verb ns tenant rel args cur='' pids=()
     shift
     while read -r phase verb ns tenant rel args; do
         if [ $# -gt 0 ] && [[ " $* " != *" $phase "* ]]; then continue; fi
@@ -307,7 +309,6 @@ fq_wait_done() { # TIMEOUT [TAG]: until every acknowledged command has a termina
 # --- the invariants ----------------------------------------------------------------
 
 _fq_dump_db() {
-    local q
     q() { psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" -c "$1"; }
     q "select row_to_json(c) from (select command_id, release_key, operation, state, outcome, error_code, release_id
          from helmq_worker.commands) c" >"$T/ledger.jsonl" &&

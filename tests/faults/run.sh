@@ -241,11 +241,21 @@ scenario_helm() {
     fq_scenario_end
 }
 
-want kill9 && scenario_kill9
-want broker-outage && scenario_broker_outage
-want broker-errors && scenario_broker_errors
-want pg-restart && scenario_pg
-want workers && scenario_workers
-want helm-faults && scenario_helm
+# A scenario whose stack did not come up is reported as failed, not skipped.
+run_scenario() { # NAME FUNCTION
+    want "$1" || return 0
+    "$2" && return 0
+    echo "fault suite: scenario $1 aborted" >&2
+    FQ_ALL_OK=0
+    fq_result "$1" 0 0 "aborted: the stack did not come up (see the logs in $FQ_KEEP)"
+    fq_scenario_end
+}
+
+run_scenario kill9 scenario_kill9
+run_scenario broker-outage scenario_broker_outage
+run_scenario broker-errors scenario_broker_errors
+run_scenario pg-restart scenario_pg
+run_scenario workers scenario_workers
+run_scenario helm-faults scenario_helm
 
 fq_summary
