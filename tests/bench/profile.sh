@@ -6,6 +6,8 @@
 #   bash tests/bench/profile.sh callgrind [COMMANDS] [CONCURRENCY]  valgrind --tool=callgrind (user space only)
 #   bash tests/bench/profile.sh strace [COMMANDS] [CONCURRENCY]     strace -c -f of the worker's own syscalls
 #   bash tests/bench/profile.sh timeline [COMMANDS] [CONCURRENCY]   debug-level log: where a command's time goes
+#   bash tests/bench/profile.sh spawn [COMMANDS] [CONCURRENCY]      no worker: fork+exec (libuv's way) vs
+#                                   posix_spawn of the no-op helm from a parent of 0, 32, 128 MiB
 #
 # Outputs go to build/bench/profile-MODE.*; a summary is printed.
 # Needs `make bench-tools` (BENCH_TOOLS_DIR) and bin/.
@@ -16,6 +18,21 @@ N=${2:-5000}
 C=${3:-32}
 OUT=$BENCH_ROOT/build/bench/profile-$MODE
 mkdir -p "$BENCH_ROOT/build/bench"
+
+if [ "$MODE" = spawn ]; then
+    T=$(mktemp -d "${TMPDIR:-/tmp}/helmq-bench.XXXXXX")
+    mkdir -p "$T/state"
+    {
+        printf '| parent heap (MiB) | fork+exec, blocking until exec (spawns/s) | loop blocked per spawn (ms) | posix_spawn (spawns/s) | blocked per spawn (ms) |\n|---|---|---|---|---|\n'
+        for mib in 0 32 128; do
+            f=$(NOOP_HELM_STATE=$T/state "$BENCH_TOOLS_DIR/spawn-limit" -n "$N" -c "$C" -f -b "$mib" "$BENCH_TOOLS_DIR/noop-helm")
+            p=$(NOOP_HELM_STATE=$T/state "$BENCH_TOOLS_DIR/spawn-limit" -n "$N" -c "$C" -b "$mib" "$BENCH_TOOLS_DIR/noop-helm")
+            printf '| %s | %s | %s | %s | %s |\n' "$mib" "$(kv per_second "$f")" "$(kv spawn_ms_mean "$f")" \
+                "$(kv per_second "$p")" "$(kv spawn_ms_mean "$p")"
+        done
+    } | tee "$OUT.md"
+    exit 0
+fi
 
 bench_init
 psql -X -q -d postgres -c "CREATE DATABASE bench_profile" >/dev/null
@@ -32,7 +49,7 @@ case "$MODE" in
 callgrind) WRAP=(valgrind --tool=callgrind --callgrind-out-file="$OUT.out" --trace-children=no) ;;
 strace) WRAP=(strace -c -o "$OUT.txt") ;;
 perf | timeline) ;;
-*) die "mode: perf, callgrind, strace or timeline" ;;
+*) die "mode: perf, callgrind, strace, timeline or spawn" ;;
 esac
 LEVEL=info
 [ "$MODE" = timeline ] && LEVEL=debug
