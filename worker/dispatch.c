@@ -528,6 +528,9 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         kafka_conf_set(cc, "enable.auto.commit", "true", errstr, errstr_size) < 0 ||
         kafka_conf_set(cc, "auto.commit.interval.ms", "1000", errstr, errstr_size) < 0 ||
         kafka_conf_set(cc, "auto.offset.reset", "earliest", errstr, errstr_size) < 0 ||
+        /* The worker buffers decoded commands itself (--max-buffered): a
+         * smaller prefetch than librdkafka's 64 MiB keeps its RSS down. */
+        kafka_conf_set(cc, "queued.max.messages.kbytes", "16384", errstr, errstr_size) < 0 ||
         kafka_conf_set(cc, "client.id", "helmq-worker", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(cc);
         return -1;
@@ -636,7 +639,7 @@ static void on_drain_timeout(uv_timer_t *t) {
     for (int i = 0; i < w->nparts; i++) {
         for (command_t *c = w->parts[i] ? w->parts[i]->head : NULL; c; c = c->part_next) {
             if (c->run && !c->run->ended_ms)
-                kill(-c->run->process.pid, SIGTERM);
+                kill(-c->run->pid, SIGTERM);
         }
     }
     w->exit_code = 0;

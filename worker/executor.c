@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HELM_OUT_MAX (8 * 1024 * 1024)
@@ -139,23 +142,38 @@ void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const j
 
 static void run_handle_closed(uv_handle_t *h) {
     helm_run_t *run = h->data;
+    if (h == (uv_handle_t *)&run->exit_poll && run->pidfd >= 0) {
+        close(run->pidfd);
+        run->pidfd = -1;
+    }
     if (--run->open_handles == 0) {
         free(run->out);
         free(run);
     }
 }
 
+static void close_handle(helm_run_t *run, uv_handle_t *h) {
+    if (uv_is_closing(h))
+        return;
+    /* exit_poll exists only with a pidfd; it is never initialised otherwise. */
+    if (h == (uv_handle_t *)&run->exit_poll && run->pidfd < 0)
+        return;
+    uv_close(h, run_handle_closed);
+}
+
 /* Every handle of a run closes through here; the last one frees the run.
- * The pipes may close first (at end of output); helm_run_free closes the rest. */
+ * The pipes may close first (at end of output); helm_run_free closes the rest.
+ * A helm still running is left alone (the worker is exiting: the next one
+ * reconciles it). */
 void helm_run_free(helm_run_t *run) {
     if (!run)
         return;
-    uv_handle_t *handles[] = {(uv_handle_t *)&run->process, (uv_handle_t *)&run->out_pipe,
-                              (uv_handle_t *)&run->err_pipe, (uv_handle_t *)&run->term_timer,
-                              (uv_handle_t *)&run->kill_timer};
-    for (int i = 0; i < 5; i++)
-        if (!uv_is_closing(handles[i]))
-            uv_close(handles[i], run_handle_closed);
+    close_handle(run, (uv_handle_t *)&run->exit_poll);
+    close_handle(run, (uv_handle_t *)&run->reap_timer);
+    close_handle(run, (uv_handle_t *)&run->out_pipe);
+    close_handle(run, (uv_handle_t *)&run->err_pipe);
+    close_handle(run, (uv_handle_t *)&run->term_timer);
+    close_handle(run, (uv_handle_t *)&run->kill_timer);
 }
 
 /* done runs when the process has exited and both pipes reached EOF. */
@@ -232,16 +250,44 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     run->err[run->err_len] = '\0';
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
-    helm_run_t *run = p->data;
-    run->exit_status = status;
-    run->term_signal = sig;
-    run->ended_ms = uv_now(p->loop);
+/* Reaps helm if it has exited; returns 1 then. */
+static int try_reap(helm_run_t *run) {
+    int st = 0;
+    pid_t r;
+    do
+        r = waitpid(run->pid, &st, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        /* ECHILD: reaped by someone else; nothing more can be known. */
+        log_error("waitpid(%d): %s", (int)run->pid, strerror(errno));
+        run->exit_status = 127;
+    } else if (WIFSIGNALED(st)) {
+        run->term_signal = WTERMSIG(st);
+    } else {
+        run->exit_status = WEXITSTATUS(st);
+    }
+    run->ended_ms = uv_now(run->reap_timer.loop);
     if (run->ended_ms == 0)
         run->ended_ms = 1;
     /* Anything helm started in its group goes with it. */
-    kill(-p->pid, SIGKILL);
+    kill(-run->pid, SIGKILL);
+    if (run->pidfd >= 0)
+        uv_poll_stop(&run->exit_poll);
+    uv_timer_stop(&run->reap_timer);
     maybe_done(run);
+    return 1;
+}
+
+static void on_exit_readable(uv_poll_t *p, int status, int events) {
+    (void)status;
+    (void)events;
+    try_reap(p->data);
+}
+
+static void on_reap_tick(uv_timer_t *t) {
+    try_reap(t->data);
 }
 
 static void on_kill(uv_timer_t *t) {
@@ -249,9 +295,9 @@ static void on_kill(uv_timer_t *t) {
     if (run->ended_ms)
         return;
     run->killed = 1;
-    log_warn("helm pid %d still running %d ms after SIGTERM: SIGKILL to its process group", run->process.pid,
+    log_warn("helm pid %d still running %d ms after SIGTERM: SIGKILL to its process group", (int)run->pid,
              run->kill_grace_ms);
-    kill(-run->process.pid, SIGKILL);
+    kill(-run->pid, SIGKILL);
 }
 
 static void on_term(uv_timer_t *t) {
@@ -259,13 +305,65 @@ static void on_term(uv_timer_t *t) {
     if (run->ended_ms)
         return;
     run->timed_out = 1;
-    log_warn("helm pid %d passed its deadline: SIGTERM to its process group", run->process.pid);
-    kill(-run->process.pid, SIGTERM);
+    log_warn("helm pid %d passed its deadline: SIGTERM to its process group", (int)run->pid);
+    kill(-run->pid, SIGTERM);
     uv_timer_start(&run->kill_timer, on_kill, (uint64_t)run->kill_grace_ms, 0);
 }
 
 static void on_spawn_failed(uv_timer_t *t) {
     maybe_done(t->data);
+}
+
+/* posix_spawnp with stdin from /dev/null, stdout and stderr to the pipes'
+ * write ends, every other descriptor closed, default signal dispositions
+ * and mask (the worker ignores SIGPIPE; helm must not inherit that), in a
+ * new session. Returns 0 or an errno value. */
+static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, pid_t *pid) {
+    extern char **environ;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    int rc;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+        return rc;
+    if ((rc = posix_spawnattr_init(&attr)) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return rc;
+    }
+    rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (!rc)
+        rc = posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    if (!rc)
+        rc = posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    if (!rc)
+        rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
+    if (!rc)
+        rc = posix_spawnattr_setsigmask(&attr, &none);
+    if (!rc)
+        rc = posix_spawnattr_setsigdefault(&attr, &all);
+    if (!rc)
+        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = posix_spawnp(pid, argv->argv[0], &fa, &attr, argv->argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
+
+static int pidfd_open_(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms, int kill_grace_ms,
@@ -277,32 +375,32 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
     run->data = data;
     run->kill_grace_ms = kill_grace_ms;
     run->started_ms = uv_now(loop);
-    run->open_handles = 5; /* process, two pipes, two timers: run_handle_closed counts them down */
+    run->pidfd = -1;
+    run->open_handles = 5; /* reap timer, two pipes, two timers (+ exit_poll with a pidfd) */
     uv_pipe_init(loop, &run->out_pipe, 0);
     uv_pipe_init(loop, &run->err_pipe, 0);
+    uv_timer_init(loop, &run->reap_timer);
     uv_timer_init(loop, &run->term_timer);
     uv_timer_init(loop, &run->kill_timer);
-    run->process.data = run->out_pipe.data = run->err_pipe.data = run->term_timer.data =
-        run->kill_timer.data = run;
+    run->exit_poll.data = run->reap_timer.data = run->out_pipe.data = run->err_pipe.data =
+        run->term_timer.data = run->kill_timer.data = run;
 
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&run->out_pipe;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&run->err_pipe;
-    uv_process_options_t opt;
-    memset(&opt, 0, sizeof(opt));
-    opt.file = argv->argv[0];
-    opt.args = argv->argv;
-    opt.exit_cb = on_exit_cb;
-    opt.stdio = stdio;
-    opt.stdio_count = 3;
-    opt.flags = UV_PROCESS_DETACHED; /* setsid(): its own session and process group */
-    int rc = uv_spawn(loop, &run->process, &opt);
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, rc = 0;
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+        rc = errno;
+    if (!rc)
+        rc = spawn_helm(argv, out[1], err[1], &run->pid);
+    if (out[1] >= 0)
+        close(out[1]);
+    if (err[1] >= 0)
+        close(err[1]);
     if (rc != 0) {
-        run->spawn_error = rc;
-        snprintf(run->err, sizeof(run->err), "cannot run %s: %s", argv->argv[0], uv_strerror(rc));
+        if (out[0] >= 0)
+            close(out[0]);
+        if (err[0] >= 0)
+            close(err[0]);
+        run->spawn_error = uv_translate_sys_error(rc);
+        snprintf(run->err, sizeof(run->err), "cannot run %s: %s", argv->argv[0], strerror(rc));
         run->err_len = strlen(run->err);
         run->ended_ms = uv_now(loop) ? uv_now(loop) : 1;
         run->exit_status = 127;
@@ -312,8 +410,20 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
         uv_timer_start(&run->term_timer, on_spawn_failed, 0, 0);
         return run;
     }
+    uv_pipe_open(&run->out_pipe, out[0]);
+    uv_pipe_open(&run->err_pipe, err[0]);
     uv_read_start((uv_stream_t *)&run->out_pipe, on_alloc, on_out);
     uv_read_start((uv_stream_t *)&run->err_pipe, on_alloc, on_err);
+    run->pidfd = pidfd_open_(run->pid);
+    if (run->pidfd >= 0 && uv_poll_init(loop, &run->exit_poll, run->pidfd) == 0) {
+        run->open_handles++;
+        uv_poll_start(&run->exit_poll, UV_READABLE, on_exit_readable);
+    } else {
+        if (run->pidfd >= 0)
+            close(run->pidfd);
+        run->pidfd = -1;
+        uv_timer_start(&run->reap_timer, on_reap_tick, 20, 20);
+    }
     if (deadline_ms)
         uv_timer_start(&run->term_timer, on_term, deadline_ms, 0);
     return run;

@@ -1,9 +1,13 @@
 /* The helm executor: builds helm's argument vector for an operation and runs
  * it as a child process on the libuv loop.
  *
- * helm runs by execve (uv_spawn), never through a shell, detached into its
- * own session and process group so that signals reach helm and anything it
- * started. The worker enforces the deadline itself: at the operation's
+ * helm runs by posix_spawn (execve, never through a shell), detached into
+ * its own session and process group so that signals reach helm and anything
+ * it started. posix_spawn (vfork-like in glibc) rather than libuv's fork:
+ * fork copies the worker's page tables, which costs milliseconds per spawn
+ * once the worker holds tens of MiB (tests/bench/profile.sh spawn). The exit
+ * is watched through a pidfd on the loop (a 20 ms waitpid poll on kernels
+ * without pidfd_open). The worker enforces the deadline itself: at the operation's
  * timeout plus a grace the group gets SIGTERM (helm then marks the release
  * failed), and SIGKILL if it is still there after the kill grace. */
 #ifndef HELMQ_EXECUTOR_H
@@ -12,6 +16,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #define HELM_ERR_TAIL 2048
@@ -20,10 +25,13 @@ typedef struct helm_run helm_run_t;
 typedef void (*helm_done_cb)(helm_run_t *run);
 
 struct helm_run {
-    uv_process_t process; /* embedded; run freed in its close callback */
+    pid_t pid;            /* helm's pid, also its process group and session id */
+    int pidfd;            /* -1 when the kernel has no pidfd_open: reap_timer polls */
+    uv_poll_t exit_poll;  /* readable when helm has exited */
+    uv_timer_t reap_timer;
     uv_pipe_t out_pipe, err_pipe;
     uv_timer_t term_timer, kill_timer;
-    int open_handles;
+    int open_handles; /* run freed when the last handle's close callback ran */
     /* results */
     int64_t exit_status;
     int term_signal;
