@@ -222,19 +222,22 @@ is "$(psql_q "select count(*) from helmq_worker.releases where release_name = 's
     "1 1" "ledger and projection intact"
 
 # ---------------------------------------------------------------------------
-# 5. Values files: private (0600 in a 0700 directory, even under umask 000),
-#    and removed afterwards.
+# 5. Values: helm reads them from a memory file (memfd, 0600) the worker
+#    passes as descriptor 3: never written to a disk, gone with helm.
 sim_knob tenant-a slow '{"install": {"sleep": 3}}'
 id_slow=$(send install slow -t $TENANT -n tenant-a --chart-name $CHART --chart-version 1.0.0 --set-values "$SECRET_VALUES")
-wait_for "the slow install's values file" 60 bash -c "[ -n \"\$(find '$HELMQ_TMPDIR' -name values.json)\" ]"
-vf=$(find "$HELMQ_TMPDIR" -name values.json | head -1)
-is "$(stat -c '%a %U' "$(dirname "$vf")") $(stat -c '%a %U' "$vf")" "700 $(id -un) 600 $(id -un)" \
-    "while helm runs: the values file is 0600 in a 0700 directory, the worker's own"
+wait_for "the slow install's helm" 60 bash -c "pgrep -f '[h]elm install slow ' >/dev/null"
+hp=$(pgrep -f '[h]elm install slow ' | head -1)
+is "$(readlink "/proc/$hp/fd/3")" "/memfd:helmq-values (deleted)" \
+    "while helm runs: its values are a memory file on its descriptor 3"
+is "$(stat -L -c '%a %U' "/proc/$hp/fd/3")" "600 $(id -un)" "that memory file is 0600, the worker's own"
+like "$(tr '\0' ' ' <"/proc/$hp/cmdline")" "--values /proc/self/fd/3 " "helm is told --values /proc/self/fd/3"
+is "$(find "$HELMQ_TMPDIR" -mindepth 1 | wc -l)" 0 "no values file on disk while helm runs"
 wait_terminal "$id_slow" 120 >/dev/null
 modes=$(helm_ran | jq -r 'select(.subcommand == "install" or .subcommand == "upgrade") | .values_mode' | sort | uniq -c | awk '{print $2 "x" $1}')
 n_iu=$(helm_ran | jq -c 'select(.subcommand == "install" or .subcommand == "upgrade")' | wc -l)
 is "$modes" "0600x$n_iu" "every install and upgrade ($n_iu) had its values file 0600"
-is "$(find "$HELMQ_TMPDIR" -mindepth 1 | wc -l)" 0 "no values file or directory remains in HELMQ_TMPDIR"
+is "$(find "$HELMQ_TMPDIR" -mindepth 1 | wc -l)" 0 "no values file or directory in HELMQ_TMPDIR afterwards either"
 
 # ---------------------------------------------------------------------------
 # 6. Secrets never leave the worker raw: events, projection, ledger, logs.

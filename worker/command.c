@@ -409,7 +409,7 @@ static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb n
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
     c->helm_next = (void (*)(void))next;
     uint64_t deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
-    c->run = helm_run_start(c->w->loop, argv, deadline, c->w->kill_grace_ms, on_helm_done, c);
+    c->run = helm_run_start(c->w->loop, argv, c->values_fd, deadline, c->w->kill_grace_ms, on_helm_done, c);
     helm_argv_free(argv);
     if (!c->run)
         abort();
@@ -635,10 +635,19 @@ static void unlock_status(command_t *c) {
 
 /* --- the operation ------------------------------------------------------------------- */
 
+static void values_release(command_t *c) {
+    if (c->values_fd >= 0) {
+        close(c->values_fd);
+        c->values_fd = -1;
+    } else if (c->values_path[0]) {
+        helm_values_remove(c->values_path);
+    }
+    c->values_path[0] = '\0';
+}
+
 static void on_operation(command_t *c, helm_run_t *run) {
     char e[1024];
-    helm_values_remove(c->values_path);
-    c->values_path[0] = '\0';
+    values_release(c);
     c->timed_out = run->timed_out;
     if (run->exit_status == 0 && !run->term_signal && !run->timed_out) {
         c->helm_failed = 0;
@@ -688,8 +697,13 @@ static void run_operation(command_t *c) {
     c->phase = PHASE_HELM;
     if (is_install_or_upgrade(c)) {
         const char *values = jstr(c->doc, "valuesOverride");
-        if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path, sizeof(c->values_path)) <
-            0) {
+        /* A memory file passed to helm as a descriptor; a private file under
+         * tmpdir only where memfd_create is missing. */
+        c->values_fd = helm_values_memfd(values ? values : "{}");
+        if (c->values_fd >= 0)
+            snprintf(c->values_path, sizeof(c->values_path), "%s", HELM_PASS_PATH);
+        else if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path,
+                                   sizeof(c->values_path)) < 0) {
             cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s",
                     c->w->tmpdir);
             retry_later(c, 1000, on_run_timer);
@@ -1002,8 +1016,7 @@ void command_free(command_t *c) {
         helm_run_free(c->run);
         c->run = NULL;
     }
-    if (c->values_path[0])
-        helm_values_remove(c->values_path);
+    values_release(c);
     free(c->kafka_key);
     free(c->raw);
     free(c->dlq_error);

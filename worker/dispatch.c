@@ -269,6 +269,7 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
     c->offset = m->offset;
     uv_timer_init(w->loop, &c->timer);
     c->timer.data = c;
+    c->values_fd = -1;
     if (m->key_len) {
         c->kafka_key = malloc(m->key_len);
         memcpy(c->kafka_key, m->key, m->key_len);

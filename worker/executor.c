@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -318,7 +319,7 @@ static void on_spawn_failed(uv_timer_t *t) {
  * write ends, every other descriptor closed, default signal dispositions
  * and mask (the worker ignores SIGPIPE; helm must not inherit that), in a
  * new session. Returns 0 or an errno value. */
-static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, pid_t *pid) {
+static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, int pass_fd, pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -339,9 +340,11 @@ static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, pid_t *pid)
         rc = posix_spawn_file_actions_adddup2(&fa, out_w, 1);
     if (!rc)
         rc = posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+    if (!rc && pass_fd >= 0)
+        rc = posix_spawn_file_actions_adddup2(&fa, pass_fd, HELM_PASS_FD);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     if (!rc)
-        rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+        rc = posix_spawn_file_actions_addclosefrom_np(&fa, pass_fd >= 0 ? HELM_PASS_FD + 1 : 3);
 #endif
     if (!rc)
         rc = posix_spawnattr_setsigmask(&attr, &none);
@@ -366,8 +369,8 @@ static int pidfd_open_(pid_t pid) {
 #endif
 }
 
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms, int kill_grace_ms,
-                           helm_done_cb done, void *data) {
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
+                           int kill_grace_ms, helm_done_cb done, void *data) {
     helm_run_t *run = calloc(1, sizeof(*run));
     if (!run)
         return NULL;
@@ -389,7 +392,7 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
         rc = errno;
     if (!rc)
-        rc = spawn_helm(argv, out[1], err[1], &run->pid);
+        rc = spawn_helm(argv, out[1], err[1], pass_fd, &run->pid);
     if (out[1] >= 0)
         close(out[1]);
     if (err[1] >= 0)
@@ -424,9 +427,37 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t de
         run->pidfd = -1;
         uv_timer_start(&run->reap_timer, on_reap_tick, 20, 20);
     }
-    if (deadline_ms)
+    if (deadline_ms) {
+        /* The loop's clock is cached per iteration, and spawning many helms
+         * in one iteration takes a while: the deadline counts from now. */
+        uv_update_time(loop);
+        run->deadline_ms = uv_now(loop) + deadline_ms;
         uv_timer_start(&run->term_timer, on_term, deadline_ms, 0);
+    }
     return run;
+}
+
+int helm_values_memfd(const char *values_text) {
+    int fd = memfd_create("helmq-values", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(values_text), off = 0;
+    if (fchmod(fd, 0600) != 0)
+        goto fail;
+    while (off < len) {
+        ssize_t w = write(fd, values_text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            goto fail;
+        off += (size_t)w;
+    }
+    return fd;
+fail:;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
 }
 
 int helm_values_write(const char *tmpdir, const char *values_text, char *path, size_t path_size) {

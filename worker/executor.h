@@ -43,6 +43,7 @@ struct helm_run {
     char err[HELM_ERR_TAIL]; /* the tail of stderr, NUL-terminated */
     size_t err_len;
     uint64_t started_ms, ended_ms;
+    uint64_t deadline_ms; /* loop time of the SIGTERM (0: none) */
     int kill_grace_ms;
     helm_done_cb done;
     void *data; /* the caller's */
@@ -77,13 +78,23 @@ void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const
 void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
                       long timeout_s);
 
-/* Starts argv (argv[0] is the helm binary). deadline_ms: SIGTERM after this
+/* Starts argv (argv[0] is the helm binary). pass_fd: see below, or -1. deadline_ms: SIGTERM after this
  * many ms (0: none); kill_grace_ms: SIGKILL that much later. done runs once
  * on the loop when helm has exited and its output is read; then the caller
  * calls helm_run_free. Returns the run, or NULL on out of memory (a failure
  * to start helm is reported through done with spawn_error set). */
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, uint64_t deadline_ms, int kill_grace_ms,
-                           helm_done_cb done, void *data);
+helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
+                           int kill_grace_ms, helm_done_cb done, void *data);
+
+/* pass_fd (>= 0) becomes helm's descriptor HELM_PASS_FD: the values, which
+ * helm reads as HELM_PASS_PATH. */
+#define HELM_PASS_FD 3
+#define HELM_PASS_PATH "/proc/self/fd/3"
+
+/* The values in an anonymous memory file (memfd, mode 0600): never on a disk,
+ * gone with the last descriptor, even after a crash. Returns the descriptor
+ * (close-on-exec; helm_run_start passes it on), or -1 with errno set. */
+int helm_values_memfd(const char *values_text);
 void helm_run_free(helm_run_t *run);
 
 /* Writes values (a JSON object) to a new private file (mode 0600 in a 0700
