@@ -22,6 +22,10 @@
 #include <strings.h>
 
 #define IN_PROGRESS_TEXT "another operation (install/upgrade/rollback) is in progress"
+/* helm 3's refusal to install over an existing release ("Error: INSTALLATION
+ * FAILED: cannot re-use a name that is still in use"; older helm 3 prints it
+ * without the prefix). */
+#define NAME_IN_USE_TEXT "cannot re-use a name that is still in use"
 
 static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
@@ -666,6 +670,16 @@ static void on_operation(command_t *c, helm_run_t *run) {
     else
         snprintf(c->helm_error, sizeof(c->helm_error), "%s", helm_error_text(run, e, sizeof(e)));
     cmd_log(c, LOG_LEVEL_WARN, "helm %s failed: %s", c->op, c->helm_error);
+    if (strcmp(c->op, "install") == 0 && !run->timed_out && strstr(c->helm_error, NAME_IN_USE_TEXT)) {
+        /* helm changed nothing: the name belongs to a release this command did
+         * not create (made outside helmq, or unknown to the registry). It is
+         * not ours to undo, atomic or not: uninstalling it would destroy it. */
+        c->release_id[0] = '\0';
+        reject(c, 1, "RELEASE_EXISTS",
+               "release %s already exists in namespace %s, not created by this command: %s",
+               jstr(c->doc, "releaseName"), jstr(c->doc, "namespace"), c->helm_error);
+        return;
+    }
     if (!c->unlock_tried && strstr(c->helm_error, IN_PROGRESS_TEXT)) {
         c->unlock_tried = 1;
         helm_status(c, unlock_status);
