@@ -30,7 +30,8 @@
 static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
     "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
-static const char SQL_START[] = "SELECT helmq_worker.command_start($1, $2, $3, $4)";
+static const char SQL_START[] =
+    "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6)";
 static const char SQL_FINISH[] = "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 static void begin(command_t *c);
@@ -801,22 +802,39 @@ static void on_start_timer(uv_timer_t *t);
 
 static void on_started(void *arg, const PGresult *res, const char *err) {
     command_t *c = arg;
-    if (err) {
-        cmd_log(c, LOG_LEVEL_ERROR, "recording the start failed, retrying in 1 s: %s", err);
+    if (err || PQntuples(res) != 1) {
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the start failed, retrying in 1 s: %s", err ? err : "no row");
         retry_later(c, 1000, on_start_timer);
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        /* Another tenant's install claimed the namespace since begin read it
+         * (a race between two first installs): nothing ran, nothing is ours. */
+        c->release_id[0] = '\0';
+        reject(c, 1, "NAMESPACE_OWNED",
+               "namespace %s belongs to another tenant (claimed by a concurrent install)",
+               jstr(c->doc, "namespace"));
         return;
     }
     publish_started(c);
     run_operation(c);
 }
 
+/* Records that helm is about to run; an install first claims its namespace
+ * for its tenant, atomically in the ledger (see 0003's command_start). */
 static void start(command_t *c) {
     char base[16], deployed[16];
+    int claim = strcmp(c->op, "install") == 0;
     c->phase = PHASE_START;
     snprintf(base, sizeof(base), "%d", c->base_revision);
     snprintf(deployed, sizeof(deployed), "%d", c->base_deployed);
-    const char *values[4] = {c->id, c->release_id, base, deployed};
-    db_query(worker_db(c->w, key_name(c)), SQL_START, 4, values, NULL, NULL, on_started, c);
+    const char *values[6] = {c->id,
+                             c->release_id,
+                             base,
+                             deployed,
+                             claim ? jstr(c->doc, "tenantId") : NULL,
+                             claim ? jstr(c->doc, "namespace") : NULL};
+    db_query(worker_db(c->w, key_name(c)), SQL_START, 6, values, NULL, NULL, on_started, c);
 }
 
 static void on_start_timer(uv_timer_t *t) {
