@@ -97,8 +97,13 @@ o1=$(wait_terminal "$id1" 120 | outcome)
 o2=$(wait_terminal "$id2" 120 | outcome)
 diag "racing installs into race-ns: tenant A: $o1; tenant B: $o2"
 [ "$(printf '%s\n%s\n' "$o1" "$o2" | sort | tr '\n' '|')" = "rejected rejected NAMESPACE_OWNED|succeeded deployed |" ]
-todo $? "racing installs of two tenants into a fresh namespace: one succeeds, the other NAMESPACE_OWNED" \
-    "bug: the namespace is claimed only when an install finishes"
+ok $? "racing installs of two tenants into a fresh namespace: one succeeds, the other NAMESPACE_OWNED"
+is "$(helm_ran | jq -r 'select(.namespace == "race-ns" and .subcommand == "install") | .release')" \
+    "$(jq -r 'select(.eventType == "succeeded") | .releaseName' < <(_terminal_of "$id1"; _terminal_of "$id2"))" \
+    "racing installs: helm ran only the winner's install"
+is "$(psql_q "select tenant_id from helmq_worker.namespaces where namespace = 'race-ns'")" \
+    "$(jq -r 'select(.eventType == "succeeded") | .tenantId' < <(_terminal_of "$id1"; _terminal_of "$id2"))" \
+    "race-ns belongs to the winner's tenant"
 # A failed (non-atomic) install leaves tenant A's release in its namespace:
 # the namespace is tenant A's all the same.
 sim_knob fail-ns broken '{"install": {"fail": "image pull backoff"}}'
@@ -107,8 +112,7 @@ is "$(wait_terminal "$id" 120 | outcome)" "failed failed HELM_FAILED" "tenant A'
 id=$(send install squatter -t $OTHER_TENANT -n fail-ns --chart-name $CHART --chart-version 1.0.0)
 o=$(wait_terminal "$id" 120 | outcome)
 [ "$o" = "rejected rejected NAMESPACE_OWNED" ]
-todo $? "another tenant cannot take fail-ns, where tenant A's failed release lives (got: $o)" \
-    "bug: a failed install does not claim the namespace it created"
+ok $? "another tenant cannot take fail-ns, where tenant A's failed release lives (got: $o)"
 
 # ---------------------------------------------------------------------------
 # 2. Protected namespaces: the four of Kubernetes and the configured ones.

@@ -108,6 +108,25 @@ is "$(jf '[.history[] | (.revision|tostring) + ":" + .status] | join(",")' <<<"$
 like "$(sim_invocations 'select(.event=="start" and .release=="up" and .subcommand=="rollback") | .argv | join(" ")')" \
     "rollback up 1 " "atomic upgrade failing: helm rollback to revision 1"
 
+# An install over a name that already exists in helm (made outside helmq): helm
+# refuses it; the worker rejects it RELEASE_EXISTS and, atomic or not, never
+# removes the release it did not create.
+"$HELMQ_HELM" install foreign oci://registry.example/charts/matih-ai-service --version 1.0.0 -n $NS >/dev/null 2>&1
+ok $? "a release 'foreign' made with helm directly, outside helmq"
+for atomic in --atomic ""; do
+    id=$(send install foreign -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.1.0 $atomic)
+    ev=$(wait_terminal "$id")
+    is "$(jf '[.eventType,.status,.errorCode] | join(" ")' <<<"$ev")" "rejected rejected RELEASE_EXISTS" \
+        "install ${atomic:-(not atomic)} over a name helm already has: rejected RELEASE_EXISTS"
+    like "$(jf .errorMessage <<<"$ev")" "cannot re-use a name that is still in use" "with helm's reason"
+    is "$("$HELMQ_HELM" status foreign -n $NS -o json | jq -r '[.info.status,.version,.chart.metadata.version] | join(" ")')" \
+        "deployed 1 1.0.0" "install ${atomic:-(not atomic)} over a name helm already has: the existing release is untouched"
+done
+is "$(sim_invocations 'select(.event=="start" and .release=="foreign" and .subcommand=="uninstall")' | wc -l)" 0 \
+    "the worker never ran helm uninstall on the release it did not create"
+is "$(psql_q "select count(*) from helmq_worker.releases where release_name = 'foreign'")" 0 \
+    "the registry did not adopt the foreign release"
+
 # 6. The same commandId twice: one helm run, the same outcome republished.
 CID=5d6c4b3a-2918-4f7e-8d6c-5b4a39281706
 id=$(send install dup -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 --command-id $CID)

@@ -103,6 +103,63 @@ is "$(sim_invocations 'select(.event=="start" and .subcommand=="install" and .re
     "the command that finished after it was not rerun"
 like "$(cat "$WORKER_LOG")" "already finished: republishing" "it was redelivered and republished instead"
 
+# 7b. kill -9 of the worker alone: its helm children (own sessions) keep running.
+# The restarted worker waits for each before it reconciles (helm status), and
+# stops one that passes its deadline; it never waits for or signals a process
+# that merely reuses a recorded pid.
+sim_knob $NS orphan-ok '{"install": {"sleep": 20}}'
+sim_knob $NS orphan-hang '{"install": {"hang": true, "ignore_term": true}}'
+sim_knob $NS orphan-decoy '{"install": {"hang": true, "ignore_term": true}}'
+ok_id=$(send install $(install_args orphan-ok))
+hang_id=$(send install $(install_args orphan-hang) --timeout 12)
+decoy_id=$(send install $(install_args orphan-decoy))
+for id in $ok_id $hang_id $decoy_id; do
+    wait_for "helm's pid recorded for $id" 30 bash -c \
+        "[ -n \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select helm_pid from helmq_worker.commands where command_id = '$id'\")\" ]"
+done
+ok_pid=$(sim_invocations 'select(.event=="start" and .release=="orphan-ok") | .pid')
+hang_pid=$(sim_invocations 'select(.event=="start" and .release=="orphan-hang") | .pid')
+decoy_helm=$(sim_invocations 'select(.event=="start" and .release=="orphan-decoy") | .pid')
+is "$(psql_q "select helm_pid = helm_pgid and helm_pid = $ok_pid and helm_start_ticks > 0 and helm_deadline_ms > 0 from helmq_worker.commands where command_id = '$ok_id'")" t \
+    "the ledger records the running helm's pid, process group, start time and deadline"
+kill -9 "$WORKER_PID"
+wait "$WORKER_PID" 2>/dev/null
+hang_deadline=$(psql_q "select helm_deadline_ms / 1000.0 from helmq_worker.commands where command_id = '$hang_id'")
+# The decoy: its helm is gone, and its recorded pid now names an unrelated process.
+kill -9 -- "-$decoy_helm" 2>/dev/null
+setsid sleep 300 &
+decoy_pid=$!
+at_exit "kill -9 $decoy_pid"
+psql_q "update helmq_worker.commands set helm_pid = $decoy_pid, helm_pgid = $decoy_pid where command_id = '$decoy_id'" >/dev/null
+kill -0 "$ok_pid" && kill -0 "$hang_pid"
+ok $? "after kill -9 of the worker its helm processes still run"
+worker_start --concurrency 8
+ev=$(wait_terminal "$ok_id" 90)
+is "$(jf '[.eventType,.status,.revision] | join(" ")' <<<"$ev")" "succeeded deployed 1" \
+    "the restarted worker waited for the running helm: its install succeeded"
+is "$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand!="install") | .subcommand' | tr -d '"' | tr '\n' ' ')" "status " \
+    "and it ran only helm status for it (no uninstall under a running install)"
+awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand=="status") | .ts' | head -1)" \
+    -v i="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand=="install") | .ts')" \
+    'BEGIN { exit !(s != "" && s + 0 > i + 19.5) }'
+ok $? "that helm status ran only after the 20 s install had ended"
+like "$(cat "$WORKER_LOG")" "still runs: waiting for it to exit before reconciling" "the worker says it waits"
+ev=$(wait_terminal "$hang_id" 90)
+is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed TIMEOUT" \
+    "a left helm running past its deadline: stopped, the command failed with TIMEOUT"
+like "$(jf .errorMessage <<<"$ev")" "SIGTERM, then SIGKILL" "with the reason"
+kill -0 "$hang_pid" 2>/dev/null
+is "$?" 1 "the left helm that ignored SIGTERM is gone (SIGKILL)"
+awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-hang" and .subcommand=="status") | .ts' | head -1)" \
+    -v d="$hang_deadline" \
+    'BEGIN { exit !(s != "" && s + 0 > d + 0) }'
+ok $? "helm status of the hanging release ran only after its deadline"
+ev=$(wait_terminal "$decoy_id" 60)
+is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed INTERRUPTED" "a recorded pid reused by another process: reconciled at once"
+kill -0 "$decoy_pid"
+ok $? "the process that reused the pid was neither waited for nor signalled"
+kill -9 "$decoy_pid" 2>/dev/null
+
 # 9. PostgreSQL stopped mid-run: no helm runs unrecorded; nothing is lost.
 pg_stop "$T/pg" >/dev/null 2>&1
 pgdown=$(send install $(install_args pg-down))

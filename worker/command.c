@@ -22,11 +22,17 @@
 #include <strings.h>
 
 #define IN_PROGRESS_TEXT "another operation (install/upgrade/rollback) is in progress"
+/* helm 3's refusal to install over an existing release ("Error: INSTALLATION
+ * FAILED: cannot re-use a name that is still in use"; older helm 3 prints it
+ * without the prefix). */
+#define NAME_IN_USE_TEXT "cannot re-use a name that is still in use"
 
 static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
     "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
-static const char SQL_START[] = "SELECT helmq_worker.command_start($1, $2, $3, $4)";
+static const char SQL_START[] =
+    "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6)";
+static const char SQL_HELM_STARTED[] = "SELECT helmq_worker.command_helm_started($1, $2, $3, $4, $5, $6)";
 static const char SQL_FINISH[] = "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 static void begin(command_t *c);
@@ -402,17 +408,44 @@ static void on_helm_done(helm_run_t *run) {
     helm_run_free(run);
 }
 
+static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
+    if (err)
+        cmd_log(arg, LOG_LEVEL_WARN,
+                "recording helm's pid failed (after a crash, nothing would wait for it): %s", err);
+}
+
+/* Records the helm process in the ledger, so that after a crash the worker
+ * reconciling the command waits for it (reconcile). Queued on the key's
+ * connection before the command's finish, so its callback runs before the
+ * command is freed. */
+static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) {
+    char pid[16], ticks[32], host[512], deadline_ms[32];
+    unsigned long long t = 0;
+    int have_ticks = helm_proc_start_ticks(run->pid, &t) == 0;
+    snprintf(pid, sizeof(pid), "%d", run->pid);
+    snprintf(ticks, sizeof(ticks), "%llu", t);
+    snprintf(deadline_ms, sizeof(deadline_ms), "%lld", (long long)(now_ms() + (int64_t)deadline));
+    helm_host_id(host, sizeof(host));
+    /* helm runs in its own session: its process group is its pid */
+    const char *values[6] = {c->id, pid, pid, have_ticks ? ticks : NULL, host, deadline_ms};
+    db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
+}
+
 /* Runs argv; next gets the finished run (freed after next returns). */
 static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb next) {
     char line[2048];
     helm_argv_format(argv, line, sizeof(line));
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
     c->helm_next = (void (*)(void))next;
+    /* helm status changes nothing: a crash while it runs needs no waiting */
+    int changes = argv->argc > 1 && strcmp(argv->argv[1], "status") != 0;
     uint64_t deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
     c->run = helm_run_start(c->w->loop, argv, c->values_fd, deadline, c->w->kill_grace_ms, on_helm_done, c);
     helm_argv_free(argv);
     if (!c->run)
         abort();
+    if (changes && !c->run->spawn_error)
+        record_helm(c, c->run, deadline);
 }
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
@@ -675,6 +708,16 @@ static void on_operation(command_t *c, helm_run_t *run) {
     else
         snprintf(c->helm_error, sizeof(c->helm_error), "%s", helm_error_text(run, e, sizeof(e)));
     cmd_log(c, LOG_LEVEL_WARN, "helm %s failed: %s", c->op, c->helm_error);
+    if (strcmp(c->op, "install") == 0 && !run->timed_out && strstr(c->helm_error, NAME_IN_USE_TEXT)) {
+        /* helm changed nothing: the name belongs to a release this command did
+         * not create (made outside helmq, or unknown to the registry). It is
+         * not ours to undo, atomic or not: uninstalling it would destroy it. */
+        c->release_id[0] = '\0';
+        reject(c, 1, "RELEASE_EXISTS",
+               "release %s already exists in namespace %s, not created by this command: %s",
+               jstr(c->doc, "releaseName"), jstr(c->doc, "namespace"), c->helm_error);
+        return;
+    }
     if (!c->unlock_tried && strstr(c->helm_error, IN_PROGRESS_TEXT)) {
         c->unlock_tried = 1;
         helm_status(c, unlock_status);
@@ -725,10 +768,17 @@ static void reconcile_status(command_t *c) {
     cmd_log(c, LOG_LEVEL_WARN,
             "reconciling an interrupted %s: helm reports %s revision %d (before: revision %d)", c->op,
             c->helm_found ? st : "no release", rev, c->base_revision);
+    /* When the helm the crashed worker left had to be stopped at its
+     * deadline, the command failed by its timeout, as it would have without
+     * the crash. */
+    const char *code = c->left_signals ? "TIMEOUT" : "INTERRUPTED";
     snprintf(c->helm_error, sizeof(c->helm_error),
              "the worker stopped while this %s was running; helm reports the release %s%s", c->op,
-             c->helm_found ? st : "absent", c->helm_found ? "" : "");
-    c->timed_out = 0;
+             c->helm_found ? st : "absent",
+             c->left_signals == 2   ? " (its helm ran past its deadline: SIGTERM, then SIGKILL)"
+             : c->left_signals == 1 ? " (its helm ran past its deadline: SIGTERM)"
+                                    : "");
+    c->timed_out = c->left_signals != 0;
     if (strcmp(c->op, "uninstall") == 0) {
         if (!c->helm_found) {
             succeed_uninstall(c, "Uninstallation complete");
@@ -742,13 +792,13 @@ static void reconcile_status(command_t *c) {
             helm_simple(c, "uninstall", 0, command_timeout(c), on_operation);
             return;
         }
-        outcome(c, "failed", "INTERRUPTED", "%s", c->helm_error);
+        outcome(c, "failed", code, "%s", c->helm_error);
         fail_with_state(c, "failed");
         return;
     }
     if (!c->helm_found || rev <= c->base_revision) {
         /* helm never completed a change: nothing happened. */
-        outcome(c, "failed", "INTERRUPTED", "%s; the %s did not take effect", c->helm_error, c->op);
+        outcome(c, "failed", code, "%s; the %s did not take effect", c->helm_error, c->op);
         rstate_t s;
         rstate_from_registry(&s, c->release);
         if (strcmp(c->op, "install") == 0) {
@@ -766,7 +816,7 @@ static void reconcile_status(command_t *c) {
     if (strncmp(st, "pending-", 8) == 0) {
         /* Unlock: a pending install is removed, a pending upgrade or rollback
          * goes back to the last deployed revision. Either way it failed. */
-        snprintf(c->error_code, sizeof(c->error_code), "INTERRUPTED");
+        snprintf(c->error_code, sizeof(c->error_code), "%s", code);
         if (strcmp(st, "pending-install") == 0 || c->base_deployed <= 0) {
             history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
                         c->op, "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
@@ -782,7 +832,7 @@ static void reconcile_status(command_t *c) {
         return;
     }
     /* failed (helm got SIGTERM or failed on its own): as after a failure. */
-    c->timed_out = 0;
+    c->timed_out = c->left_signals != 0;
     snprintf(c->helm_error, sizeof(c->helm_error),
              "the worker stopped while this %s was running; helm marked it %s: %s", c->op, st,
              c->helm.description);
@@ -790,8 +840,90 @@ static void reconcile_status(command_t *c) {
     after_failure_status(c);
 }
 
+static void on_left_helm_timer(uv_timer_t *t);
+
+/* Waits, polling every 200 ms, for the helm a crashed worker left running to
+ * exit; at its deadline its group gets SIGTERM, then SIGKILL after the kill
+ * grace, as if the worker had not crashed. Only then is helm asked for the
+ * release's state: the orphaned helm and the reconciliation never both act. */
+static void left_helm_wait(command_t *c) {
+    int64_t now = now_ms();
+    if (!helm_group_alive(c->left_pgid)) {
+        cmd_log(c, LOG_LEVEL_INFO, "the interrupted helm (process group %d) has exited: reconciling",
+                c->left_pgid);
+        helm_status(c, reconcile_status);
+        return;
+    }
+    if (c->left_signals == 0 && now >= c->left_deadline_ms) {
+        cmd_log(c, LOG_LEVEL_WARN, "the interrupted helm (process group %d) passed its deadline: SIGTERM",
+                c->left_pgid);
+        kill(-c->left_pgid, SIGTERM);
+        c->left_signals = 1;
+        c->left_signal_ms = now;
+    } else if (c->left_signals == 1 && now >= c->left_signal_ms + c->w->kill_grace_ms) {
+        cmd_log(c, LOG_LEVEL_WARN,
+                "the interrupted helm (process group %d) still runs %d ms after SIGTERM: SIGKILL",
+                c->left_pgid, c->w->kill_grace_ms);
+        kill(-c->left_pgid, SIGKILL);
+        c->left_signals = 2;
+        c->left_signal_ms = now;
+    } else if (c->left_signals == 2 && now >= c->left_signal_ms + 30000) {
+        cmd_log(c, LOG_LEVEL_ERROR,
+                "the interrupted helm (process group %d) survived SIGKILL for 30 s: reconciling regardless",
+                c->left_pgid);
+        helm_status(c, reconcile_status);
+        return;
+    }
+    retry_later(c, 200, on_left_helm_timer);
+}
+
+static void on_left_helm_timer(uv_timer_t *t) {
+    left_helm_wait(t->data);
+}
+
+/* Whether the helm process the ledger recorded for this command still runs
+ * here and is that helm (not a reused pid); fills c->left_*. */
+static int left_helm_find(command_t *c) {
+    const json_t *l = c->ledger;
+    int pid = jint(l, "helm_pid"), pgid = jint(l, "helm_pgid");
+    unsigned long long ticks = (unsigned long long)json_integer_value(json_object_get(l, "helm_start_ticks"));
+    const char *host = jstr(l, "helm_host");
+    char here[512];
+    if (pgid <= 0)
+        return 0; /* none recorded (a crash right after the start, or an older worker) */
+    helm_host_id(here, sizeof(here));
+    if (!host || strcmp(host, here) != 0) {
+        cmd_log(c, LOG_LEVEL_WARN,
+                "its helm (pid %d) ran on another host or boot (%s): cannot wait for it here; reconciling",
+                pid, host ? host : "?");
+        return 0;
+    }
+    if (!helm_group_alive(pgid))
+        return 0;
+    if (helm_proc_matches(pid, ticks, jstr(c->doc, "releaseName")) == 0) {
+        /* pid reused (the group leader is another process now): not ours.
+         * When the leader is gone but its group lives on, the group still
+         * is helm's: a pid is not reused while it names a live group. */
+        cmd_log(c, LOG_LEVEL_INFO, "pid %d is another process now, not its helm: not waiting for it", pid);
+        return 0;
+    }
+    c->left_pgid = pgid;
+    c->left_signals = 0;
+    c->left_deadline_ms = json_integer_value(json_object_get(l, "helm_deadline_ms"));
+    cmd_log(c, LOG_LEVEL_WARN,
+            "the interrupted helm (pid %d, process group %d) still runs: waiting for it to exit before "
+            "reconciling (its deadline is in %lld ms)",
+            pid, pgid, (long long)(c->left_deadline_ms - now_ms()));
+    return 1;
+}
+
 static void reconcile(command_t *c) {
     c->reconcile = 1;
+    if (left_helm_find(c)) {
+        c->phase = PHASE_WAIT_HELM;
+        left_helm_wait(c);
+        return;
+    }
     helm_status(c, reconcile_status);
 }
 
@@ -801,22 +933,39 @@ static void on_start_timer(uv_timer_t *t);
 
 static void on_started(void *arg, const PGresult *res, const char *err) {
     command_t *c = arg;
-    if (err) {
-        cmd_log(c, LOG_LEVEL_ERROR, "recording the start failed, retrying in 1 s: %s", err);
+    if (err || PQntuples(res) != 1) {
+        cmd_log(c, LOG_LEVEL_ERROR, "recording the start failed, retrying in 1 s: %s", err ? err : "no row");
         retry_later(c, 1000, on_start_timer);
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        /* Another tenant's install claimed the namespace since begin read it
+         * (a race between two first installs): nothing ran, nothing is ours. */
+        c->release_id[0] = '\0';
+        reject(c, 1, "NAMESPACE_OWNED",
+               "namespace %s belongs to another tenant (claimed by a concurrent install)",
+               jstr(c->doc, "namespace"));
         return;
     }
     publish_started(c);
     run_operation(c);
 }
 
+/* Records that helm is about to run; an install first claims its namespace
+ * for its tenant, atomically in the ledger (see 0003's command_start). */
 static void start(command_t *c) {
     char base[16], deployed[16];
+    int claim = strcmp(c->op, "install") == 0;
     c->phase = PHASE_START;
     snprintf(base, sizeof(base), "%d", c->base_revision);
     snprintf(deployed, sizeof(deployed), "%d", c->base_deployed);
-    const char *values[4] = {c->id, c->release_id, base, deployed};
-    db_query(worker_db(c->w, key_name(c)), SQL_START, 4, values, NULL, NULL, on_started, c);
+    const char *values[6] = {c->id,
+                             c->release_id,
+                             base,
+                             deployed,
+                             claim ? jstr(c->doc, "tenantId") : NULL,
+                             claim ? jstr(c->doc, "namespace") : NULL};
+    db_query(worker_db(c->w, key_name(c)), SQL_START, 6, values, NULL, NULL, on_started, c);
 }
 
 static void on_start_timer(uv_timer_t *t) {

@@ -97,6 +97,29 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd
 int helm_values_memfd(const char *values_text);
 void helm_run_free(helm_run_t *run);
 
+/* --- helm processes left by a crashed worker ------------------------------
+ * helm runs in its own session, so it survives a kill -9 of the worker. The
+ * worker records each helm child's pid, start time and host in the ledger;
+ * the worker that reconciles the command finds it again with these. Linux
+ * /proc only; elsewhere nothing is found (and nothing is waited for). */
+
+/* This host's identity for pids: hostname, boot id and pid namespace, as one
+ * line (a pid means nothing on another host, after a reboot, or in another
+ * container). Fills out; never fails (unknown parts are left empty). */
+void helm_host_id(char *out, size_t size);
+
+/* The start time of process pid (field 22 of /proc/PID/stat, clock ticks
+ * since boot). Returns 0, or -1 when there is no such process. */
+int helm_proc_start_ticks(int pid, unsigned long long *ticks);
+
+/* Whether process pid is still the helm recorded: 1 when it started at ticks
+ * and arg is one of its arguments (the release name), 0 when pid is another
+ * process now (the pid was reused), -1 when it is gone or a zombie. */
+int helm_proc_matches(int pid, unsigned long long ticks, const char *arg);
+
+/* Whether process group pgid still has a live member (not a zombie). */
+int helm_group_alive(int pgid);
+
 /* Writes values (a JSON object) to a new private file (mode 0600 in a 0700
  * directory under tmpdir). Fills path; returns 0 or -1 with errno set. */
 int helm_values_write(const char *tmpdir, const char *values_text, char *path, size_t path_size);

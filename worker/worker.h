@@ -26,14 +26,15 @@ typedef struct command command_t;
 /* The steps of a command (command.c). */
 typedef enum command_phase {
     PHASE_QUEUED = 0,
-    PHASE_BEGIN,    /* ledger: record, lock the key, read the registry */
-    PHASE_START,    /* ledger: about to run helm */
-    PHASE_HELM,     /* helm runs the operation */
-    PHASE_STATUS,   /* helm status after a failure, a rollback or in reconciliation */
-    PHASE_ROLLBACK, /* the worker's atomic rollback */
-    PHASE_UNLOCK,   /* unlocking a stale pending-* release */
-    PHASE_FINISH,   /* ledger: outcome + registry */
-    PHASE_PUBLISH,  /* the terminal event (or DLQ record) is being delivered */
+    PHASE_BEGIN,     /* ledger: record, lock the key, read the registry */
+    PHASE_START,     /* ledger: about to run helm */
+    PHASE_HELM,      /* helm runs the operation */
+    PHASE_WAIT_HELM, /* reconciliation: waiting for the helm a crashed worker left running */
+    PHASE_STATUS,    /* helm status after a failure, a rollback or in reconciliation */
+    PHASE_ROLLBACK,  /* the worker's atomic rollback */
+    PHASE_UNLOCK,    /* unlocking a stale pending-* release */
+    PHASE_FINISH,    /* ledger: outcome + registry */
+    PHASE_PUBLISH,   /* the terminal event (or DLQ record) is being delivered */
     PHASE_DONE
 } command_phase_t;
 
@@ -76,6 +77,11 @@ struct command {
     int helm_failed;     /* the operation failed */
     int timed_out;
     char helm_error[1024];
+    /* the helm process a crashed worker left running (reconciliation) */
+    int left_pgid;            /* its process group; 0: none to wait for */
+    int left_signals;         /* 0, 1 after SIGTERM, 2 after SIGKILL */
+    int64_t left_deadline_ms; /* its deadline (Unix ms), recorded when it started */
+    int64_t left_signal_ms;   /* when the last signal was sent */
     /* outcome */
     const char *event_type; /* terminal eventType */
     char error_code[48];
