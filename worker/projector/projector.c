@@ -6,6 +6,18 @@
  * are committed only after PostgreSQL has committed the batch. PostgreSQL
  * down: the batch is kept and retried with backoff; nothing is lost.
  *
+ * A batch PostgreSQL refuses because of an event in it (a constraint
+ * violation, a value the SQL cannot take: SQLSTATE classes 22, 23, ...) is
+ * split in halves, recursively, until the refused events are isolated: every
+ * other event is applied, in topic order, and each refused one is parked in
+ * helmq.parked_events with its error (sql/0004), logged and counted, before
+ * the offsets move past it. A record that does not decode as a helmq event is
+ * parked the same way. Errors that retrying can fix (connection lost,
+ * serialization failure, deadlock, shutdown, resources) are retried with
+ * backoff; so are errors no event can cause (a missing function, a revoked
+ * grant), since parking would then swallow every event: the projector waits,
+ * logging, for an operator (a rebuild gives up instead).
+ *
  * A plain loop rather than an event loop: the projector does one thing at a
  * time (collect a batch, write it, commit offsets) and has nothing to overlap. */
 #include "codec.h"
@@ -48,6 +60,7 @@ static volatile sig_atomic_t stop;
 
 /* Metrics, written by the projecting thread and read by the HTTP thread. */
 static atomic_ullong m_events, m_batches, m_batch_buckets[6]; /* batch sizes <=1,10,100,1000,10000,+Inf */
+static atomic_ullong m_parked_refused, m_parked_undecodable;
 static atomic_int m_pg_up, m_kafka_up = -1;
 static atomic_llong m_lag = -1;
 static const long batch_le[6] = {1, 10, 100, 1000, 10000, -1};
@@ -121,6 +134,12 @@ static void serve(http_req_t *req, void *ctx) {
     }
     OUT("helmq_projector_batch_size_sum %llu\nhelmq_projector_batch_size_count %llu\n",
         atomic_load(&m_events), atomic_load(&m_batches));
+    OUT("# HELP helmq_projector_events_parked_total Records parked in helmq.parked_events instead of "
+        "applied: refused by PostgreSQL, or not decodable as an event.\n"
+        "# TYPE helmq_projector_events_parked_total counter\n"
+        "helmq_projector_events_parked_total{reason=\"refused\"} %llu\n"
+        "helmq_projector_events_parked_total{reason=\"undecodable\"} %llu\n",
+        atomic_load(&m_parked_refused), atomic_load(&m_parked_undecodable));
     OUT("# HELP helmq_projector_consumer_lag Events behind on the events topic.\n"
         "# TYPE helmq_projector_consumer_lag gauge\nhelmq_projector_consumer_lag %lld\n",
         atomic_load(&m_lag));
@@ -184,6 +203,11 @@ static void usage(FILE *out) {
             "       helmq-projector migrate [OPTIONS]    apply the database migrations and exit\n"
             "       helmq-projector rebuild [OPTIONS]    empty the projection and replay the events topic\n"
             "                                            from the beginning, then exit\n\n"
+            "Events PostgreSQL refuses (a constraint violation, an invalid value) and records that do\n"
+            "not decode are parked in the table helmq.parked_events with their error; every other\n"
+            "event is applied and the projector goes on. rebuild exits 0 when every record was\n"
+            "applied, 3 when the rebuild finished but parked some (the log and helmq.parked_events\n"
+            "say which), 1 when it could not finish, 2 on bad usage.\n\n"
             "Options:\n");
     config_usage(projector_opts, out);
 }
@@ -227,50 +251,255 @@ static PGconn *db_ensure(PGconn *c, const char *url) {
     return c;
 }
 
-/* Writes the batch (a JSON array text) in one transaction, retrying until
- * PostgreSQL has committed it. Returns 0, or -1 when stopped first. */
-static int apply_batch(PGconn **c, const char *url, const char *batch, int n) {
+/* One record of a batch: the Kafka message (kept until the batch is done, for
+ * its key, value and place when it has to be parked) and the decoded event,
+ * or why it did not decode. */
+typedef struct batch_record {
+    rd_kafka_message_t *msg;
+    json_t *event;
+    char *decode_error;
+} batch_record_t;
+
+/* What the projector is doing: its connection, and what a run has parked. */
+typedef struct projector {
+    PGconn *db;
+    const char *url;
+    const char *topic;
+    int rebuild;
+    unsigned long long parked;
+} projector_t;
+
+typedef enum pg_error_kind {
+    PG_ERROR_TRANSIENT, /* retrying the same statement later can work */
+    PG_ERROR_EVENT,     /* caused by the data of an event: retrying cannot work */
+    PG_ERROR_SETUP,     /* not caused by any event (schema, grants, server): an operator must act */
+} pg_error_kind_t;
+
+/* Classifies a failed statement by its SQLSTATE. Without one, the error is
+ * libpq's own (the connection, memory), so it is retried. */
+static pg_error_kind_t pg_error_kind(PGconn *c, const PGresult *r) {
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (PQstatus(c) != CONNECTION_OK || !s || strlen(s) != 5)
+        return PG_ERROR_TRANSIENT;
+    if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 || strncmp(s, "57P", 3) == 0 ||
+        strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0)
+        return PG_ERROR_TRANSIENT;
+    /* Cardinality, data exceptions, integrity constraints, triggered data
+     * changes, routine exceptions, WITH CHECK OPTION, program limits (an index
+     * row too large) and PL/pgSQL's RAISE: what an event's values can cause. */
+    static const char *event_classes[] = {"21", "22", "23", "27", "2F", "38", "39", "44", "54", "P0"};
+    for (size_t i = 0; i < sizeof(event_classes) / sizeof(event_classes[0]); i++)
+        if (strncmp(s, event_classes[i], 2) == 0)
+            return PG_ERROR_EVENT;
+    return PG_ERROR_SETUP;
+}
+
+/* PostgreSQL's message for r on one line, with its SQLSTATE copied to
+ * sqlstate (6 bytes; empty when there is none). */
+static void pg_error_text(const PGresult *r, PGconn *c, char sqlstate[6], char *msg, size_t msg_size) {
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    snprintf(sqlstate, 6, "%s", s ? s : "");
+    if (primary)
+        snprintf(msg, msg_size, "%s%s%s", primary, detail ? " " : "", detail ? detail : "");
+    else
+        snprintf(msg, msg_size, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+/* A printable copy of a record key for the log (binary keys are possible). */
+static void key_text(const rd_kafka_message_t *m, char *out, size_t out_size) {
+    size_t n = 0;
+    const unsigned char *k = m->key;
+    for (size_t i = 0; k && i < m->key_len && n + 1 < out_size; i++)
+        out[n++] = k[i] >= 0x20 && k[i] < 0x7f ? (char)k[i] : '?';
+    out[n] = '\0';
+}
+
+static void backoff_sleep(unsigned *backoff) {
+    usleep(*backoff * 1000);
+    *backoff = *backoff < 5000 ? *backoff * 2 : 5000;
+}
+
+/* Applies events [lo, hi) of the batch in one transaction, retrying transient
+ * errors with backoff. Returns 0 once PostgreSQL committed them; 1 when
+ * PostgreSQL refused them because of an event's data (sqlstate and msg say
+ * why); -1 when stopped first, or, in a rebuild, on an error no event caused. */
+static int apply_range(projector_t *p, batch_record_t *recs, int lo, int hi, char sqlstate[6], char *msg,
+                       size_t msg_size) {
+    json_t *batch = json_array();
+    for (int i = lo; i < hi; i++)
+        json_array_append(batch, recs[i].event);
+    char *text = json_dumps(batch, JSON_COMPACT);
+    json_decref(batch);
+    int n = hi - lo, rc = -1;
     unsigned backoff = 100;
     while (!stop) {
-        *c = db_ensure(*c, url);
+        p->db = db_ensure(p->db, p->url);
         if (stop)
             break;
-        const char *params[1] = {batch};
+        const char *params[1] = {text};
         PGresult *r =
-            PQexecParams(*c, "SELECT helmq.apply_events($1::jsonb)", 1, NULL, params, NULL, NULL, 0);
+            PQexecParams(p->db, "SELECT helmq.apply_events($1::jsonb)", 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             log_debug("applied %d events (%s new)", n, PQgetvalue(r, 0, 0));
             PQclear(r);
             metrics_batch(n);
-            return 0;
+            rc = 0;
+            break;
         }
-        char msg[1024];
-        snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
-        msg[strcspn(msg, "\n")] = '\0';
+        pg_error_kind_t kind = pg_error_kind(p->db, r);
+        pg_error_text(r, p->db, sqlstate, msg, msg_size);
         PQclear(r);
-        atomic_store(&m_pg_up, PQstatus(*c) == CONNECTION_OK);
-        if (PQstatus(*c) != CONNECTION_OK)
+        atomic_store(&m_pg_up, PQstatus(p->db) == CONNECTION_OK);
+        if (kind == PG_ERROR_EVENT) {
+            rc = 1;
+            break;
+        }
+        if (PQstatus(p->db) != CONNECTION_OK)
             log_warn("postgresql lost while writing %d events (%s); the batch is kept and retried", n, msg);
-        else
-            log_error("writing %d events failed (%s); retrying in %u ms", n, msg, backoff);
-        usleep(backoff * 1000);
-        backoff = backoff < 5000 ? backoff * 2 : 5000;
+        else if (kind == PG_ERROR_TRANSIENT)
+            log_warn("writing %d events failed (SQLSTATE %s: %s); retrying in %u ms", n, sqlstate, msg,
+                     backoff);
+        else if (p->rebuild) {
+            log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event: giving up", n,
+                      sqlstate, msg);
+            break;
+        } else
+            log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event (check the "
+                      "projection's schema and grants); retrying in %u ms",
+                      n, sqlstate, msg, backoff);
+        backoff_sleep(&backoff);
     }
-    return -1;
+    free(text);
+    return rc;
 }
 
-/* Appends a decoded event to the batch, or logs why it cannot. */
-static int batch_add(json_t *batch, const rd_kafka_message_t *m) {
+/* Records one record in helmq.parked_events, retrying until PostgreSQL has
+ * it, then logs and counts it. sqlstate is NULL for a record that did not
+ * decode. Returns 0, or -1 when stopped first (or a rebuild gave up). */
+static int park(projector_t *p, const batch_record_t *rec, const char *sqlstate, const char *why) {
+    const rd_kafka_message_t *m = rec->msg;
+    char partition[16], offset[32], key[256];
+    char *payload = rec->event ? json_dumps(rec->event, JSON_COMPACT) : NULL;
+    snprintf(partition, sizeof(partition), "%d", (int)m->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)m->offset);
+    key_text(m, key, sizeof(key));
+    const char *params[8] = {
+        p->topic, partition, offset, m->key, m->payload, payload, sqlstate && *sqlstate ? sqlstate : NULL,
+        why};
+    int lengths[8] = {0, 0, 0, (int)m->key_len, (int)m->len, 0, 0, 0};
+    int formats[8] = {0, 0, 0, 1, 1, 0, 0, 0};
+    unsigned backoff = 100;
+    int rc = -1;
+    while (!stop) {
+        p->db = db_ensure(p->db, p->url);
+        if (stop)
+            break;
+        PGresult *r = PQexecParams(p->db, "SELECT helmq.park_event($1, $2, $3, $4, $5, $6, $7, $8)", 8, NULL,
+                                   params, lengths, formats, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            rc = 0;
+            break;
+        }
+        char st[6], msg[1024];
+        pg_error_kind_t kind = pg_error_kind(p->db, r);
+        pg_error_text(r, p->db, st, msg, sizeof(msg));
+        PQclear(r);
+        atomic_store(&m_pg_up, PQstatus(p->db) == CONNECTION_OK);
+        if (p->rebuild && kind != PG_ERROR_TRANSIENT) {
+            log_error("%s[%d]@%lld: parking the record failed (SQLSTATE %s: %s): giving up", p->topic,
+                      (int)m->partition, (long long)m->offset, st, msg);
+            break;
+        }
+        log_error("%s[%d]@%lld: parking the record failed (SQLSTATE %s: %s); retrying in %u ms", p->topic,
+                  (int)m->partition, (long long)m->offset, st, msg, backoff);
+        backoff_sleep(&backoff);
+    }
+    if (rc == 0) {
+        const char *event_id = rec->event ? json_string_value(json_object_get(rec->event, "eventId")) : NULL;
+        const char *command_id =
+            rec->event ? json_string_value(json_object_get(rec->event, "commandId")) : NULL;
+        log_error("%s[%d]@%lld key=%s eventId=%s commandId=%s: %s%s%s: %s; parked in helmq.parked_events, "
+                  "going on",
+                  p->topic, (int)m->partition, (long long)m->offset, key, event_id ? event_id : "-",
+                  command_id ? command_id : "-",
+                  sqlstate ? "refused by PostgreSQL (SQLSTATE " : "not a helmq event",
+                  sqlstate ? sqlstate : "", sqlstate ? ")" : "", why);
+        atomic_fetch_add(sqlstate ? &m_parked_refused : &m_parked_undecodable, 1);
+        p->parked++;
+    }
+    free(payload);
+    return rc;
+}
+
+/* Applies events [lo, hi) in topic order, parking those PostgreSQL refuses:
+ * a refused range is split in halves until each refused event stands alone.
+ * Returns 0 when every event is applied or parked, -1 when stopped first. */
+static int project_range(projector_t *p, batch_record_t *recs, int lo, int hi, int depth) {
+    char sqlstate[6], msg[1024];
+    int rc = apply_range(p, recs, lo, hi, sqlstate, msg, sizeof(msg));
+    if (rc <= 0)
+        return rc;
+    if (hi - lo == 1)
+        return park(p, &recs[lo], sqlstate, msg);
+    if (depth == 0)
+        log_warn("a batch of %d events was refused (SQLSTATE %s: %s); splitting it to find the event",
+                 hi - lo, sqlstate, msg);
+    else
+        log_debug("%d events of a batch refused (SQLSTATE %s); splitting them", hi - lo, sqlstate);
+    int mid = lo + (hi - lo) / 2;
+    if (project_range(p, recs, lo, mid, depth + 1) < 0)
+        return -1;
+    return project_range(p, recs, mid, hi, depth + 1);
+}
+
+/* Applies a whole batch: the decoded events in order, the records that did
+ * not decode parked. Returns 0 once everything is in PostgreSQL (the offsets
+ * may then be committed), -1 when stopped first. */
+static int project_batch(projector_t *p, batch_record_t *recs, int n) {
+    batch_record_t *events = malloc(sizeof(*events) * (size_t)(n ? n : 1));
+    int nevents = 0, rc = 0;
+    for (int i = 0; i < n; i++)
+        if (recs[i].event)
+            events[nevents++] = recs[i];
+    if (nevents > 0)
+        rc = project_range(p, events, 0, nevents, 0);
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (!recs[i].event)
+            rc = park(p, &recs[i], NULL, recs[i].decode_error);
+    free(events);
+    return rc;
+}
+
+/* Adds a record to the batch, taking m: decoded, or with why it is not a
+ * helmq event. */
+static void batch_add(batch_record_t *rec, rd_kafka_message_t *m) {
     char errstr[512];
     codec_type_t t;
-    json_t *doc;
-    if (codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) != 0 || t != CODEC_EVENT) {
-        log_error("%s[%d]@%lld: not a helmq event, skipped: %s", rd_kafka_topic_name(m->rkt),
-                  (int)m->partition, (long long)m->offset, t != CODEC_EVENT ? "a command" : errstr);
-        return -1;
+    json_t *doc = NULL;
+    rec->msg = m;
+    rec->event = NULL;
+    rec->decode_error = NULL;
+    if (codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) != 0)
+        rec->decode_error = strdup(errstr);
+    else if (t != CODEC_EVENT) {
+        rec->decode_error = strdup("a command, not an event");
+        json_decref(doc);
+    } else
+        rec->event = doc;
+}
+
+static void batch_clear(batch_record_t *recs, int n) {
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_destroy(recs[i].msg);
+        json_decref(recs[i].event);
+        free(recs[i].decode_error);
     }
-    json_array_append_new(batch, doc);
-    return 0;
 }
 
 static rd_kafka_t *consumer_new(const config_t *cfg, int rebuild, char *errstr, size_t errstr_size) {
@@ -377,10 +606,12 @@ static int run(const config_t *cfg, int rebuild) {
         log_info("projecting %s as group %s from %s into PostgreSQL", topic, config_get(cfg, "group-id"),
                  config_get(cfg, "brokers"));
     }
+    projector_t p = {.db = db, .url = url, .topic = topic, .rebuild = rebuild};
+    db = NULL;
+    batch_record_t *recs = malloc(sizeof(*recs) * (size_t)batch_size);
     unsigned long long total = 0, batches = 0;
-    int status = 0;
+    int status = 0, gave_up = 0;
     while (!stop) {
-        json_t *batch = json_array();
         int n = 0;
         uint64_t first = 0;
         while (!stop && n < batch_size) {
@@ -404,19 +635,16 @@ static int run(const config_t *cfg, int rebuild) {
                 rd_kafka_message_destroy(m);
                 continue;
             }
-            if (batch_add(batch, m) == 0)
-                n++;
+            batch_add(&recs[n++], m);
             if (!first)
                 first = mono_ms();
-            rd_kafka_message_destroy(m);
         }
         if (n > 0) {
-            char *text = json_dumps(batch, JSON_COMPACT);
-            int rc = apply_batch(&db, url, text, n);
-            free(text);
+            int rc = project_batch(&p, recs, n);
+            batch_clear(recs, n);
             if (rc < 0) {
-                json_decref(batch);
-                break; /* stopped before PostgreSQL took it: not committed, so replayed later */
+                gave_up = !stop;
+                break; /* stopped before PostgreSQL took it all: not committed, so replayed later */
             }
             total += (unsigned long long)n;
             batches++;
@@ -430,19 +658,29 @@ static int run(const config_t *cfg, int rebuild) {
             if (batches % 100 == 0 || rebuild)
                 log_info("%llu events in %llu batches", total, batches);
         }
-        json_decref(batch);
         if (rebuild && eofs >= nparts)
             break;
     }
-    if (rebuild && !stop)
+    if (rebuild && !stop && !gave_up && p.parked == 0)
         log_info("rebuild done: %llu events replayed", total);
+    else if (rebuild && !stop && !gave_up)
+        log_error(
+            "rebuild done, but %llu of the %llu records replayed were parked instead of applied (refused "
+            "by PostgreSQL or not decodable; see the errors above and helmq.parked_events)",
+            p.parked, total);
+    else if (rebuild)
+        log_error("rebuild stopped before the end of %s after %llu events: the projection is incomplete",
+                  topic, total);
     else
-        log_info("stopping after %llu events in %llu batches", total, batches);
-    if (rebuild && stop)
+        log_info("stopping after %llu events in %llu batches (%llu parked)", total, batches, p.parked);
+    if (rebuild && (stop || gave_up))
         status = 1;
+    else if (rebuild && p.parked > 0)
+        status = 3;
+    free(recs);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
-    PQfinish(db);
+    PQfinish(p.db);
     return status;
 }
 
