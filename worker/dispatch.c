@@ -7,6 +7,7 @@
  * watched by uv_poll; a 200 ms tick polls too, as a safety net. */
 #include "worker.h"
 
+#include "cmddoc.h"
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
@@ -311,6 +312,9 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         command_run(c);
     } else {
         char key[512];
+        /* Keyed, locked and recorded by the canonical ids, whatever the case
+         * the sender used (the record's own Kafka key keeps it). */
+        cmddoc_canonical_ids(doc);
         c->doc = doc;
         c->op = json_string_value(json_object_get(doc, "operation"));
         /* A commandId too long to be a UUID is kept as its longest prefix of

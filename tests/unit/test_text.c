@@ -1,9 +1,12 @@
 /* Unit tests of text from outside: log lines escaped so no field can break or
- * forge a line, and UTF-8 cut only between characters. */
+ * forge a line, UTF-8 cut only between characters, and UUIDs in their
+ * canonical lower case. */
+#include "cmddoc.h"
 #include "log.h"
 #include "tap.h"
 #include "util.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,10 +123,37 @@ static void test_utf8(void) {
     is_int(utf8_char_len((const unsigned char *)"\xf4\x90\x80\x80", 4), 0, "beyond U+10FFFF is invalid");
 }
 
+static void test_canonical_ids(void) {
+    char u[] = "3F1D2C4B-5A69-4E7F-8A9B-0C1D2E3F4A5B";
+    ok(uuid_lower(u), "uuid_lower accepts an upper-case UUID");
+    is_str(u, "3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b", "and lowers it");
+    char bad[] = "NOT-A-UUID";
+    ok(!uuid_lower(bad) && strcmp(bad, "NOT-A-UUID") == 0, "anything else is left alone");
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s}", "commandId", "8A4C7A3E-6B47-4C5E-9D2F-6F3F0F1C2B11",
+                            "tenantId", "3F1D2C4B-5a69-4E7F-8A9B-0C1D2E3F4A5B", "releaseId",
+                            "ABCDEF01-2345-4789-8BCD-EF0123456789", "namespace", "NS", "releaseName", "ABC");
+    cmddoc_canonical_ids(doc);
+    is_str(json_string_value(json_object_get(doc, "commandId")), "8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11",
+           "commandId in lower case");
+    is_str(json_string_value(json_object_get(doc, "tenantId")), "3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b",
+           "tenantId in lower case");
+    is_str(json_string_value(json_object_get(doc, "releaseId")), "abcdef01-2345-4789-8bcd-ef0123456789",
+           "releaseId in lower case");
+    is_str(json_string_value(json_object_get(doc, "releaseName")), "ABC", "other fields untouched");
+    json_object_set_new(doc, "tenantId", json_string("T-NOT-A-UUID"));
+    json_object_set_new(doc, "releaseId", json_null());
+    cmddoc_canonical_ids(doc);
+    is_str(json_string_value(json_object_get(doc, "tenantId")), "T-NOT-A-UUID",
+           "an invalid tenantId is left for validation to name");
+    ok(json_is_null(json_object_get(doc, "releaseId")), "a null releaseId stays null");
+    json_decref(doc);
+}
+
 int main(void) {
     log_init("test", "info");
     test_escape();
     test_log_line();
     test_utf8();
+    test_canonical_ids();
     return tap_done();
 }

@@ -72,6 +72,15 @@ int uuid_valid(const char *s) {
     return 1;
 }
 
+int uuid_lower(char *s) {
+    if (!uuid_valid(s))
+        return 0;
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'F')
+            *s = (char)(*s - 'A' + 'a');
+    return 1;
+}
+
 size_t utf8_char_len(const unsigned char *s, size_t len) {
     if (len == 0)
         return 0;

@@ -18,6 +18,12 @@ int uuid_v5(const char *ns, const char *name, size_t name_len, char out[UUID_STR
 /* Whether s is a UUID in canonical textual form (8-4-4-4-12 hex). */
 int uuid_valid(const char *s);
 
+/* Lowers the case of a UUID's hex digits in place: UUIDs are case-insensitive
+ * on input and written in lower case (RFC 4122), so the lower-case form is
+ * the canonical one for keys and comparisons. Leaves s alone unless it is a
+ * UUID (uuid_valid); returns whether it is one. */
+int uuid_lower(char *s);
+
 /* The length of the UTF-8 sequence that starts s[0..len): 1 to 4 for a
  * well-formed character (no overlong form, surrogate or code point beyond
  * U+10FFFF), 0 for an invalid or incomplete one (or len 0). */
