@@ -6,12 +6,14 @@
 #include "codec.h"
 #include "config.h"
 #include "kafka.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const config_opt_t events_opts[] = {
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
@@ -119,7 +121,8 @@ int cli_events(int argc, char **argv) {
             doc = json_pack("{s:s}", "_undecodable", errstr);
         }
         const char *cid = json_string_value(json_object_get(doc, "commandId"));
-        if (!only || (cid && strcmp(cid, only) == 0)) {
+        /* A UUID matches in any case: the worker writes the lower-case form. */
+        if (!only || (cid && (uuid_valid(only) ? strcasecmp(cid, only) : strcmp(cid, only)) == 0)) {
             json_object_set_new(doc, "_partition", json_integer(m->partition));
             json_object_set_new(doc, "_offset", json_integer(m->offset));
             char *line = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);

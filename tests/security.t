@@ -82,10 +82,22 @@ reject_case "tenant A installing into tenant-b" NAMESPACE_OWNED install app2 -t 
 # An uppercase spelling of the owner's UUID is the same tenant.
 id=$(send upgrade app -t "${TENANT^^}" -n tenant-a --chart-name $CHART --chart-version 1.1.0 --set-values "$SECRET_VALUES" \
     --description "upgrade by the owner")
-o=$(wait_terminal "$id" 120 | outcome)
-[ "$o" = "succeeded deployed " ]
-todo $? "the owner, its UUID in upper case, upgrades its release (got: $o)" \
-    "bug: the release key keeps the UUID's case, so the same tenant's release is not found (and its lock is another)"
+ev=$(wait_terminal "$id" 120)
+is "$(outcome <<<"$ev")" "succeeded deployed " "the owner, its UUID in upper case, upgrades its release"
+is "$(jf '[.tenantId, .releaseId, .revision] | join(" ")' <<<"$ev")" "$TENANT $RID 2" \
+    "its event names the tenant in lower case, the same release, revision 2"
+is "$(psql_q "select string_agg(release_key, ' ') from helmq_worker.releases where release_key ilike '%/tenant-a/app'")" \
+    "$TENANT/tenant-a/app" "one release key for the release: the UUID's lower case"
+# The same from an upstream producer that is not the CLI (which writes UUIDs
+# in lower case itself): the worker keys on the canonical form on its own.
+f="$T/upper-$RANDOM.json"
+"$HELMQ_BIN/helmq" upgrade app -t $TENANT -n tenant-a --chart-name $CHART --chart-version 1.2.0 --performed-by sec-test \
+    --dry-run | jq -c --arg t "${TENANT^^}" --arg r "${RID^^}" '.tenantId = $t | .releaseId = $r | .commandId |= ascii_upcase' >"$f"
+ev=$(wait_terminal "$(bypass "$f")" 120)
+cid=$(jq -r .commandId "$f")
+is "$(jq -r --arg c "${cid,,}" '[.eventType, .status, .tenantId, .releaseId, .revision, .commandId == $c] | join(" ")' <<<"$ev")" \
+    "succeeded deployed $TENANT $RID 3 true" \
+    "upper-case tenantId, releaseId and commandId produced directly: the same release, the ids in lower case"
 
 # Two tenants installing into a fresh namespace at the same time: one wins,
 # the other is refused before helm runs.

@@ -12,6 +12,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "util.h"
 #include "validate.h"
 
 #include <signal.h>
@@ -210,6 +211,12 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     const json_t *d = c->doc;
     int rejected = strcmp(c->event_type, "rejected") == 0;
     event_id(c->id, "terminal", eid);
+    /* Event strings must be UTF-8, or the event does not encode and is lost:
+     * the bounded copies may have cut a character, and helm's output (in
+     * messages and descriptions) need not be UTF-8 at all. */
+    char *texts[] = {s->status, s->chart, s->version, s->app, s->description, s->reason, c->error_message};
+    for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++)
+        utf8_sanitize(texts[t]);
 
     if (changed && !rejected) {
         c->new_release = json_pack(

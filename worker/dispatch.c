@@ -7,9 +7,11 @@
  * watched by uv_poll; a 200 ms tick polls too, as a safety net. */
 #include "worker.h"
 
+#include "cmddoc.h"
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -311,9 +313,16 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         command_run(c);
     } else {
         char key[512];
+        /* Keyed, locked and recorded by the canonical ids, whatever the case
+         * the sender used (the record's own Kafka key keeps it). */
+        cmddoc_canonical_ids(doc);
         c->doc = doc;
         c->op = json_string_value(json_object_get(doc, "operation"));
-        snprintf(c->id, sizeof(c->id), "%s", json_string_value(json_object_get(doc, "commandId")));
+        /* A commandId too long to be a UUID is kept as its longest prefix of
+         * whole UTF-8 characters that fits: the rejection names it, and the
+         * event that carries it must stay valid UTF-8. */
+        const char *id = json_string_value(json_object_get(doc, "commandId"));
+        utf8_copy(c->id, sizeof(c->id), id ? id : "");
         command_key_string(doc, key, sizeof(key));
         rkey_t *k = key_get(w, key);
         c->key = k;

@@ -53,7 +53,7 @@ struct command {
     char *dlq_reason;
     json_t *doc; /* the decoded command (natural JSON) */
     const char *op;
-    char id[96]; /* commandId (as given; a UUID once validated) */
+    char id[96]; /* commandId: lower case when a UUID; an invalid one cut to whole UTF-8 characters */
     command_phase_t phase;
     int orphan; /* its partition was revoked: finish, but store no offset */
     int reconcile;

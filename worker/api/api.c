@@ -288,14 +288,15 @@ static void post_install(pending_t *p) {
     if (!rid || !uuid_valid(rid)) {
         uuid_v4(p->release_id);
         json_object_set_new(doc, "releaseId", json_string(p->release_id));
-    } else {
-        snprintf(p->release_id, sizeof(p->release_id), "%s", rid);
     }
     if (cmddoc_prepare(doc, "install", p->tok->principal, errstr, sizeof(errstr)) < 0) {
         json_decref(doc);
         reply_error(p, 400, errstr, NULL, NULL);
         return;
     }
+    /* As prepared: a given releaseId in its canonical lower case. */
+    snprintf(p->release_id, sizeof(p->release_id), "%s",
+             json_string_value(json_object_get(doc, "releaseId")));
     send_command(p, doc);
     json_decref(doc);
 }
@@ -459,6 +460,7 @@ static void handle(http_req_t *req, void *ctx) {
         query_json(p, SQL_GET, id);
     } else if (*tail == '\0' && strcmp(m, "DELETE") == 0) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", id);
+        uuid_lower(p->release_id); /* the canonical form the answer and the command carry */
         p->reason = httpd_query_param(req, "reason");
         const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
         db_query(api_db(a), SQL_FOR_DELETE, 2, params, NULL, NULL, on_release_for_delete, p);

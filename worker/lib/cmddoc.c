@@ -7,6 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+void cmddoc_canonical_ids(json_t *doc) {
+    static const char *const fields[] = {"commandId", "tenantId", "releaseId"};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const char *v = json_string_value(json_object_get(doc, fields[i]));
+        char id[UUID_STR_LEN];
+        if (!v || strlen(v) != UUID_STR_LEN - 1)
+            continue;
+        memcpy(id, v, UUID_STR_LEN);
+        if (uuid_lower(id) && strcmp(id, v) != 0)
+            json_object_set_new(doc, fields[i], json_string(id));
+    }
+}
+
 int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *errstr, size_t errstr_size) {
     const char *given = json_string_value(json_object_get(doc, "operation"));
     if (json_object_get(doc, "operation") && (!given || strcmp(given, op) != 0)) {
@@ -41,5 +54,6 @@ int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *
         json_object_set_new(doc, "performedBy", json_string(performed_by));
     if (!json_object_get(doc, "requestedAt"))
         json_object_set_new(doc, "requestedAt", json_integer(now_ms()));
+    cmddoc_canonical_ids(doc);
     return 0;
 }

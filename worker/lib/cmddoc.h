@@ -1,5 +1,6 @@
 /* Building a command document before it is sent: shared by the CLI and the
- * HTTP API so both produce the same records from the same input. */
+ * HTTP API so both produce the same records from the same input, and by the
+ * worker for the canonical form of what it receives. */
 #ifndef HELMQ_CMDDOC_H
 #define HELMQ_CMDDOC_H
 
@@ -14,5 +15,13 @@
  * errstr naming the field and rule. Validation is separate
  * (validate_command). */
 int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *errstr, size_t errstr_size);
+
+/* Writes the UUID fields of doc (commandId, tenantId, releaseId) in their
+ * canonical lower case, in place: a UUID is case-insensitive, so a tenant
+ * spelt in upper case is the same tenant, with the same release key
+ * (tenantId/namespace/releaseName), ledger rows and event ids. A field that
+ * is not a UUID is left as it is, for validation to name. cmddoc_prepare
+ * calls it; the worker calls it on every decoded command, whoever sent it. */
+void cmddoc_canonical_ids(json_t *doc);
 
 #endif

@@ -408,7 +408,12 @@ static json_t *from_avro(avro_value_t *v, int depth) {
         int idx;
         if (avro_value_get_enum(v, &idx) != 0)
             return NULL;
-        const char *sym = avro_schema_enum_get(deref(avro_value_get_schema(v)), idx);
+        /* avro_schema_enum_get leaves its result unset for an index it does
+         * not know, so the index is checked first; NULL is refused too. */
+        avro_schema_t es = deref(avro_value_get_schema(v));
+        if (idx < 0 || idx >= avro_schema_enum_number_of_symbols(es))
+            return NULL;
+        const char *sym = avro_schema_enum_get(es, idx);
         return sym ? json_string(sym) : NULL;
     }
     case AVRO_RECORD: {
@@ -420,9 +425,10 @@ static json_t *from_avro(avro_value_t *v, int depth) {
         return obj;
     }
     case AVRO_ARRAY: {
-        size_t n;
+        size_t n = 0;
+        if (avro_value_get_size(v, &n) != 0)
+            return NULL;
         json_t *arr = json_array();
-        avro_value_get_size(v, &n);
         for (size_t i = 0; i < n; i++) {
             avro_value_t elem;
             json_t *je = avro_value_get_by_index(v, i, &elem, NULL) ? NULL : from_avro(&elem, depth + 1);
@@ -435,9 +441,10 @@ static json_t *from_avro(avro_value_t *v, int depth) {
         return arr;
     }
     case AVRO_MAP: {
-        size_t n;
+        size_t n = 0;
+        if (avro_value_get_size(v, &n) != 0)
+            return NULL;
         json_t *obj = json_object();
-        avro_value_get_size(v, &n);
         for (size_t i = 0; i < n; i++) {
             avro_value_t elem;
             const char *key;

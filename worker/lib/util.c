@@ -1,4 +1,5 @@
-/* UUIDs (random and name-based), SHA-256 digests and clocks. */
+/* UUIDs (random and name-based), UTF-8 text bounds, SHA-256 digests and
+ * clocks. */
 #include "util.h"
 
 #include <openssl/evp.h>
@@ -69,6 +70,114 @@ int uuid_valid(const char *s) {
         }
     }
     return 1;
+}
+
+int uuid_lower(char *s) {
+    if (!uuid_valid(s))
+        return 0;
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'F')
+            *s = (char)(*s - 'A' + 'a');
+    return 1;
+}
+
+size_t utf8_char_len(const unsigned char *s, size_t len) {
+    if (len == 0)
+        return 0;
+    unsigned char b = s[0];
+    if (b < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (b >= 0xC2 && b <= 0xDF) {
+        n = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        n = 3;
+        if (b == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (b == 0xED)
+            hi = 0x9F; /* surrogates */
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        n = 4;
+        if (b == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (b == 0xF4)
+            hi = 0x8F; /* beyond U+10FFFF */
+    } else {
+        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    }
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+size_t utf8_prefix_len(const char *s, size_t len, size_t max) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_char_len(u + i, len - i);
+        if (n == 0)
+            n = 1;
+        if (i + n > max)
+            break;
+        i += n;
+    }
+    return i;
+}
+
+int utf8_copy(char *dst, size_t size, const char *src) {
+    size_t len = strlen(src);
+    int cut = len > size - 1;
+    if (cut)
+        len = utf8_prefix_len(src, len, size - 1);
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+    return cut;
+}
+
+/* Whether s[0..len) is the start of a multi-byte character and nothing else:
+ * its lead byte and fewer continuation bytes than it announces. */
+static int utf8_cut_at_end(const unsigned char *s, size_t len) {
+    size_t want = s[0] >= 0xC2 && s[0] <= 0xDF   ? 2
+                  : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
+                  : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
+                                                 : 0;
+    if (len >= want)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return 1;
+}
+
+size_t utf8_complete_len(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        size_t i = len - back;
+        if ((u[i] & 0xC0) != 0x80)
+            return utf8_cut_at_end(u + i, back) ? i : len;
+    }
+    return len;
+}
+
+void utf8_sanitize(char *s) {
+    unsigned char *u = (unsigned char *)s;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_char_len(u + i, len - i);
+        if (n == 0 && utf8_cut_at_end(u + i, len - i)) {
+            u[i] = '\0'; /* a character cut at the end by a bounded copy */
+            break;
+        }
+        if (n == 0) {
+            u[i] = '?';
+            n = 1;
+        }
+        i += n;
+    }
 }
 
 void sha256_hex(const void *buf, size_t len, char out[65]) {

@@ -41,6 +41,7 @@ static int fail(validate_error_t *err, const char *field, const char *rule, cons
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    utf8_sanitize(err->message); /* it quotes values: a cut must not split a character */
     return -1;
 }
 
