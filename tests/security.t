@@ -8,12 +8,6 @@
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/lib/stack.sh"
 
-# todo STATUS NAME REASON: an assertion on a known, reported product bug (TAP
-# TODO: reported, never fails the test). Drop the wrapper once it is fixed.
-todo() {
-    _tap_n=$((_tap_n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $_tap_n - $2 # TODO $3"; else echo "not ok $_tap_n - $2 # TODO $3"; fi
-}
 
 stack_start --partitions 2
 # helm behind a path that a shell would split and expand: the worker must
