@@ -19,6 +19,8 @@ typedef struct db_query {
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_READY } db_state_t;
 
+#define DB_PREPARED_MAX 32
+
 struct db {
     uv_loop_t *loop;
     char *conninfo;
@@ -33,6 +35,12 @@ struct db {
     int pending;
     unsigned backoff_ms;
     int closing;
+    /* Statements prepared on this connection, by SQL text pointer (callers
+     * pass static strings): parsed and planned once per connection rather
+     * than on every call. The head query's Prepare is in flight when
+     * preparing is set. */
+    const char *prepared[DB_PREPARED_MAX];
+    int nprepared, preparing;
 };
 
 static void db_connect(db_t *db);
@@ -101,6 +109,8 @@ static void db_lost(db_t *db, const char *why_in) {
         db->conn = NULL;
     }
     db->sent = 0;
+    db->nprepared = 0;
+    db->preparing = 0;
     db->state = DB_DOWN;
     if (db->closing)
         return;
@@ -167,8 +177,24 @@ static void db_drive(db_t *db) {
             return;
         }
         if (!db->sent) {
-            if (!PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values, q->lengths,
-                                   q->formats, 0)) {
+            int slot = -1, ok;
+            char name[16];
+            for (int i = 0; i < db->nprepared; i++)
+                if (db->prepared[i] == q->sql)
+                    slot = i;
+            if (slot >= 0) {
+                snprintf(name, sizeof(name), "hq%d", slot);
+                ok = PQsendQueryPrepared(db->conn, name, q->n, (const char *const *)q->values, q->lengths,
+                                         q->formats, 0);
+            } else if (db->nprepared < DB_PREPARED_MAX) {
+                snprintf(name, sizeof(name), "hq%d", db->nprepared);
+                ok = PQsendPrepare(db->conn, name, q->sql, q->n, NULL);
+                db->preparing = 1;
+            } else {
+                ok = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values, q->lengths,
+                                       q->formats, 0);
+            }
+            if (!ok) {
                 db_lost(db, PQerrorMessage(db->conn));
                 return;
             }
@@ -202,6 +228,20 @@ static void db_drive(db_t *db) {
         if (PQstatus(db->conn) == CONNECTION_BAD) {
             db_lost(db, "connection lost during a query");
             return;
+        }
+        if (db->preparing) {
+            PGresult *pr = db->result;
+            db->result = NULL;
+            db->sent = 0;
+            db->preparing = 0;
+            if (pr && PQresultStatus(pr) == PGRES_COMMAND_OK) {
+                db->prepared[db->nprepared++] = q->sql;
+                PQclear(pr);
+                continue; /* now execute it */
+            }
+            /* A statement that does not prepare would not run either: its
+             * error goes to the caller as the query's result. */
+            db->result = pr;
         }
         {
             PGresult *res = db->result;

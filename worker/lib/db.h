@@ -23,9 +23,11 @@ typedef void (*db_cb)(void *arg, const PGresult *res, const char *err);
 /* Starts connecting to conninfo (copied). Returns NULL on out of memory. */
 db_t *db_new(uv_loop_t *loop, const char *conninfo);
 
-/* Queues sql (a string literal or otherwise outliving the query) with n text
+/* Queues sql with n text
  * parameters (copied; NULL entries are SQL NULLs). Binary parameters: give
- * lengths[i] > 0 with formats[i] = 1 (lengths/formats may be NULL). */
+ * lengths[i] > 0 with formats[i] = 1 (lengths/formats may be NULL).
+ * sql must be a static string: each connection prepares a statement the first
+ * time it sees an sql pointer and reuses it for the same pointer after. */
 void db_query(db_t *db, const char *sql, int n, const char *const *values, const int *lengths,
               const int *formats, db_cb cb, void *arg);
 
