@@ -610,7 +610,7 @@ static int run(const config_t *cfg, int rebuild) {
     db = NULL;
     batch_record_t *recs = malloc(sizeof(*recs) * (size_t)batch_size);
     unsigned long long total = 0, batches = 0;
-    int status = 0, gave_up = 0;
+    int status = 0, gave_up = 0, unapplied = 0, applied_since_exit_commit = 0;
     while (!stop) {
         int n = 0;
         uint64_t first = 0;
@@ -644,22 +644,34 @@ static int run(const config_t *cfg, int rebuild) {
             batch_clear(recs, n);
             if (rc < 0) {
                 gave_up = !stop;
+                unapplied = 1;
                 break; /* stopped before PostgreSQL took it all: not committed, so replayed later */
             }
             total += (unsigned long long)n;
             batches++;
             if (!rebuild) {
-                rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0);
+                /* Asynchronously: the next batch is gathered while the broker
+                 * answers (a commit lost in a crash only re-applies the batch,
+                 * harmlessly); the last one is waited for before exiting. */
+                rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 1);
                 if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
                     log_warn("committing offsets after a batch of %d: %s (the batch will be re-applied, "
                              "harmlessly)",
                              n, rd_kafka_err2str(err));
+                applied_since_exit_commit = 1;
             }
             if (batches % 100 == 0 || rebuild)
                 log_info("%llu events in %llu batches", total, batches);
         }
         if (rebuild && eofs >= nparts)
             break;
+    }
+    if (!rebuild && !unapplied && applied_since_exit_commit) {
+        /* Every batch consumed was applied: commit their offsets and wait. */
+        rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            log_warn("committing offsets before exiting: %s (the last batches will be re-applied, harmlessly)",
+                     rd_kafka_err2str(err));
     }
     if (rebuild && !stop && !gave_up && p.parked == 0)
         log_info("rebuild done: %llu events replayed", total);
