@@ -327,9 +327,13 @@ static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, int pass_fd
     sigset_t none, all;
     int rc;
     sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
+    /* Handled signals go back to their defaults at exec anyway; ignored ones
+     * would stay ignored: reset those the worker or its libraries may ignore
+     * (one sigaction each in the child, not 64). */
+    sigemptyset(&all);
+    int reset[] = {SIGPIPE, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM};
+    for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++)
+        sigaddset(&all, reset[i]);
     if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
         return rc;
     if ((rc = posix_spawnattr_init(&attr)) != 0) {

@@ -48,7 +48,7 @@ static const config_opt_t projector_opts[] = {
      "topic of the release events"},
     {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000",
      "most events written in one transaction"},
-    {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "20",
+    {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "5",
      "how long to gather a batch once the first event arrived"},
     {"http-listen", 0, "HELMQ_PROJECTOR_HTTP", CONFIG_STRING, "",
      "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
