@@ -550,8 +550,8 @@ fi
         echo "A fixed rate for ${LAT_SECONDS}s, worker (concurrency 32) and projector (defaults) running, no-op helm;"
         echo "the row is the terminal event's in helmq.applied_events, polled every 5 ms."
         echo
-        echo "Kafka settings: \\`default\\` = librdkafka's (fetch.wait.max.ms 500, which the embedded broker always waits out"
-        echo "when a fetch finds nothing); \\`fetchwait10\\` = \\`-X fetch.wait.max.ms=10\\` for the worker and the projector."
+        echo 'Kafka settings: `default` = librdkafka'"'"'s (fetch.wait.max.ms 500, which the embedded broker always waits out'
+        echo 'when a fetch finds nothing); `fetchwait10` = `-X fetch.wait.max.ms=10` for the worker and the projector.'
         echo
         echo "| Kafka settings | commands/s | p50 | p99 | p99.9 | max | achieved send rate | p99 per repetition |"
         echo "|---|---|---|---|---|---|---|---|"
