@@ -307,7 +307,9 @@ static void on_term(uv_timer_t *t) {
     if (run->ended_ms)
         return;
     run->timed_out = 1;
-    log_warn("helm pid %d passed its deadline: SIGTERM to its process group", (int)run->pid);
+    uv_update_time(t->loop);
+    log_warn("helm pid %d passed its deadline: SIGTERM to its process group (%lld ms after the deadline)",
+             (int)run->pid, (long long)uv_now(t->loop) - (long long)run->deadline_ms);
     kill(-run->pid, SIGTERM);
     uv_timer_start(&run->kill_timer, on_kill, (uint64_t)run->kill_grace_ms, 0);
 }

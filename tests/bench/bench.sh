@@ -349,6 +349,10 @@ scale_run() { # scale_run REP
     n_timeout=$(grep -c 'passed its deadline' "$T/scale-$ns.log")
     [ "$(wc -l <"$T/hang.log")" = "$SCALE" ] || die "timeouts: $(wc -l <"$T/hang.log") SIGTERMs recorded of $SCALE"
     awk '{ printf "%.3f\n", ($2 - $1) / 1e6 - 2000 }' "$T/hang.log" >"$T/late"
+    # The worker's own view: how long after the deadline its timer sent SIGTERM.
+    sed -n 's/.*passed its deadline.*(\([-0-9]*\) ms after the deadline).*/\1/p' "$T/scale-$ns.log" >"$T/late-worker"
+    raw scale late_worker "$(pctl 50 <"$T/late-worker")" "$(pctl 99 <"$T/late-worker")" \
+        "$(sort -g "$T/late-worker" | tail -n 1)" "$(wc -l <"$T/late-worker")"
     raw scale late "$(pctl 50 <"$T/late")" "$(pctl 99 <"$T/late")" "$(sort -g "$T/late" | head -n 1)" \
         "$(sort -g "$T/late" | tail -n 1)" "$n_timeout"
     say "timeouts  rep $rep: SIGTERM lateness p50/p99 $(pctl 50 <"$T/late")/$(pctl 99 <"$T/late") ms" \
@@ -382,7 +386,7 @@ if runs latency; then
         "Kafka settings: $LAT_CONFIGS; $REPS repetitions"
     for cfg in $LAT_CONFIGS; do
         extra=()
-        [ "$cfg" = fetchwait10 ] && extra=(-X fetch.wait.max.ms=10)
+        [ "$cfg" != default ] && extra=(-X "fetch.wait.max.ms=${cfg#fetchwait}")
         db_create bench_latency
         HELMQ_DATABASE_URL=$(db_url bench_latency)
         export HELMQ_DATABASE_URL
@@ -542,6 +546,7 @@ fi
         echo "| throughput during that churn (commands/s; ideal $SCALE) | $(fmt0 "$(med scale lat_churn 3)") | $(vals scale lat_churn 3) |"
         echo "| timeout SIGTERM lateness p50 / p99 (ms), $SCALE × timeout 2 s, grace 0 | $(med scale late 1) / $(med scale late 2) | p99: $(vals scale late 2) |"
         echo "| timeout lateness min / max (ms) | $(med scale late 3) / $(med scale late 4) | max: $(vals scale late 4) |"
+        echo "| the worker's timer: SIGTERM after the deadline p50 / p99 / max (ms; its log, $SCALE timeouts) | $(med scale late_worker 1) / $(med scale late_worker 2) / $(med scale late_worker 3) | p99: $(vals scale late_worker 2) |"
         echo
     fi
     if runs latency; then
