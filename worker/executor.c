@@ -358,7 +358,8 @@ static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, int pass_fd
     if (!rc)
         rc = posix_spawnattr_setsigdefault(&attr, &all);
     if (!rc)
-        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        rc = posix_spawnattr_setflags(&attr,
+                                      POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     if (!rc)
         rc = posix_spawnp(pid, argv->argv[0], &fa, &attr, argv->argv, environ);
     posix_spawnattr_destroy(&attr);

@@ -25,9 +25,9 @@ typedef struct helm_run helm_run_t;
 typedef void (*helm_done_cb)(helm_run_t *run);
 
 struct helm_run {
-    pid_t pid;            /* helm's pid, also its process group and session id */
-    int pidfd;            /* -1 when the kernel has no pidfd_open: reap_timer polls */
-    uv_poll_t exit_poll;  /* readable when helm has exited */
+    pid_t pid;           /* helm's pid, also its process group and session id */
+    int pidfd;           /* -1 when the kernel has no pidfd_open: reap_timer polls */
+    uv_poll_t exit_poll; /* readable when helm has exited */
     uv_timer_t reap_timer;
     uv_pipe_t out_pipe, err_pipe;
     uv_timer_t term_timer, kill_timer;

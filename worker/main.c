@@ -47,7 +47,8 @@ static const config_opt_t worker_opts[] = {
     {"max-buffered", 0, "HELMQ_MAX_BUFFERED", CONFIG_INT, "10000",
      "pause consuming when this many commands wait in memory"},
     {"tmpdir", 0, "HELMQ_TMPDIR", CONFIG_STRING, "/tmp",
-     "where values files go (0600, removed after) on kernels without memfd_create; elsewhere helm reads the values from a memory file passed as /proc/self/fd/3"},
+     "where values files go (0600, removed after) on kernels without memfd_create; elsewhere helm reads the "
+     "values from a memory file passed as /proc/self/fd/3"},
     {"http-listen", 0, "HELMQ_WORKER_HTTP", CONFIG_STRING, "",
      "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},

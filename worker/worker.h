@@ -70,11 +70,11 @@ struct command {
     helm_run_t *run;
     void (*helm_next)(void);   /* the step after the running helm (a step_cb) */
     void (*status_then)(void); /* the step after helm status */
-    char values_path[4096]; /* the values file (tmpdir fallback), or HELM_PASS_PATH */
-    int values_fd;          /* the values memfd while the operation runs, else -1 */
-    helm_release_t helm; /* the last release JSON helm printed */
-    int helm_found;      /* status/history found the release */
-    int helm_failed;     /* the operation failed */
+    char values_path[4096];    /* the values file (tmpdir fallback), or HELM_PASS_PATH */
+    int values_fd;             /* the values memfd while the operation runs, else -1 */
+    helm_release_t helm;       /* the last release JSON helm printed */
+    int helm_found;            /* status/history found the release */
+    int helm_failed;           /* the operation failed */
     int timed_out;
     char helm_error[1024];
     /* the helm process a crashed worker left running (reconciliation) */

@@ -191,8 +191,8 @@ static void db_drive(db_t *db) {
                 ok = PQsendPrepare(db->conn, name, q->sql, q->n, NULL);
                 db->preparing = 1;
             } else {
-                ok = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values, q->lengths,
-                                       q->formats, 0);
+                ok = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
+                                       q->lengths, q->formats, 0);
             }
             if (!ok) {
                 db_lost(db, PQerrorMessage(db->conn));

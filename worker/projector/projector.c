@@ -49,7 +49,8 @@ static const config_opt_t projector_opts[] = {
     {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000",
      "most events written in one transaction"},
     {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "0",
-     "how long to gather a batch once the first event arrived (0: take what has arrived; batches grow by themselves while PostgreSQL works)"},
+     "how long to gather a batch once the first event arrived (0: take what has arrived; batches grow by "
+     "themselves while PostgreSQL works)"},
     {"http-listen", 0, "HELMQ_PROJECTOR_HTTP", CONFIG_STRING, "",
      "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
@@ -670,8 +671,9 @@ static int run(const config_t *cfg, int rebuild) {
         /* Every batch consumed was applied: commit their offsets and wait. */
         rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            log_warn("committing offsets before exiting: %s (the last batches will be re-applied, harmlessly)",
-                     rd_kafka_err2str(err));
+            log_warn(
+                "committing offsets before exiting: %s (the last batches will be re-applied, harmlessly)",
+                rd_kafka_err2str(err));
     }
     if (rebuild && !stop && !gave_up && p.parked == 0)
         log_info("rebuild done: %llu events replayed", total);
