@@ -28,6 +28,9 @@ static const config_opt_t worker_opts[] = {
      "helm processes running at once (different releases)"},
     {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "4",
      "PostgreSQL connections for the ledger (release keys are spread over them)"},
+    {"db-group", 0, "HELMQ_DB_GROUP", CONFIG_INT, "64",
+     "ledger statements that queue while a connection is busy go in one transaction, up to this many "
+     "(1: one transaction each)"},
     {"group-id", 'g', "HELMQ_GROUP_ID", CONFIG_STRING, "helmq-worker", "Kafka consumer group of the workers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
      "topic of the commands"},
@@ -253,8 +256,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     w.dbs = calloc((size_t)w.ndbs, sizeof(db_t *));
-    for (int i = 0; i < w.ndbs; i++)
+    int group = (int)config_int(&cfg, "db-group");
+    if (group < 1 || group > 1024) {
+        log_error("--db-group must be 1..1024");
+        return 2;
+    }
+    for (int i = 0; i < w.ndbs; i++) {
         w.dbs[i] = db_new(w.loop, dburl);
+        if (w.dbs[i])
+            db_set_group_max(w.dbs[i], group);
+    }
     if (metrics_start(&w, config_get(&cfg, "http-listen"), errstr, sizeof(errstr)) < 0) {
         log_error("%s", errstr);
         return 1;

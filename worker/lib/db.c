@@ -15,6 +15,8 @@ typedef struct db_query {
     int *formats;
     db_cb cb;
     void *arg;
+    int prep_slot; /* in the group in flight: the slot it is prepared into, else -1 */
+    PGresult *res; /* in the group in flight: its result, once read */
 } db_query_t;
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_READY } db_state_t;
@@ -29,18 +31,22 @@ struct db {
     int poll_fd;
     uv_timer_t retry;
     db_state_t state;
-    int sent;         /* the head query has been sent */
-    PGresult *result; /* first result of the head query */
+    /* The connection is in pipeline mode. Queries go in groups of up to
+     * group_max, each group ended by a Sync and so run as one transaction;
+     * one group is in flight at a time: the group_n queries at the head,
+     * whose results are being read for the query at reading, the read_n-th
+     * (its Prepare's first when reading_prep). */
+    int group_max, group_n, read_n, reading_prep, group_bad, delivering;
+    db_query_t *reading;
     db_query_t *head, *tail;
     int pending;
     unsigned backoff_ms;
     int closing;
     /* Statements prepared on this connection, by SQL text pointer (callers
      * pass static strings): parsed and planned once per connection rather
-     * than on every call. The head query's Prepare is in flight when
-     * preparing is set. */
+     * than on every call. A slot whose Prepare failed holds NULL. */
     const char *prepared[DB_PREPARED_MAX];
-    int nprepared, preparing;
+    int nprepared;
 };
 
 static void db_connect(db_t *db);
@@ -93,24 +99,26 @@ static void on_retry(uv_timer_t *t) {
     db_connect(t->data);
 }
 
-/* The connection is gone: keep every query (the head one is sent again) and
+/* The connection is gone: keep every query (the group in flight is sent again) and
  * reconnect after a backoff. */
 static void db_lost(db_t *db, const char *why_in) {
     char why[512]; /* why_in may point into the connection freed below */
     snprintf(why, sizeof(why), "%s", why_in);
     why[strcspn(why, "\n")] = '\0';
     poll_stop(db);
-    if (db->result) {
-        PQclear(db->result);
-        db->result = NULL;
-    }
+    for (db_query_t *q = db->head; q; q = q->next)
+        if (q->res) {
+            PQclear(q->res);
+            q->res = NULL;
+        }
+    db->group_n = 0;
+    db->reading = NULL;
+    db->group_bad = 0;
     if (db->conn) {
         PQfinish(db->conn);
         db->conn = NULL;
     }
-    db->sent = 0;
     db->nprepared = 0;
-    db->preparing = 0;
     db->state = DB_DOWN;
     if (db->closing)
         return;
@@ -132,8 +140,8 @@ static void connect_step(db_t *db) {
             db_lost(db, "no socket");
         break;
     case PGRES_POLLING_OK:
-        if (PQsetnonblocking(db->conn, 1) != 0) {
-            db_lost(db, "cannot set non-blocking mode");
+        if (PQsetnonblocking(db->conn, 1) != 0 || !PQenterPipelineMode(db->conn)) {
+            db_lost(db, "cannot set non-blocking pipeline mode");
             break;
         }
         db->state = DB_READY;
@@ -166,39 +174,175 @@ static void db_connect(db_t *db) {
     connect_step(db);
 }
 
-/* Sends the head query, flushes, and reads results as they come. */
-static void db_drive(db_t *db) {
-    if (db->state != DB_READY)
+/* The name of sql's prepared statement on this connection, preparing it in
+ * the group being sent when it is new. Returns 1 with name set, 0 when every
+ * slot is taken (the statement is then sent unprepared), -1 on a send error. */
+static int statement_name(db_t *db, db_query_t *q, char *name, size_t size) {
+    for (int i = 0; i < db->nprepared; i++)
+        if (db->prepared[i] == q->sql) {
+            snprintf(name, size, "hq%d", i);
+            return 1;
+        }
+    if (db->nprepared >= DB_PREPARED_MAX)
+        return 0;
+    int slot = db->nprepared++;
+    snprintf(name, size, "hq%d", slot);
+    if (!PQsendPrepare(db->conn, name, q->sql, q->n, NULL))
+        return -1;
+    /* A later query of the same group may use the name at once: the server
+     * parses it before it binds them. */
+    db->prepared[slot] = q->sql;
+    q->prep_slot = slot;
+    return 1;
+}
+
+/* Sends the next group: up to group_max queued queries, then one Sync. The
+ * server runs a group as one transaction (the extended protocol's implicit
+ * transaction ends at the Sync). */
+static int group_send(db_t *db) {
+    int n = 0;
+    for (db_query_t *q = db->head; q && n < db->group_max; q = q->next, n++) {
+        char name[16];
+        q->prep_slot = -1;
+        int named = statement_name(db, q, name, sizeof(name));
+        int ok = named < 0 ? 0
+                 : named   ? PQsendQueryPrepared(db->conn, name, q->n, (const char *const *)q->values,
+                                                 q->lengths, q->formats, 0)
+                           : PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
+                                               q->lengths, q->formats, 0);
+        if (!ok)
+            return -1;
+    }
+    if (!PQpipelineSync(db->conn))
+        return -1;
+    db->group_n = n;
+    db->read_n = 0;
+    db->reading = db->head;
+    db->reading_prep = db->head->prep_slot >= 0;
+    return 0;
+}
+
+/* One result of the group in flight, NULL marking the end of an item's. */
+static void group_result(db_t *db, PGresult *r) {
+    db_query_t *q = db->reading;
+    if (!q) { /* more results than items: kept for the check at the Sync */
+        PQclear(r);
+        db->group_bad = 1;
         return;
-    for (;;) {
-        db_query_t *q = db->head;
-        if (!q) {
-            poll_watch(db, UV_READABLE); /* notice the server closing on us */
+    }
+    if (!r) {
+        if (db->reading_prep)
+            db->reading_prep = 0; /* its Prepare's results are read; its own follow */
+        else {
+            /* The group ends before the queue does. */
+            db->reading = ++db->read_n < db->group_n ? q->next : NULL;
+            db->reading_prep = db->reading && db->reading->prep_slot >= 0;
+        }
+        return;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (db->reading_prep) {
+        if (st != PGRES_COMMAND_OK) {
+            /* The statement did not prepare: its name is not used again, and
+             * its error is the query's result (the query is then aborted). */
+            db->prepared[q->prep_slot] = NULL;
+            if (!q->res)
+                q->res = r;
+            else
+                PQclear(r);
             return;
         }
-        if (!db->sent) {
-            int slot = -1, ok;
-            char name[16];
-            for (int i = 0; i < db->nprepared; i++)
-                if (db->prepared[i] == q->sql)
-                    slot = i;
-            if (slot >= 0) {
-                snprintf(name, sizeof(name), "hq%d", slot);
-                ok = PQsendQueryPrepared(db->conn, name, q->n, (const char *const *)q->values, q->lengths,
-                                         q->formats, 0);
-            } else if (db->nprepared < DB_PREPARED_MAX) {
-                snprintf(name, sizeof(name), "hq%d", db->nprepared);
-                ok = PQsendPrepare(db->conn, name, q->sql, q->n, NULL);
-                db->preparing = 1;
-            } else {
-                ok = PQsendQueryParams(db->conn, q->sql, q->n, NULL, (const char *const *)q->values,
-                                       q->lengths, q->formats, 0);
+        PQclear(r);
+        return;
+    }
+    if (!q->res)
+        q->res = r;
+    else if (PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED && st == PGRES_FATAL_ERROR) {
+        PQclear(q->res);
+        q->res = r;
+    } else
+        PQclear(r);
+}
+
+static int result_ok(const PGresult *r) {
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* The group's Sync arrived: its transaction is over. When every query
+ * succeeded they are all committed: each caller gets its result. When one
+ * failed, the transaction rolled back: the failed query's caller gets the
+ * error; the others ran for nothing and stay queued, first, to be sent again
+ * on the same session (session state they changed, such as an advisory lock
+ * taken, is not rolled back: see db.h). */
+static void group_done(db_t *db) {
+    db_query_t *failed = NULL;
+    int n = 0;
+    for (db_query_t *q = db->head; q && n < db->group_n; q = q->next, n++)
+        if (!failed && !result_ok(q->res))
+            failed = q;
+    if (db->group_bad && !failed) {
+        db->group_n = 0;
+        db_lost(db, "results out of step with the queries sent");
+        return;
+    }
+    db_query_t *done = db->head, *last = done;
+    if (failed) {
+        /* Take the failed query out; the others stay queued, first. */
+        db_query_t **pp = &db->head;
+        while (*pp != failed)
+            pp = &(*pp)->next;
+        *pp = failed->next;
+        if (db->tail == failed)
+            db->tail = NULL;
+        if (!db->tail)
+            for (db_query_t *q = db->head; q; q = q->next)
+                db->tail = q;
+        failed->next = NULL;
+        done = failed;
+        n = 1;
+        for (db_query_t *q = db->head; q; q = q->next)
+            if (q->res) {
+                PQclear(q->res);
+                q->res = NULL;
             }
-            if (!ok) {
+    } else {
+        for (int i = 1; i < n; i++)
+            last = last->next;
+        db->head = last->next;
+        if (!db->head)
+            db->tail = NULL;
+        last->next = NULL;
+    }
+    db->pending -= n;
+    db->group_n = 0;
+    db->reading = NULL;
+    db->delivering = 1;
+    while (done) {
+        db_query_t *q = done;
+        done = q->next;
+        const char *err = result_ok(q->res) ? NULL : q->res ? PQresultErrorMessage(q->res) : "no result";
+        q->cb(q->arg, q->res, err);
+        PQclear(q->res);
+        q->res = NULL;
+        query_free(q);
+    }
+    db->delivering = 0;
+}
+
+/* Sends queued queries in groups, one group in flight at a time, flushes,
+ * and reads results as they come. */
+static void db_drive(db_t *db) {
+    while (db->state == DB_READY && !db->delivering) {
+        if (!db->group_n) {
+            if (!db->head) {
+                poll_watch(db, UV_READABLE); /* notice the server closing on us */
+                return;
+            }
+            if (group_send(db) < 0) {
                 db_lost(db, PQerrorMessage(db->conn));
                 return;
             }
-            db->sent = 1;
         }
         int f = PQflush(db->conn);
         if (f < 0) {
@@ -213,65 +357,38 @@ static void db_drive(db_t *db) {
             db_lost(db, PQerrorMessage(db->conn));
             return;
         }
-        while (!PQisBusy(db->conn)) {
+        int synced = 0;
+        while (!synced && !PQisBusy(db->conn)) {
             PGresult *r = PQgetResult(db->conn);
-            if (!r)
-                goto complete;
-            if (!db->result)
-                db->result = r;
-            else
+            if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
                 PQclear(r);
+                synced = 1;
+                /* Nothing else is in flight: some libpq versions still end
+                 * the Sync's round with a NULL, which must not be taken for
+                 * the end of the next group's first item. */
+                while (!PQisBusy(db->conn) && (r = PQgetResult(db->conn)))
+                    group_result(db, r);
+            } else if (r && PQstatus(db->conn) == CONNECTION_BAD) {
+                char why[512];
+                snprintf(why, sizeof(why), "%s", PQresultErrorMessage(r));
+                PQclear(r);
+                db_lost(db, why[0] ? why : "connection lost during a query");
+                return;
+            } else
+                group_result(db, r);
         }
-        poll_watch(db, UV_READABLE);
-        return;
-    complete:
-        if (PQstatus(db->conn) == CONNECTION_BAD) {
-            db_lost(db, "connection lost during a query");
-            return;
-        }
-        if (db->preparing) {
-            PGresult *pr = db->result;
-            db->result = NULL;
-            db->sent = 0;
-            db->preparing = 0;
-            if (pr && PQresultStatus(pr) == PGRES_COMMAND_OK) {
-                db->prepared[db->nprepared++] = q->sql;
-                PQclear(pr);
-                continue; /* now execute it */
-            }
-            /* A statement that does not prepare would not run either: its
-             * error goes to the caller as the query's result. */
-            db->result = pr;
-        }
-        {
-            PGresult *res = db->result;
-            db->result = NULL;
-            db->sent = 0;
-            db->head = q->next;
-            if (!db->head)
-                db->tail = NULL;
-            db->pending--;
-            ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-            const char *err = NULL;
-            if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-                err = res ? PQresultErrorMessage(res) : "no result";
-            /* A connection-level failure (e.g. an administrator shutdown)
-             * arrives as a fatal result on a connection that is now bad. */
-            if (err && PQstatus(db->conn) == CONNECTION_BAD) {
-                db->head = q;
-                if (!db->tail)
-                    db->tail = q;
-                db->pending++;
-                PQclear(res);
-                db_lost(db, err);
+        if (!synced) {
+            if (PQstatus(db->conn) == CONNECTION_BAD) {
+                db_lost(db, "connection lost during a query");
                 return;
             }
-            q->cb(q->arg, res, err);
-            PQclear(res);
-            query_free(q);
-        }
-        if (db->state != DB_READY)
+            poll_watch(db, UV_READABLE);
             return;
+        }
+        if (db->reading) /* fewer results than items */
+            db->group_bad = 1;
+        group_done(db);
+        db->group_bad = 0;
     }
 }
 
@@ -308,6 +425,7 @@ db_t *db_new(uv_loop_t *loop, const char *conninfo) {
     db->loop = loop;
     db->conninfo = strdup(conninfo);
     db->poll_fd = -1;
+    db->group_max = 1;
     uv_timer_init(loop, &db->retry);
     db->retry.data = db;
     db_connect(db);
@@ -323,6 +441,7 @@ void db_query(db_t *db, const char *sql, int n, const char *const *values, const
     q->n = n;
     q->cb = cb;
     q->arg = arg;
+    q->prep_slot = -1;
     if (n) {
         q->values = calloc((size_t)n, sizeof(char *));
         q->lengths = calloc((size_t)n, sizeof(int));
@@ -351,6 +470,10 @@ void db_query(db_t *db, const char *sql, int n, const char *const *values, const
     db->pending++;
     if (db->state == DB_READY && db->head == q)
         db_drive(db);
+}
+
+void db_set_group_max(db_t *db, int n) {
+    db->group_max = n < 1 ? 1 : n;
 }
 
 int db_ready(const db_t *db) {

@@ -1,8 +1,8 @@
 /* Non-blocking PostgreSQL on the libuv loop.
  *
- * One connection, driven by PQconnectPoll / PQsendQueryParams / PQconsumeInput
- * from a uv_poll on PQsocket: nothing here blocks the loop. Queries are queued
- * and sent one at a time in order. When the connection is lost (server
+ * One connection in pipeline mode, driven by PQconnectPoll / PQsendQueryPrepared /
+ * PQconsumeInput from a uv_poll on PQsocket: nothing here blocks the loop.
+ * Queries are queued and run in order, in groups (db_set_group_max). When the connection is lost (server
  * restart, network), the query in flight and everything queued stay queued;
  * the module reconnects with backoff, logging each attempt, and sends them
  * again. Callers therefore only queue statements that are safe to run twice
@@ -30,6 +30,15 @@ db_t *db_new(uv_loop_t *loop, const char *conninfo);
  * time it sees an sql pointer and reuses it for the same pointer after. */
 void db_query(db_t *db, const char *sql, int n, const char *const *values, const int *lengths,
               const int *formats, db_cb cb, void *arg);
+
+/* Queries queued while a group is in flight are sent together, up to n in
+ * one transaction (default 1: each on its own). Their callbacks run once the
+ * transaction has committed, in the order queued. When one fails, the
+ * transaction rolls back: its caller gets the error (first) and the group's
+ * others are sent again, on the same session. What a rolled-back statement
+ * did outside the transaction stays: a session advisory lock it took is then
+ * held once more (the ledger's unlock releases every hold of its key). */
+void db_set_group_max(db_t *db, int n);
 
 /* Whether the connection is up; how many queries wait or run. */
 int db_ready(const db_t *db);
