@@ -696,25 +696,30 @@ typedef struct batch {
     batch_record_t *recs;
     batch_record_t *events;
     int n, nevents;
-    int in_flight; /* its staged rows were sent and their outcome not yet read */
+    copy_buf_t rows; /* the events' rows for pg_temp.helmq_stage */
+    int in_flight;   /* its staged rows were sent and their outcome not yet read */
 } batch_t;
 
-/* Starts applying a whole batch: its events are staged and sent to
- * PostgreSQL, which applies them while the caller gathers and decodes the
- * next batch; batch_finish reads the outcome. Nothing is sent when PostgreSQL
- * is unreachable or refuses at once: batch_finish then takes the slow path. */
-static void batch_start(projector_t *p, batch_t *b) {
+/* Prepares a gathered batch: picks its decoded events and writes their
+ * staging rows (done while PostgreSQL still applies the batch before). */
+static void batch_prepare(batch_t *b) {
     b->nevents = 0;
     b->in_flight = 0;
+    b->rows.len = 0;
     for (int i = 0; i < b->n; i++)
         if (b->recs[i].event)
             b->events[b->nevents++] = b->recs[i];
+    stage_rows(b->events, 0, b->nevents, &b->rows);
+}
+
+/* Starts applying a prepared batch: its staged rows are sent to PostgreSQL,
+ * which applies them while the caller gathers and decodes the next batch;
+ * batch_finish reads the outcome. Nothing is sent when PostgreSQL is
+ * unreachable or refuses at once: batch_finish then takes the slow path. */
+static void batch_start(projector_t *p, batch_t *b) {
     if (b->nevents == 0 || !p->db || PQstatus(p->db) != CONNECTION_OK)
         return;
-    copy_buf_t rows = {0};
-    stage_rows(b->events, 0, b->nevents, &rows);
-    PGresult *r = stage_send(p, &rows);
-    free(rows.data);
+    PGresult *r = stage_send(p, &b->rows);
     if (!r)
         b->in_flight = 1;
     PQclear(r);
@@ -893,6 +898,7 @@ static int run(const config_t *cfg, int rebuild) {
         bufs[i].recs = malloc(sizeof(batch_record_t) * (size_t)batch_size);
         bufs[i].events = malloc(sizeof(batch_record_t) * (size_t)batch_size);
         bufs[i].n = bufs[i].nevents = bufs[i].in_flight = 0;
+        bufs[i].rows = (copy_buf_t){0};
     }
     unsigned long long total = 0, batches = 0;
     int status = 0, gave_up = 0, applied_since_exit_commit = 0;
@@ -925,6 +931,7 @@ static int run(const config_t *cfg, int rebuild) {
                 first = mono_ms();
         }
         next->n = n;
+        batch_prepare(next);
         if (cur->n > 0) {
             int rc = batch_finish(&p, cur);
             if (rc == 0 && !rebuild) {
@@ -974,6 +981,7 @@ static int run(const config_t *cfg, int rebuild) {
     for (int i = 0; i < 2; i++) {
         free(bufs[i].recs);
         free(bufs[i].events);
+        free(bufs[i].rows.data);
     }
     if (!rebuild && applied_since_exit_commit) {
         /* The offsets stored are those of applied batches: commit them and
