@@ -1,10 +1,12 @@
 /* helmq-projector: release events into the PostgreSQL projection.
  *
  * Its own consumer group on the events topic. Events are applied in batches,
- * one transaction per batch (helmq.apply_events, idempotent by eventId, an
- * older revision never overwriting newer state), and the consumer's offsets
- * are committed only after PostgreSQL has committed the batch. PostgreSQL
- * down: the batch is kept and retried with backoff; nothing is lost.
+ * one transaction per batch: the decoded events are streamed with COPY into
+ * a TEMP staging table and applied by helmq.apply_staged (sql/0007: the
+ * semantics of 0005's apply_events, idempotent by eventId, an older revision
+ * never overwriting newer state). The consumer's offsets are stored and
+ * committed only for batches PostgreSQL has committed. PostgreSQL down: the
+ * batch is kept and retried with backoff; nothing is lost.
  *
  * A batch PostgreSQL refuses because of an event in it (a constraint
  * violation, a value the SQL cannot take: SQLSTATE classes 22, 23, ...) is
@@ -18,8 +20,11 @@
  * grant), since parking would then swallow every event: the projector waits,
  * logging, for an operator (a rebuild gives up instead).
  *
- * A plain loop rather than an event loop: the projector does one thing at a
- * time (collect a batch, write it, commit offsets) and has nothing to overlap. */
+ * A plain loop rather than an event loop, with one overlap: while PostgreSQL
+ * applies a batch (sent whole, its outcome read later), the next batch is
+ * gathered, decoded and written as COPY rows. Everything else (a refused
+ * batch split, parking, retries) runs one step at a time, after the batch in
+ * flight has finished. */
 #include "codec.h"
 #include "config.h"
 #include "httpd.h"
