@@ -226,4 +226,32 @@ projection_dump >"$T/dump9"
 cmp -s "$T/dump7" "$T/dump9"
 ok $? "and gives the same tables as the COPY path (apply_staged, 0007)" ||
     diff "$T/dump7" "$T/dump9" | sed "s/^/# /" >&2
+# 8. Two projectors applying the same new event at once (a rebalance): the
+# second one's plain INSERT waits for the first and then collides; apply_staged
+# falls back to the ON CONFLICT forms, so both commit and the event is applied once.
+E=$(cat /proc/sys/kernel/random/uuid)
+R3=$(cat /proc/sys/kernel/random/uuid)
+N='\N'
+stage_race() { # the staging rows of one install event, its history entry, then the apply
+    printf 'SELECT helmq.stage_create();\nBEGIN;\nCOPY pg_temp.helmq_stage FROM STDIN;\n'
+    printf '1\t0\t%s\t%s\t%s\t%s\tsucceeded\ttrue\t%s\trace\tdeployed\t1\tc\t1.0.0\t%s\t%s\td\tp\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$E" "$E" "$R3" "$TENANT" "$NS" "$N" "$N" "$now" "$N" "$N" "$N" "$N" "$N"
+    printf '1\t1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\tdeployed\t1\tc\t1.0.0\t%s\tinstall\td\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$now" "$N" "$N" "$N" "$N" "$N"
+    printf '\\.\nSELECT helmq.apply_staged();\n'
+}
+{ stage_race; printf 'SELECT pg_sleep(2);\nCOMMIT;\n'; } |
+    psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >"$T/race1.out" 2>&1 &
+race1=$!
+sleep 0.7
+{ stage_race; printf 'COMMIT;\n'; } | psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >"$T/race2.out" 2>&1
+is "$?" 0 "the second writer commits too (no unique_violation)" || sed 's/^/# /' "$T/race2.out" >&2
+wait "$race1"
+is "$?" 0 "the first writer commits"
+is "$(grep -v '^$' "$T/race1.out" | tr '\n' ' ')" "1 " "the first writer applied the event"
+is "$(grep -v '^$' "$T/race2.out" | tr '\n' ' ')" "0 " "the second found it applied"
+is "$(psql_q "select (select count(*) from helmq.applied_events where event_id = '$E') || ' ' ||
+    (select count(*) from helmq.release_history where release_id = '$R3') || ' ' ||
+    (select status || revision from helmq.releases where release_id = '$R3')")" "1 1 deployed1" \
+    "the event, its history row and its release, once"
 done_testing
