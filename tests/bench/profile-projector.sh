@@ -1,5 +1,14 @@
 #!/usr/bin/env bash
-# profile the projector: perf record -a during a run
+# tests/bench/profile-projector.sh: profile helmq-projector and its PostgreSQL
+# backend under the projector benchmark's load (preloaded events, a fresh database).
+#
+#   bash tests/bench/profile-projector.sh [EVENTS] [RELEASES]    perf record -a -g for PERF_SECONDS (6)
+#   EXPLAIN=1 bash tests/bench/profile-projector.sh ...          also auto_explain (analyze) of every
+#                                                                statement over 1 ms into OUT.pglog
+#   TOP=N                                                        lines of the perf summary printed
+#
+# Outputs: build/bench/profile-projector.{data,txt,pglog}. Needs `make bench-tools` and bin/.
+# (perf record -a sees the whole machine: `perf report --pid` picks the projector or its backend.)
 . "$(dirname "$0")/lib.sh"
 PE=${1:-100000}
 PR=${2:-5000}
