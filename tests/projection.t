@@ -153,4 +153,105 @@ projection_dump >"$T/dump4"
 projection_dump >"$T/dump5"
 cmp -s "$T/dump4" "$T/dump5"
 ok $? "the projection still equals a fresh rebuild"
+
+# 7. The COPY staging path (sql/0007): one batch holding a duplicate, a replay,
+# an uninstall and a reinstall of the same name, a failure, a stale and a
+# progress event, with text that COPY must escape (tab, newline, CR,
+# backslash, \N, unicode), gives the tables one-event batches give and the
+# tables 0005's apply_events gives, and keeps the text byte for byte.
+TRICKY_DESC=$(printf 'tab\there\nnewline\\backslash \\N not null\r CR \xc3\xbcn\xc3\xafc\xc3\xb6d\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x9a\x80 "quoted"\n\\.\nlast')
+TRICKY_ERR=$(printf 'line1\nline2\t\\x00 \\\\ end')
+R1=$(cat /proc/sys/kernel/random/uuid)
+R2=$(cat /proc/sys/kernel/random/uuid)
+now=$(date +%s%3N)
+mk() { # mk RELEASE_ID REVISION STATUS TYPE AT [JQ]: an event shaped like U_EVENT
+    jq -c --arg id "$(cat /proc/sys/kernel/random/uuid)" --arg rid "$1" --argjson rev "$2" --arg st "$3" \
+        --arg ty "$4" --argjson at "$5" --arg d "$TRICKY_DESC" \
+        '.eventId = $id | .commandId = $id | .releaseId = $rid | .releaseName = "tricky" | .revision = $rev
+         | .status = $st | .eventType = $ty | .terminal = true | .occurredAt = $at | .description = $d
+         | .reason = null | .errorCode = null | .errorMessage = null
+         | .history = [{revision: $rev, status: $st, chartName: "c", chartVersion: "1.0.0", appVersion: null,
+                        operation: "install", description: $d, createdAt: $at}]' <<<"$U_EVENT" | jq -c "${6:-.}"
+}
+e_install=$(mk "$R1" 1 deployed succeeded "$now")
+e_uninstall=$(mk "$R1" 2 uninstalled succeeded $((now + 1)) '.reason = "why\tnot" | .history[0].operation = "uninstall"')
+e_reinstall=$(mk "$R2" 1 deployed succeeded $((now + 2)))
+e_failed=$(mk "$R2" 2 failed failed $((now + 3)) ".errorCode = \"HELM_FAILED\" | .errorMessage = $(printf '%s' "$TRICKY_ERR" | jq -Rs .)")
+e_stale=$(mk "$R2" 1 deployed succeeded $((now + 4)) '.description = "stale"')
+e_progress=$(mk "$R2" 2 pending-upgrade started $((now + 5)) '.terminal = false | .history = []')
+i=0
+for e in "$e_install" "$e_install" "$e_uninstall" "$e_reinstall" "$e_failed" "$e_uninstall" "$e_stale" \
+    "$e_progress"; do
+    i=$((i + 1))
+    echo "$e" | "$HELMQ_BIN/helmq" encode --type event >"$T/tricky-$i.avro"
+done
+kcat -b "$HELMQ_BROKERS" -P -t helm.release.events -k "$TENANT/$NS/tricky" "$T"/tricky-[1-8].avro
+"$HELMQ_BIN/helmq-projector" rebuild --log-level warn >"$T/rebuild7.log" 2>&1
+is "$?" 0 "rebuild with the tricky events exits 0"
+projection_dump >"$T/dump7"
+is "$(psql_q "select count(*) from helmq.parked_events")" 0 "nothing parked"
+is "$(psql_q "select status || ' ' || revision from helmq.releases where release_id = '$R1'")" "uninstalled 2" \
+    "the first lifecycle ends uninstalled (its replayed uninstall changes nothing)"
+is "$(psql_q "select status || ' ' || revision from helmq.releases where release_id = '$R2'")" "failed 2" \
+    "the reinstall takes the live slot within the batch; the stale event does not win"
+is "$(psql_q "select count(*) from helmq.applied_events where release_id in ('$R1', '$R2')")" 6 \
+    "the duplicate is applied once (6 distinct events)"
+is "$(psql_q "select encode(convert_to(description, 'UTF8'), 'hex') from helmq.releases where release_id = '$R1'")" \
+    "$(printf '%s' "$TRICKY_DESC" | od -An -tx1 | tr -d ' \n')" \
+    "a description with tab, newline, CR, backslash, \\N and unicode is kept byte for byte"
+is "$(psql_q "select encode(convert_to(last_error, 'UTF8'), 'hex') from helmq.releases where release_id = '$R2'")" \
+    "$(printf '%s' "$TRICKY_ERR" | od -An -tx1 | tr -d ' \n')" "so is an errorMessage"
+is "$(psql_q "select encode(convert_to(description || '|' || error, 'UTF8'), 'hex') from helmq.release_history where release_id = '$R2' and revision = 2")" \
+    "$(printf '%s|%s' "$TRICKY_DESC" "$TRICKY_ERR" | od -An -tx1 | tr -d ' \n')" "and the history row's text"
+is "$(psql_q "select encode(convert_to(uninstall_reason, 'UTF8'), 'hex') from helmq.releases where release_id = '$R1'")" \
+    "$(printf 'why\tnot' | od -An -tx1 | tr -d ' \n')" "and the uninstall reason"
+"$HELMQ_BIN/helmq-projector" rebuild --batch-size 1 --log-level warn >"$T/rebuild8.log" 2>&1
+is "$?" 0 "rebuild --batch-size 1 exits 0"
+projection_dump >"$T/dump8"
+cmp -s "$T/dump7" "$T/dump8"
+ok $? "with the tricky events too, one event per batch gives the same tables as whole batches" ||
+    diff "$T/dump7" "$T/dump8" | sed "s/^/# /" >&2
+# The whole topic in one call of 0005's apply_events (the JSON path; each
+# release's events in their partition's order) gives the same tables.
+events_json | jq -c 'del(._partition, ._offset)' | jq -cs . >"$T/events_all.json"
+psql_q "select helmq.truncate_projection()" >/dev/null
+{
+    echo "CREATE TEMP TABLE j (doc text); COPY j FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02');"
+    cat "$T/events_all.json"
+    printf '\\.\n'
+    echo "SELECT helmq.apply_events(doc::jsonb) FROM j;"
+} | psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >/dev/null
+ok $? "apply_events (0005) takes the whole topic in one batch"
+projection_dump >"$T/dump9"
+cmp -s "$T/dump7" "$T/dump9"
+ok $? "and gives the same tables as the COPY path (apply_staged, 0007)" ||
+    diff "$T/dump7" "$T/dump9" | sed "s/^/# /" >&2
+# 8. Two projectors applying the same new event at once (a rebalance): the
+# second one's plain INSERT waits for the first and then collides; apply_staged
+# falls back to the ON CONFLICT forms, so both commit and the event is applied once.
+E=$(cat /proc/sys/kernel/random/uuid)
+R3=$(cat /proc/sys/kernel/random/uuid)
+N='\N'
+stage_race() { # the staging rows of one install event, its history entry, then the apply
+    printf 'SELECT helmq.stage_create();\nBEGIN;\nCOPY pg_temp.helmq_stage FROM STDIN;\n'
+    printf '1\t0\t%s\t%s\t%s\t%s\tsucceeded\ttrue\t%s\trace\tdeployed\t1\tc\t1.0.0\t%s\t%s\td\tp\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$E" "$E" "$R3" "$TENANT" "$NS" "$N" "$N" "$now" "$N" "$N" "$N" "$N" "$N"
+    printf '1\t1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\tdeployed\t1\tc\t1.0.0\t%s\tinstall\td\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$N" "$now" "$N" "$N" "$N" "$N" "$N"
+    printf '\\.\nSELECT helmq.apply_staged();\n'
+}
+{ stage_race; printf 'SELECT pg_sleep(2);\nCOMMIT;\n'; } |
+    psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >"$T/race1.out" 2>&1 &
+race1=$!
+sleep 0.7
+{ stage_race; printf 'COMMIT;\n'; } | psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >"$T/race2.out" 2>&1
+is "$?" 0 "the second writer commits too (no unique_violation)" || sed 's/^/# /' "$T/race2.out" >&2
+wait "$race1"
+is "$?" 0 "the first writer commits"
+is "$(grep -v '^$' "$T/race1.out" | tr '\n' ' ')" "1 " "the first writer applied the event"
+is "$(grep -v '^$' "$T/race2.out" | tr '\n' ' ')" "0 " "the second found it applied"
+is "$(psql_q "select (select count(*) from helmq.applied_events where event_id = '$E') || ' ' ||
+    (select count(*) from helmq.release_history where release_id = '$R3') || ' ' ||
+    (select status || revision from helmq.releases where release_id = '$R3')")" "1 1 deployed1" \
+    "the event, its history row and its release, once"
 done_testing

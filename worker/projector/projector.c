@@ -1,10 +1,12 @@
 /* helmq-projector: release events into the PostgreSQL projection.
  *
  * Its own consumer group on the events topic. Events are applied in batches,
- * one transaction per batch (helmq.apply_events, idempotent by eventId, an
- * older revision never overwriting newer state), and the consumer's offsets
- * are committed only after PostgreSQL has committed the batch. PostgreSQL
- * down: the batch is kept and retried with backoff; nothing is lost.
+ * one transaction per batch: the decoded events are streamed with COPY into
+ * a TEMP staging table and applied by helmq.apply_staged (sql/0007: the
+ * semantics of 0005's apply_events, idempotent by eventId, an older revision
+ * never overwriting newer state). The consumer's offsets are stored and
+ * committed only for batches PostgreSQL has committed. PostgreSQL down: the
+ * batch is kept and retried with backoff; nothing is lost.
  *
  * A batch PostgreSQL refuses because of an event in it (a constraint
  * violation, a value the SQL cannot take: SQLSTATE classes 22, 23, ...) is
@@ -18,8 +20,11 @@
  * grant), since parking would then swallow every event: the projector waits,
  * logging, for an operator (a rebuild gives up instead).
  *
- * A plain loop rather than an event loop: the projector does one thing at a
- * time (collect a batch, write it, commit offsets) and has nothing to overlap. */
+ * A plain loop rather than an event loop, with one overlap: while PostgreSQL
+ * applies a batch (sent whole, its outcome read later), the next batch is
+ * gathered, decoded and written as COPY rows. Everything else (a refused
+ * batch split, parking, retries) runs one step at a time, after the batch in
+ * flight has finished. */
 #include "codec.h"
 #include "config.h"
 #include "httpd.h"
@@ -268,6 +273,7 @@ typedef struct projector {
     const char *topic;
     int rebuild;
     unsigned long long parked;
+    int staged_pid; /* the backend whose staging tables exist (sql/0007), 0 when unknown */
 } projector_t;
 
 typedef enum pg_error_kind {
@@ -325,26 +331,273 @@ static void backoff_sleep(unsigned *backoff) {
     *backoff = *backoff < 5000 ? *backoff * 2 : 5000;
 }
 
+/* A growing buffer of COPY text-format rows. */
+typedef struct copy_buf {
+    char *data;
+    size_t len, cap;
+} copy_buf_t;
+
+static void copy_reserve(copy_buf_t *b, size_t n) {
+    if (b->len + n <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        log_error("out of memory building a batch of %zu bytes", cap);
+        abort();
+    }
+    b->data = d;
+    b->cap = cap;
+}
+
+static void copy_raw(copy_buf_t *b, const char *s, size_t n) {
+    copy_reserve(b, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+/* One column, escaped for COPY's text format: backslash, tab, newline and
+ * CR as backslash sequences, NUL as \000 (which PostgreSQL then refuses as
+ * text, as it refuses \u0000 in jsonb: such an event is parked). */
+static void copy_text(copy_buf_t *b, const char *s, size_t n) {
+    copy_reserve(b, 4 * n + 1);
+    char *o = b->data + b->len;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        switch (ch) {
+        case '\\':
+            *o++ = '\\';
+            *o++ = '\\';
+            break;
+        case '\t':
+            *o++ = '\\';
+            *o++ = 't';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        case '\0':
+            memcpy(o, "\\000", 4);
+            o += 4;
+            break;
+        default: *o++ = ch;
+        }
+    }
+    b->len = (size_t)(o - b->data);
+}
+
+/* A JSON value as a column, as jsonb's ->> gives it: a string's text,
+ * a number's digits, true/false, and \N for null or missing. sep is the
+ * character after it (tab, or the newline ending the row). */
+static void copy_json(copy_buf_t *b, const json_t *v, char sep) {
+    char num[64];
+    int n;
+    switch (v ? json_typeof(v) : JSON_NULL) {
+    case JSON_STRING: copy_text(b, json_string_value(v), json_string_length(v)); break;
+    case JSON_INTEGER:
+        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        copy_raw(b, num, (size_t)n);
+        break;
+    case JSON_REAL:
+        n = snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+        copy_raw(b, num, (size_t)n);
+        break;
+    case JSON_TRUE: copy_raw(b, "true", 4); break;
+    case JSON_FALSE: copy_raw(b, "false", 5); break;
+    case JSON_OBJECT:
+    case JSON_ARRAY: {
+        char *text = json_dumps(v, JSON_COMPACT);
+        copy_text(b, text, strlen(text));
+        free(text);
+        break;
+    }
+    default: /* JSON_NULL, and a missing field */ copy_raw(b, "\\N", 2);
+    }
+    copy_raw(b, &sep, 1);
+}
+
+/* The columns of pg_temp.helmq_stage after ord and ho (sql/0007): the event
+ * field each takes in an event's row, and in a row of its history (NULL: the
+ * column is null in such rows). */
+static const struct stage_column {
+    const char *event, *history;
+} stage_columns[] = {
+    {"eventId", NULL},
+    {"commandId", NULL},
+    {"releaseId", NULL},
+    {"tenantId", NULL},
+    {"eventType", NULL},
+    {"terminal", NULL},
+    {"namespace", NULL},
+    {"releaseName", NULL},
+    {"status", "status"},
+    {"revision", "revision"},
+    {"chartName", "chartName"},
+    {"chartVersion", "chartVersion"},
+    {"appVersion", "appVersion"},
+    {NULL, "operation"},
+    {"description", "description"},
+    {"performedBy", NULL},
+    {"occurredAt", "createdAt"},
+    {"reason", NULL},
+    {"valuesDigest", NULL},
+    {"valuesRedacted", NULL},
+    {"errorCode", NULL},
+    {"errorMessage", NULL},
+};
+#define NCOLUMNS (sizeof(stage_columns) / sizeof(stage_columns[0]))
+
+/* The staging rows of events [lo, hi), appended to rows. */
+static void stage_rows(const batch_record_t *recs, int lo, int hi, copy_buf_t *rows) {
+    char num[32];
+    for (int i = lo; i < hi; i++) {
+        const json_t *e = recs[i].event;
+        int ord = i - lo + 1;
+        int n = snprintf(num, sizeof(num), "%d\t0\t", ord);
+        copy_raw(rows, num, (size_t)n);
+        for (size_t c = 0; c < NCOLUMNS; c++)
+            copy_json(rows, stage_columns[c].event ? json_object_get(e, stage_columns[c].event) : NULL,
+                      c + 1 < NCOLUMNS ? '\t' : '\n');
+        const json_t *h = json_object_get(e, "history");
+        for (size_t k = 0; k < json_array_size(h); k++) {
+            const json_t *entry = json_array_get(h, k);
+            n = snprintf(num, sizeof(num), "%d\t%zu\t", ord, k + 1);
+            copy_raw(rows, num, (size_t)n);
+            for (size_t c = 0; c < NCOLUMNS; c++)
+                copy_json(rows,
+                          stage_columns[c].history ? json_object_get(entry, stage_columns[c].history) : NULL,
+                          c + 1 < NCOLUMNS ? '\t' : '\n');
+        }
+    }
+}
+
+/* Ends a failed batch transaction and hands r back. */
+static PGresult *rollback(PGconn *c, PGresult *r) {
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
+        PQclear(PQexec(c, "ROLLBACK"));
+    return r;
+}
+
+/* Reads the results of the statement in flight up to the end. Returns the
+ * result of "SELECT helmq.apply_staged()" (its count of new events) when
+ * every statement succeeded, else the first failed result, with the
+ * transaction rolled back; the caller clears it either way. */
+static PGresult *stage_finish(projector_t *p) {
+    PGresult *r, *failed = NULL, *applied = NULL;
+    while ((r = PQgetResult(p->db))) {
+        ExecStatusType st = PQresultStatus(r);
+        if (!failed && st == PGRES_TUPLES_OK && !applied)
+            applied = r;
+        else if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            failed = r;
+        else
+            PQclear(r);
+        if (st == PGRES_COPY_IN) /* not expected here: end it so the connection can go on */
+            PQputCopyEnd(p->db, "unexpected COPY");
+    }
+    if (!failed && !applied)
+        failed = PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR);
+    if (failed) {
+        PQclear(applied);
+        return rollback(p->db, failed);
+    }
+    return applied;
+}
+
+/* Sends a batch's staged rows in one transaction, without waiting for
+ * PostgreSQL to apply them: BEGIN, COPY into pg_temp.helmq_stage,
+ * helmq.apply_staged() (sql/0007), COMMIT, as one query string. Returns NULL
+ * once sent (stage_finish then reads the outcome), else the failed result
+ * (the caller clears it). */
+static PGresult *stage_send(projector_t *p, const copy_buf_t *rows) {
+    PGresult *r;
+    if (p->staged_pid != PQbackendPID(p->db)) {
+        r = PQexec(p->db, "SELECT helmq.stage_create()");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            return r;
+        PQclear(r);
+        p->staged_pid = PQbackendPID(p->db);
+    }
+    if (!PQsendQuery(p->db,
+                     "BEGIN; COPY pg_temp.helmq_stage FROM STDIN; SELECT helmq.apply_staged(); COMMIT"))
+        return PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR);
+    /* BEGIN's result, then the COPY's invitation. */
+    for (int i = 0; i < 2; i++) {
+        r = PQgetResult(p->db);
+        if (PQresultStatus(r) != (i == 0 ? PGRES_COMMAND_OK : PGRES_COPY_IN)) {
+            PGresult *rest = stage_finish(p);
+            PQclear(rest);
+            return rollback(p->db, r ? r : PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR));
+        }
+        PQclear(r);
+    }
+    int sent = 1;
+    for (size_t off = 0; sent && off < rows->len;) {
+        size_t chunk = rows->len - off < (1u << 20) ? rows->len - off : (1u << 20);
+        sent = PQputCopyData(p->db, rows->data + off, (int)chunk) == 1;
+        off += chunk;
+    }
+    if (PQputCopyEnd(p->db, sent ? NULL : "the projector could not send the batch") != 1 || !sent) {
+        PGresult *rest = stage_finish(p);
+        if (PQresultStatus(rest) == PGRES_FATAL_ERROR)
+            return rest;
+        PQclear(rest);
+        return rollback(p->db, PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR));
+    }
+    return NULL;
+}
+
+/* Classifies a failed apply of n events, logging what is retried. Returns
+ * 1 when an event's data caused it (sqlstate and msg say why), 0 when it is
+ * worth retrying after a backoff, -1 when a rebuild must give up. Clears r. */
+static int apply_failed(projector_t *p, PGresult *r, int n, unsigned backoff, char sqlstate[6], char *msg,
+                        size_t msg_size) {
+    pg_error_kind_t kind = pg_error_kind(p->db, r);
+    pg_error_text(r, p->db, sqlstate, msg, msg_size);
+    PQclear(r);
+    atomic_store(&m_pg_up, PQstatus(p->db) == CONNECTION_OK);
+    if (kind == PG_ERROR_EVENT)
+        return 1;
+    p->staged_pid = 0; /* after an error no event caused, check the staging table again */
+    if (PQstatus(p->db) != CONNECTION_OK)
+        log_warn("postgresql lost while writing %d events (%s); the batch is kept and retried", n, msg);
+    else if (kind == PG_ERROR_TRANSIENT)
+        log_warn("writing %d events failed (SQLSTATE %s: %s); retrying in %u ms", n, sqlstate, msg, backoff);
+    else if (p->rebuild) {
+        log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event: giving up", n,
+                  sqlstate, msg);
+        return -1;
+    } else
+        log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event (check the "
+                  "projection's schema and grants); retrying in %u ms",
+                  n, sqlstate, msg, backoff);
+    return 0;
+}
+
 /* Applies events [lo, hi) of the batch in one transaction, retrying transient
  * errors with backoff. Returns 0 once PostgreSQL committed them; 1 when
  * PostgreSQL refused them because of an event's data (sqlstate and msg say
  * why); -1 when stopped first, or, in a rebuild, on an error no event caused. */
 static int apply_range(projector_t *p, batch_record_t *recs, int lo, int hi, char sqlstate[6], char *msg,
                        size_t msg_size) {
-    json_t *batch = json_array();
-    for (int i = lo; i < hi; i++)
-        json_array_append(batch, recs[i].event);
-    char *text = json_dumps(batch, JSON_COMPACT);
-    json_decref(batch);
+    copy_buf_t rows = {0};
+    stage_rows(recs, lo, hi, &rows);
     int n = hi - lo, rc = -1;
     unsigned backoff = 100;
     while (!stop) {
         p->db = db_ensure(p->db, p->url);
         if (stop)
             break;
-        const char *params[1] = {text};
-        PGresult *r =
-            PQexecParams(p->db, "SELECT helmq.apply_events($1::jsonb)", 1, NULL, params, NULL, NULL, 0);
+        PGresult *r = stage_send(p, &rows);
+        if (!r)
+            r = stage_finish(p);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             log_debug("applied %d events (%s new)", n, PQgetvalue(r, 0, 0));
             PQclear(r);
@@ -352,30 +605,14 @@ static int apply_range(projector_t *p, batch_record_t *recs, int lo, int hi, cha
             rc = 0;
             break;
         }
-        pg_error_kind_t kind = pg_error_kind(p->db, r);
-        pg_error_text(r, p->db, sqlstate, msg, msg_size);
-        PQclear(r);
-        atomic_store(&m_pg_up, PQstatus(p->db) == CONNECTION_OK);
-        if (kind == PG_ERROR_EVENT) {
-            rc = 1;
+        int kind = apply_failed(p, r, n, backoff, sqlstate, msg, msg_size);
+        if (kind != 0) {
+            rc = kind;
             break;
         }
-        if (PQstatus(p->db) != CONNECTION_OK)
-            log_warn("postgresql lost while writing %d events (%s); the batch is kept and retried", n, msg);
-        else if (kind == PG_ERROR_TRANSIENT)
-            log_warn("writing %d events failed (SQLSTATE %s: %s); retrying in %u ms", n, sqlstate, msg,
-                     backoff);
-        else if (p->rebuild) {
-            log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event: giving up", n,
-                      sqlstate, msg);
-            break;
-        } else
-            log_error("writing %d events failed (SQLSTATE %s: %s), not because of an event (check the "
-                      "projection's schema and grants); retrying in %u ms",
-                      n, sqlstate, msg, backoff);
         backoff_sleep(&backoff);
     }
-    free(text);
+    free(rows.data);
     return rc;
 }
 
@@ -459,21 +696,70 @@ static int project_range(projector_t *p, batch_record_t *recs, int lo, int hi, i
     return project_range(p, recs, mid, hi, depth + 1);
 }
 
-/* Applies a whole batch: the decoded events in order, the records that did
- * not decode parked. Returns 0 once everything is in PostgreSQL (the offsets
- * may then be committed), -1 when stopped first. */
-static int project_batch(projector_t *p, batch_record_t *recs, int n) {
-    batch_record_t *events = malloc(sizeof(*events) * (size_t)(n ? n : 1));
-    int nevents = 0, rc = 0;
-    for (int i = 0; i < n; i++)
-        if (recs[i].event)
-            events[nevents++] = recs[i];
-    if (nevents > 0)
-        rc = project_range(p, events, 0, nevents, 0);
-    for (int i = 0; rc == 0 && i < n; i++)
-        if (!recs[i].event)
-            rc = park(p, &recs[i], NULL, recs[i].decode_error);
-    free(events);
+/* A batch: its records in topic order, and the decoded events among them. */
+typedef struct batch {
+    batch_record_t *recs;
+    batch_record_t *events;
+    int n, nevents;
+    copy_buf_t rows; /* the events' rows for pg_temp.helmq_stage */
+    int in_flight;   /* its staged rows were sent and their outcome not yet read */
+} batch_t;
+
+/* Prepares a gathered batch: picks its decoded events and writes their
+ * staging rows (done while PostgreSQL still applies the batch before). */
+static void batch_prepare(batch_t *b) {
+    b->nevents = 0;
+    b->in_flight = 0;
+    b->rows.len = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->recs[i].event)
+            b->events[b->nevents++] = b->recs[i];
+    stage_rows(b->events, 0, b->nevents, &b->rows);
+}
+
+/* Starts applying a prepared batch: its staged rows are sent to PostgreSQL,
+ * which applies them while the caller gathers and decodes the next batch;
+ * batch_finish reads the outcome. Nothing is sent when PostgreSQL is
+ * unreachable or refuses at once: batch_finish then takes the slow path. */
+static void batch_start(projector_t *p, batch_t *b) {
+    if (b->nevents == 0 || !p->db || PQstatus(p->db) != CONNECTION_OK)
+        return;
+    PGresult *r = stage_send(p, &b->rows);
+    if (!r)
+        b->in_flight = 1;
+    PQclear(r);
+}
+
+/* Ends applying a whole batch: the decoded events in order, the records that
+ * did not decode parked. When the staged rows sent by batch_start did not
+ * commit (refused, or PostgreSQL lost), the batch is applied again the slow
+ * way: retried with backoff, split to isolate refused events. Returns 0 once
+ * everything is in PostgreSQL (the offsets may then be committed), -1 when
+ * stopped first. */
+static int batch_finish(projector_t *p, batch_t *b) {
+    int rc = 0, done = 0;
+    if (b->in_flight) {
+        b->in_flight = 0;
+        PGresult *r = stage_finish(p);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            log_debug("applied %d events (%s new)", b->nevents, PQgetvalue(r, 0, 0));
+            metrics_batch(b->nevents);
+            done = 1;
+        } else {
+            char sqlstate[6], msg[1024];
+            pg_error_text(r, p->db, sqlstate, msg, sizeof(msg));
+            if (pg_error_kind(p->db, r) != PG_ERROR_EVENT)
+                p->staged_pid = 0;
+            log_debug("a batch of %d events failed (SQLSTATE %s: %s); applying it again", b->nevents,
+                      sqlstate, msg);
+        }
+        PQclear(r);
+    }
+    if (!done && b->nevents > 0)
+        rc = project_range(p, b->events, 0, b->nevents, 0);
+    for (int i = 0; rc == 0 && i < b->n; i++)
+        if (!b->recs[i].event)
+            rc = park(p, &b->recs[i], NULL, b->recs[i].decode_error);
     return rc;
 }
 
@@ -510,6 +796,7 @@ static rd_kafka_t *consumer_new(const config_t *cfg, int rebuild, char *errstr, 
     if (kafka_conf_set(conf, "group.id", rebuild ? "helmq-projector-rebuild" : config_get(cfg, "group-id"),
                        errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
+        kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "enable.partition.eof", rebuild ? "true" : "false", errstr, errstr_size) < 0 ||
         kafka_conf_set(conf, "client.id", "helmq-projector", errstr, errstr_size) < 0 ||
@@ -609,26 +896,34 @@ static int run(const config_t *cfg, int rebuild) {
     }
     projector_t p = {.db = db, .url = url, .topic = topic, .rebuild = rebuild};
     db = NULL;
-    batch_record_t *recs = malloc(sizeof(*recs) * (size_t)batch_size);
+    /* Two batches: one PostgreSQL applies while the next is gathered and
+     * decoded. */
+    batch_t bufs[2], *cur = &bufs[0], *next = &bufs[1];
+    for (int i = 0; i < 2; i++) {
+        bufs[i].recs = malloc(sizeof(batch_record_t) * (size_t)batch_size);
+        bufs[i].events = malloc(sizeof(batch_record_t) * (size_t)batch_size);
+        bufs[i].n = bufs[i].nevents = bufs[i].in_flight = 0;
+        bufs[i].rows = (copy_buf_t){0};
+    }
     unsigned long long total = 0, batches = 0;
-    int status = 0, gave_up = 0, unapplied = 0, applied_since_exit_commit = 0;
-    while (!stop) {
+    int status = 0, gave_up = 0, applied_since_exit_commit = 0;
+    for (;;) {
         int n = 0;
         uint64_t first = 0;
-        while (!stop && n < batch_size) {
-            int wait =
-                first ? (int)(batch_wait > mono_ms() - first ? batch_wait - (mono_ms() - first) : 0) : 500;
+        /* While cur is applied, take only what has arrived. */
+        while (!stop && n < batch_size && !(rebuild && eofs >= nparts)) {
+            int wait = cur->n  ? 0
+                       : first ? (int)(batch_wait > mono_ms() - first ? batch_wait - (mono_ms() - first) : 0)
+                               : 500;
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
             if (!m) {
-                if (first || rebuild)
+                if (first || rebuild || cur->n)
                     break;
                 continue;
             }
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 eofs++;
                 rd_kafka_message_destroy(m);
-                if (rebuild && eofs >= nparts)
-                    break;
                 continue;
             }
             if (m->err) {
@@ -636,39 +931,66 @@ static int run(const config_t *cfg, int rebuild) {
                 rd_kafka_message_destroy(m);
                 continue;
             }
-            batch_add(&recs[n++], m);
+            batch_add(&next->recs[n++], m);
             if (!first)
                 first = mono_ms();
         }
-        if (n > 0) {
-            int rc = project_batch(&p, recs, n);
-            batch_clear(recs, n);
-            if (rc < 0) {
-                gave_up = !stop;
-                unapplied = 1;
-                break; /* stopped before PostgreSQL took it all: not committed, so replayed later */
-            }
-            total += (unsigned long long)n;
-            batches++;
-            if (!rebuild) {
-                /* Asynchronously: the next batch is gathered while the broker
-                 * answers (a commit lost in a crash only re-applies the batch,
-                 * harmlessly); the last one is waited for before exiting. */
+        next->n = n;
+        batch_prepare(next);
+        if (cur->n > 0) {
+            int rc = batch_finish(&p, cur);
+            if (rc == 0 && !rebuild) {
+                /* Only the offsets of applied batches are stored, then
+                 * committed asynchronously: the next batch is gathered while
+                 * the broker answers (a commit lost in a crash only
+                 * re-applies the batch, harmlessly); the last one is waited
+                 * for before exiting. */
+                for (int i = 0; i < cur->n; i++)
+                    rd_kafka_offset_store(cur->recs[i].msg->rkt, cur->recs[i].msg->partition,
+                                          cur->recs[i].msg->offset);
                 rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 1);
                 if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
                     log_warn("committing offsets after a batch of %d: %s (the batch will be re-applied, "
                              "harmlessly)",
-                             n, rd_kafka_err2str(err));
+                             cur->n, rd_kafka_err2str(err));
                 applied_since_exit_commit = 1;
             }
-            if (batches % 100 == 0 || rebuild)
-                log_info("%llu events in %llu batches", total, batches);
+            if (rc == 0) {
+                total += (unsigned long long)cur->n;
+                batches++;
+                if (batches % 100 == 0 || rebuild)
+                    log_info("%llu events in %llu batches", total, batches);
+            }
+            batch_clear(cur->recs, cur->n);
+            cur->n = 0;
+            if (rc < 0) {
+                gave_up = !stop;
+                /* stopped before PostgreSQL took it all: not committed, so replayed later */
+                batch_clear(next->recs, next->n);
+                next->n = 0;
+                break;
+            }
         }
-        if (rebuild && eofs >= nparts)
+        if (stop && next->n > 0) { /* gathered, never sent: not committed, so replayed later */
+            batch_clear(next->recs, next->n);
+            next->n = 0;
+        }
+        if (next->n == 0 && (stop || (rebuild && eofs >= nparts)))
             break;
+        batch_t *t = cur;
+        cur = next;
+        next = t;
+        if (cur->n > 0)
+            batch_start(&p, cur);
     }
-    if (!rebuild && !unapplied && applied_since_exit_commit) {
-        /* Every batch consumed was applied: commit their offsets and wait. */
+    for (int i = 0; i < 2; i++) {
+        free(bufs[i].recs);
+        free(bufs[i].events);
+        free(bufs[i].rows.data);
+    }
+    if (!rebuild && applied_since_exit_commit) {
+        /* The offsets stored are those of applied batches: commit them and
+         * wait. */
         rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
             log_warn(
@@ -691,7 +1013,6 @@ static int run(const config_t *cfg, int rebuild) {
         status = 1;
     else if (rebuild && p.parked > 0)
         status = 3;
-    free(recs);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     PQfinish(p.db);
