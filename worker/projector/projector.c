@@ -237,12 +237,14 @@ static PGconn *db_ensure(PGconn *c, const char *url) {
         if (c) {
             PQreset(c);
             if (PQstatus(c) == CONNECTION_OK) {
+                atomic_store(&m_pg_up, 1);
                 log_info("postgresql: connected again");
                 return c;
             }
         } else {
             c = PQconnectdb(url);
             if (PQstatus(c) == CONNECTION_OK) {
+                atomic_store(&m_pg_up, 1);
                 log_info("postgresql: connected");
                 return c;
             }
