@@ -22,6 +22,9 @@ typedef struct db_query {
 typedef enum { DB_DOWN, DB_CONNECTING, DB_READY } db_state_t;
 
 #define DB_PREPARED_MAX 32
+#ifndef DB_DELIVER_SLICE
+#define DB_DELIVER_SLICE 4
+#endif
 
 struct db {
     uv_loop_t *loop;
@@ -36,9 +39,16 @@ struct db {
      * one group is in flight at a time: the group_n queries at the head,
      * whose results are being read for the query at reading, the read_n-th
      * (its Prepare's first when reading_prep). */
-    int group_max, group_n, read_n, reading_prep, group_bad, delivering;
+    int group_max, group_n, read_n, reading_prep, group_bad;
     db_query_t *reading;
     db_query_t *head, *tail;
+    /* Committed queries whose callbacks have not run yet: a few run per loop
+     * iteration (DB_DELIVER_SLICE), so that a group's callbacks, each of
+     * which may spawn a process or produce an event, do not hold up timers
+     * and other I/O for the whole group. */
+    db_query_t *deliver_head, *deliver_tail;
+    uv_idle_t deliver_idle;
+    int handles_open;
     int pending;
     unsigned backoff_ms;
     int closing;
@@ -269,6 +279,26 @@ static int result_ok(const PGresult *r) {
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+/* Runs the callbacks of up to DB_DELIVER_SLICE committed (or failed)
+ * queries, in order. */
+static void on_deliver(uv_idle_t *h) {
+    db_t *db = h->data;
+    for (int i = 0; i < DB_DELIVER_SLICE && db->deliver_head; i++) {
+        db_query_t *q = db->deliver_head;
+        db->deliver_head = q->next;
+        if (!db->deliver_head)
+            db->deliver_tail = NULL;
+        db->pending--;
+        const char *err = result_ok(q->res) ? NULL : q->res ? PQresultErrorMessage(q->res) : "no result";
+        q->cb(q->arg, q->res, err);
+        PQclear(q->res);
+        q->res = NULL;
+        query_free(q);
+    }
+    if (!db->deliver_head)
+        uv_idle_stop(&db->deliver_idle);
+}
+
 /* The group's Sync arrived: its transaction is over. When every query
  * succeeded they are all committed: each caller gets its result. When one
  * failed, the transaction rolled back: the failed query's caller gets the
@@ -314,26 +344,22 @@ static void group_done(db_t *db) {
             db->tail = NULL;
         last->next = NULL;
     }
-    db->pending -= n;
     db->group_n = 0;
     db->reading = NULL;
-    db->delivering = 1;
-    while (done) {
-        db_query_t *q = done;
-        done = q->next;
-        const char *err = result_ok(q->res) ? NULL : q->res ? PQresultErrorMessage(q->res) : "no result";
-        q->cb(q->arg, q->res, err);
-        PQclear(q->res);
-        q->res = NULL;
-        query_free(q);
-    }
-    db->delivering = 0;
+    if (db->deliver_tail)
+        db->deliver_tail->next = done;
+    else
+        db->deliver_head = done;
+    while (done->next)
+        done = done->next;
+    db->deliver_tail = done;
+    uv_idle_start(&db->deliver_idle, on_deliver);
 }
 
 /* Sends queued queries in groups, one group in flight at a time, flushes,
  * and reads results as they come. */
 static void db_drive(db_t *db) {
-    while (db->state == DB_READY && !db->delivering) {
+    while (db->state == DB_READY) {
         if (!db->group_n) {
             if (!db->head) {
                 poll_watch(db, UV_READABLE); /* notice the server closing on us */
@@ -428,6 +454,9 @@ db_t *db_new(uv_loop_t *loop, const char *conninfo) {
     db->group_max = 1;
     uv_timer_init(loop, &db->retry);
     db->retry.data = db;
+    uv_idle_init(loop, &db->deliver_idle);
+    db->deliver_idle.data = db;
+    db->handles_open = 2;
     db_connect(db);
     return db;
 }
@@ -483,10 +512,12 @@ int db_pending(const db_t *db) {
     return db->pending;
 }
 
-static void retry_closed(uv_handle_t *h) {
+static void handle_closed(uv_handle_t *h) {
     db_t *db = h->data;
-    free(db->conninfo);
-    free(db);
+    if (--db->handles_open == 0) {
+        free(db->conninfo);
+        free(db);
+    }
 }
 
 void db_close(db_t *db) {
@@ -501,5 +532,13 @@ void db_close(db_t *db) {
         query_free(q);
     }
     db->tail = NULL;
-    uv_close((uv_handle_t *)&db->retry, retry_closed);
+    while (db->deliver_head) { /* committed, but the caller is going away */
+        db_query_t *q = db->deliver_head;
+        db->deliver_head = q->next;
+        PQclear(q->res);
+        query_free(q);
+    }
+    db->deliver_tail = NULL;
+    uv_close((uv_handle_t *)&db->retry, handle_closed);
+    uv_close((uv_handle_t *)&db->deliver_idle, handle_closed);
 }
