@@ -526,7 +526,7 @@ fi
         echo
         echo "$PE events (a started and a succeeded event per command, $((PE / 2 / PR)) commands per release, $PR releases),"
         echo "preloaded on a fresh broker ($EV_PARTS partitions); helmq-projector with its defaults (batch 1000) into a fresh"
-        echo "database; done when  \`SELECT count(*) FROM helmq.applied_events\`  (polled every 100 ms) reaches $PE."
+        echo "database; done when \`SELECT count(*) FROM helmq.applied_events\` (polled every 100 ms) reaches $PE."
         echo "COPY: the same final rows (checked equal with EXCEPT) into tables with the same columns and indexes."
         echo
         echo "| projector (after 1st batch) | projector (from process start) | COPY | projector/COPY | start to 1st batch (s) | CPU s per 1,000 events: projector / PostgreSQL |"
