@@ -389,11 +389,6 @@ static void db_drive(db_t *db) {
             if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
                 PQclear(r);
                 synced = 1;
-                /* Nothing else is in flight: some libpq versions still end
-                 * the Sync's round with a NULL, which must not be taken for
-                 * the end of the next group's first item. */
-                while (!PQisBusy(db->conn) && (r = PQgetResult(db->conn)))
-                    group_result(db, r);
             } else if (r && PQstatus(db->conn) == CONNECTION_BAD) {
                 char why[512];
                 snprintf(why, sizeof(why), "%s", PQresultErrorMessage(r));
