@@ -7,6 +7,7 @@
  * state survives a failed group (a lock taken in it is held twice after the
  * rerun); the ledger's key_release (sql/0008) drops every hold. */
 #include "db.h"
+#include "log.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -119,6 +120,7 @@ int main(void) {
         printf("1..0 # SKIP HELMQ_DATABASE_URL not set (tests/db.t runs this against a real server)\n");
         return 0;
     }
+    log_init("test_db", "warn"); /* the connects are expected; warnings are not */
     PGconn *admin = PQconnectdb(url);
     if (PQstatus(admin) != CONNECTION_OK) {
         printf("Bail out! cannot connect: %s", PQerrorMessage(admin));
