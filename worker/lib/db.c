@@ -22,9 +22,7 @@ typedef struct db_query {
 typedef enum { DB_DOWN, DB_CONNECTING, DB_READY } db_state_t;
 
 #define DB_PREPARED_MAX 32
-#ifndef DB_DELIVER_SLICE
 #define DB_DELIVER_SLICE 4
-#endif
 
 struct db {
     uv_loop_t *loop;
