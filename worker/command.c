@@ -405,14 +405,37 @@ static void reject(command_t *c, int recorded, const char *code, const char *fmt
 
 typedef void (*step_cb)(command_t *c, helm_run_t *run);
 
+static void helm_launch(command_t *c);
+
+/* Starts the waiting helm steps while the pool has room. */
+static void helm_pool_pump(worker_t *w) {
+    while (!w->exiting && w->helm_running < w->concurrency && w->helm_wait_head) {
+        command_t *c = w->helm_wait_head;
+        w->helm_wait_head = c->helm_wait_next;
+        if (!w->helm_wait_head)
+            w->helm_wait_tail = NULL;
+        c->helm_wait_next = NULL;
+        helm_launch(c);
+    }
+}
+
+void command_pool_forget(worker_t *w) {
+    w->helm_wait_head = w->helm_wait_tail = NULL;
+}
+
 static void on_helm_done(helm_run_t *run) {
     command_t *c = run->data;
+    worker_t *w = c->w;
     step_cb next = (step_cb)c->helm_next;
     c->run = NULL;
-    c->w->n_helm++;
-    metrics_helm_duration(c->w, (double)(run->ended_ms - run->started_ms) / 1000.0);
+    w->helm_running--;
+    w->n_helm++;
+    metrics_helm_duration(w, (double)(run->ended_ms - run->started_ms) / 1000.0);
+    /* The command's next helm step (status after a failure, an atomic
+     * rollback) takes the freed slot before the queue: it holds its key. */
     next(c, run);
     helm_run_free(run);
+    helm_pool_pump(w);
 }
 
 static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
@@ -438,21 +461,45 @@ static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) 
     db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
 }
 
-/* Runs argv; next gets the finished run (freed after next returns). */
-static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb next) {
+/* Starts the command's helm step now: the pool has room. */
+static void helm_launch(command_t *c) {
+    worker_t *w = c->w;
     char line[2048];
-    helm_argv_format(argv, line, sizeof(line));
+    helm_argv_format(&c->helm_argv, line, sizeof(line));
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
-    c->helm_next = (void (*)(void))next;
-    /* helm status changes nothing: a crash while it runs needs no waiting */
-    int changes = argv->argc > 1 && strcmp(argv->argv[1], "status") != 0;
-    uint64_t deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
-    c->run = helm_run_start(c->w->loop, argv, c->values_fd, deadline, c->w->kill_grace_ms, on_helm_done, c);
-    helm_argv_free(argv);
+    w->helm_running++;
+    c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms,
+                            on_helm_done, c);
+    helm_argv_free(&c->helm_argv);
     if (!c->run)
         abort();
-    if (changes && !c->run->spawn_error)
-        record_helm(c, c->run, deadline);
+    if (c->helm_records && !c->run->spawn_error)
+        record_helm(c, c->run, c->helm_deadline);
+}
+
+/* Runs argv (taken over) when the pool of helm processes has room, in the
+ * order steps asked; next gets the finished run (freed after next returns).
+ * The timeout counts from helm's start. */
+static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb next) {
+    worker_t *w = c->w;
+    c->helm_next = (void (*)(void))next;
+    c->helm_argv = *argv;
+    *argv = (helm_argv_t){0};
+    /* helm status changes nothing: a crash while it runs needs no waiting */
+    c->helm_records = c->helm_argv.argc > 1 && strcmp(c->helm_argv.argv[1], "status") != 0;
+    c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)w->timeout_grace_ms;
+    /* A free slot with steps waiting only occurs inside on_helm_done: the
+     * finished command's follow-up step goes first. */
+    if (w->helm_running < w->concurrency) {
+        helm_launch(c);
+        return;
+    }
+    c->helm_wait_next = NULL;
+    if (w->helm_wait_tail)
+        w->helm_wait_tail->helm_wait_next = c;
+    else
+        w->helm_wait_head = c;
+    w->helm_wait_tail = c;
 }
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
@@ -1172,6 +1219,7 @@ void command_free(command_t *c) {
         helm_run_free(c->run);
         c->run = NULL;
     }
+    helm_argv_free(&c->helm_argv); /* a step still waiting for the pool (at exit) */
     values_release(c);
     free(c->kafka_key);
     free(c->raw);

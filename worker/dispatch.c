@@ -186,7 +186,7 @@ static void partition_advance(worker_t *w, partition_t *p) {
 /* --- the pool -------------------------------------------------------------- */
 
 void dispatch_pump(worker_t *w) {
-    while (!w->stopping && w->running < w->concurrency && w->ready_head) {
+    while (!w->stopping && w->running < w->max_running && w->ready_head) {
         rkey_t *k = w->ready_head;
         w->ready_head = k->ready_next;
         if (!w->ready_head)
@@ -515,7 +515,7 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         return -1;
     if (kafka_conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
         kafka_conf_set(pc, "message.timeout.ms", "0", errstr, errstr_size) < 0 ||
-        kafka_conf_set(pc, "linger.ms", "2", errstr, errstr_size) < 0 ||
+        kafka_conf_set(pc, "linger.ms", "5", errstr, errstr_size) < 0 ||
         kafka_conf_set(pc, "client.id", "helmq-worker", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(pc);
         return -1;
@@ -627,6 +627,7 @@ static void shutdown_finish(worker_t *w) {
     free(w->parts);
     w->parts = NULL;
     w->nparts = 0;
+    command_pool_forget(w);
     uv_poll_stop(&w->wake_poll);
     uv_close((uv_handle_t *)&w->wake_poll, handle_closed);
     uv_close((uv_handle_t *)&w->tick, handle_closed);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "migrate.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,8 @@ int main(int argc, char **argv) {
     w.events_topic = config_get(&cfg, "events-topic");
     w.dlq_topic = config_get(&cfg, "dlq-topic");
     w.concurrency = (int)config_int(&cfg, "concurrency");
+    w.max_running =
+        w.concurrency > INT_MAX / MAX_RUNNING_PER_HELM ? INT_MAX : w.concurrency * MAX_RUNNING_PER_HELM;
     w.timeout_grace_ms = (int)config_int(&cfg, "timeout-grace-ms");
     w.kill_grace_ms = (int)config_int(&cfg, "kill-grace-ms");
     w.max_buffered = (int)config_int(&cfg, "max-buffered");

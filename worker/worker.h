@@ -68,6 +68,10 @@ struct command {
     int base_revision, base_deployed, rollback_default;
     /* helm */
     helm_run_t *run;
+    helm_argv_t helm_argv;     /* the helm step waiting for a slot of the pool (argc 0: none) */
+    uint64_t helm_deadline;    /* its SIGTERM deadline (ms after it starts; 0: none) */
+    int helm_records;          /* it changes the release: record its process in the ledger */
+    command_t *helm_wait_next; /* the pool's queue of waiting steps */
     void (*helm_next)(void);   /* the step after the running helm (a step_cb) */
     void (*status_then)(void); /* the step after helm status */
     char values_path[4096];    /* the values file (tmpdir fallback), or HELM_PASS_PATH */
@@ -134,8 +138,11 @@ struct worker {
     rkey_t **keys;
     size_t nkeys_buckets;
     rkey_t *ready_head, *ready_tail;
-    int running;  /* commands holding a concurrency slot */
-    int buffered; /* commands received and not yet freed */
+    int running;      /* commands in progress (ledger steps included), at most max_running */
+    int max_running;  /* MAX_RUNNING_PER_HELM * concurrency */
+    int helm_running; /* helm processes of the pool running, at most concurrency */
+    command_t *helm_wait_head, *helm_wait_tail; /* helm steps waiting for a slot, in order */
+    int buffered;                               /* commands received and not yet freed */
     int max_buffered;
     int paused;
     int stopping;
@@ -151,6 +158,12 @@ struct worker {
     int kafka_brokers_up;
     void *http; /* httpd_t serving /metrics and /healthz, or NULL */
 };
+
+/* Commands in progress per helm process of the pool: a command spends most of
+ * a short operation in its ledger steps and event, not in helm, so more
+ * releases are in progress than helm processes run; helm steps wait for a
+ * slot of the pool in order. */
+#define MAX_RUNNING_PER_HELM 4
 
 /* The ledger connection of a release key. */
 db_t *worker_db(worker_t *w, const char *key);
@@ -179,5 +192,7 @@ int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 /* command.c */
 void command_run(command_t *c);
 void command_free(command_t *c);
+/* At exit, after every command was freed: forget the pool's queue. */
+void command_pool_forget(worker_t *w);
 
 #endif

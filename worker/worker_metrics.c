@@ -86,10 +86,14 @@ static void serve(http_req_t *req, void *ctx) {
         OUT("helmq_worker_commands_total{outcome=\"%s\"} %llu\n", outcome_names[i],
             (unsigned long long)w->n_outcome[i]);
     OUT("helmq_worker_commands_total{outcome=\"dlq\"} %llu\n", (unsigned long long)w->n_dlq);
-    OUT("# HELP helmq_worker_in_flight Commands holding a slot of the helm pool.\n# TYPE "
-        "helmq_worker_in_flight gauge\n"
+    OUT("# HELP helmq_worker_in_flight Commands in progress: ledger steps, helm, terminal event (at most "
+        "4 x concurrency).\n# TYPE helmq_worker_in_flight gauge\n"
         "helmq_worker_in_flight %d\n",
         w->running);
+    OUT("# HELP helmq_worker_helm_running helm processes of the pool running (at most concurrency).\n"
+        "# TYPE helmq_worker_helm_running gauge\n"
+        "helmq_worker_helm_running %d\n",
+        w->helm_running);
     OUT("# HELP helmq_worker_buffered Commands received and not yet finished.\n# TYPE helmq_worker_buffered "
         "gauge\n"
         "helmq_worker_buffered %d\n",
