@@ -30,6 +30,7 @@ struct db {
     PGconn *conn;
     uv_poll_t *poll; /* allocated: its socket may change between connections */
     int poll_fd;
+    int poll_events; /* what poll watches (0: stopped) */
     uv_timer_t retry;
     db_state_t state;
     /* The connection is in pipeline mode. Queries go in groups of up to
@@ -99,8 +100,15 @@ static int poll_watch(db_t *db, int events) {
         }
         db->poll->data = db;
         db->poll_fd = fd;
+        db->poll_events = 0;
     }
-    return uv_poll_start(db->poll, events, on_poll);
+    /* uv_poll_start stops and starts the watcher: two epoll_ctl calls even
+     * when the events stay the same, which is most times here. */
+    if (db->poll_events == events)
+        return 0;
+    int rc = uv_poll_start(db->poll, events, on_poll);
+    db->poll_events = rc == 0 ? events : 0;
+    return rc;
 }
 
 static void on_retry(uv_timer_t *t) {
