@@ -9,6 +9,9 @@
 --   function now (command_finish_once is dropped); the registry row is
 --   parsed from JSON once, and the "supersede earlier deployed revisions"
 --   UPDATE only runs when an earlier revision can exist (revision > 1).
+-- - command_finish released the key's lock until an unlock failed, which
+--   logged a WARNING in the server's log for every command; it now unlocks
+--   once unless the worker says its session may hold the lock more than once.
 -- Results, locks and the rows written are the same as before.
 --
 -- A new migration rather than edits: migrate.c applies each file once, by
@@ -25,9 +28,14 @@ BEGIN
      WHERE command_id = p_command_id AND state = 'running';
 END $$;
 
-CREATE OR REPLACE FUNCTION helmq_worker.command_finish(
+-- p_all_holds: the worker's session may hold the key's lock more than once
+-- (a command_begin of it ran in a group that rolled back, or failed after
+-- taking the lock): release every hold, which ends with one unlock that finds
+-- none and warns. False: one unlock, the usual case. Unlocking "every hold"
+-- always (0008) wrote that warning to the server's log for every command.
+CREATE FUNCTION helmq_worker.command_finish(
     p_command_id uuid, p_key text, p_outcome text, p_error_code text, p_terminal_event bytea,
-    p_release json, p_revisions json, p_claim_tenant uuid, p_claim_namespace text)
+    p_release json, p_revisions json, p_claim_tenant uuid, p_claim_namespace text, p_all_holds boolean)
 RETURNS void LANGUAGE plpgsql
     SET client_min_messages = error  -- a finish run again finds the lock released and would warn
 AS $$
@@ -83,10 +91,22 @@ BEGIN
             ON CONFLICT (namespace) DO NOTHING;
         END IF;
     END IF;
-    -- Every hold of the key's lock (0008: a group run again takes it twice).
-    WHILE pg_advisory_unlock(k) LOOP
-    END LOOP;
+    IF p_all_holds THEN
+        WHILE pg_advisory_unlock(k) LOOP
+        END LOOP;
+    ELSE
+        PERFORM pg_advisory_unlock(k);
+    END IF;
 END $$;
+
+-- 0008's signature, for workers not yet upgraded: releases every hold.
+CREATE OR REPLACE FUNCTION helmq_worker.command_finish(
+    p_command_id uuid, p_key text, p_outcome text, p_error_code text, p_terminal_event bytea,
+    p_release json, p_revisions json, p_claim_tenant uuid, p_claim_namespace text)
+RETURNS void LANGUAGE sql AS $$
+    SELECT helmq_worker.command_finish(p_command_id, p_key, p_outcome, p_error_code, p_terminal_event,
+                                       p_release, p_revisions, p_claim_tenant, p_claim_namespace, true);
+$$;
 
 -- Replaced by the command_finish above.
 DROP FUNCTION helmq_worker.command_finish_once(uuid, text, text, text, bytea, json, json, uuid, text);

@@ -193,6 +193,10 @@ is "$(jf .eventType <<<"$ev")" succeeded "the worker still serves after bad inpu
 dups=$(events_json | jq -r 'select(.terminal) | .commandId' | sort | uniq -d)
 is "$dups" "$CID" "exactly one terminal event per command (but the deliberately redelivered one)"
 
+# Finishing a command unlocks its key once (sql/0009): an unlock that finds no
+# hold would write a WARNING to PostgreSQL's log for every command.
+is "$(grep -c "you don't own a lock" "$T/pg/postgres.log")" 0 "no failed-unlock warnings in PostgreSQL's log"
+
 worker_stop
 is "$?" 0 "SIGTERM: the worker exits 0"
 like "$(cat "$WORKER_LOG")" "stopped:" "and says what it did"

@@ -34,7 +34,8 @@ static const char SQL_BEGIN[] =
 static const char SQL_START[] =
     "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6)";
 static const char SQL_HELM_STARTED[] = "SELECT helmq_worker.command_helm_started($1, $2, $3, $4, $5, $6)";
-static const char SQL_FINISH[] = "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+static const char SQL_FINISH[] =
+    "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 static void begin(command_t *c);
 static void finish(command_t *c);
@@ -345,18 +346,19 @@ static void finish(command_t *c) {
     char *revisions = json_dumps(revs, JSON_COMPACT);
     json_decref(revs);
     const char *tenant = jstr(c->doc, "tenantId");
-    const char *values[9] = {c->id,
-                             key_name(c),
-                             c->event_type,
-                             c->error_code[0] ? c->error_code : NULL,
-                             (const char *)c->event,
-                             release,
-                             revisions,
-                             c->claim_namespace ? tenant : NULL,
-                             c->claim_namespace ? jstr(c->doc, "namespace") : NULL};
-    int lengths[9] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0};
-    int formats[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0};
-    db_query(worker_db(c->w, key_name(c)), SQL_FINISH, 9, values, lengths, formats, on_finished, c);
+    const char *values[10] = {c->id,
+                              key_name(c),
+                              c->event_type,
+                              c->error_code[0] ? c->error_code : NULL,
+                              (const char *)c->event,
+                              release,
+                              revisions,
+                              c->claim_namespace ? tenant : NULL,
+                              c->claim_namespace ? jstr(c->doc, "namespace") : NULL,
+                              c->lock_holds_unsure ? "t" : "f"};
+    int lengths[10] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0, 0};
+    int formats[10] = {0, 0, 0, 0, 1, 0, 0, 0, 0, 0};
+    db_query(worker_db(c->w, key_name(c)), SQL_FINISH, 10, values, lengths, formats, on_finished, c);
     free(release);
     free(revisions);
 }
@@ -1101,10 +1103,13 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
     if (err || PQntuples(res) != 1) {
         cmd_log(c, LOG_LEVEL_ERROR, "recording the command failed, retrying in 1 s: %s",
                 err ? err : "no row");
+        c->lock_holds_unsure = 1; /* it may have taken the lock before failing */
         retry_later(c, 1000, on_begin_timer);
         return;
     }
     const char *state = PQgetvalue(res, 0, 0);
+    if (db_undone_runs(worker_db(c->w, key_name(c))) > 0)
+        c->lock_holds_unsure = 1; /* a rolled-back run took the lock too */
     if (strcmp(state, "finished") == 0) {
         size_t n = 0;
         unsigned char *ev = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);

@@ -59,7 +59,8 @@ struct command {
     int reconcile;
     int unlock_tried;
     int lock_waits;
-    uv_timer_t timer; /* retries; embedded, closed before the command is freed */
+    int lock_holds_unsure; /* the session may hold the key's lock more than once (a begin ran again) */
+    uv_timer_t timer;      /* retries; embedded, closed before the command is freed */
     /* registry and ledger */
     json_t *release; /* the key's registry row at begin (NULL: none) */
     char ns_owner[64];

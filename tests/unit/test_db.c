@@ -5,7 +5,8 @@
  * sent again on the same session and commit exactly once; callbacks come in
  * the order queued (a failed statement's before its group's others); session
  * state survives a failed group (a lock taken in it is held twice after the
- * rerun); the ledger's key_release (sql/0008) drops every hold. */
+ * rerun, and db_undone_runs tells its caller so); the ledger's key_release
+ * (sql/0008) drops every hold. */
 #include "db.h"
 #include "log.h"
 #include "tap.h"
@@ -24,17 +25,21 @@ static const char *SQL_SETUP = "CREATE TABLE IF NOT EXISTS db_test (group_size i
 
 typedef struct {
     int total, done, errors, wrong, order_broken, last_n, committed_before_cb;
+    int undone[8]; /* db_undone_runs seen by the callbacks of queries 0..7 */
     uv_loop_t *loop;
 } run_t;
 
 typedef struct {
     run_t *run;
+    db_t *db;
     int n, expect_error;
 } call_t;
 
 static void on_result(void *arg, const PGresult *r, const char *err) {
     call_t *c = arg;
     run_t *run = c->run;
+    if (c->n >= 0 && c->n < 8)
+        run->undone[c->n] = db_undone_runs(c->db);
     if (!err) { /* a failed statement's error comes before its group's others */
         if (c->n <= run->last_n)
             run->order_broken++;
@@ -61,6 +66,7 @@ static void queue(db_t *db, run_t *run, const char *sql, int group, int n, int e
     snprintf(v, sizeof(v), "%d", n);
     const char *values[2] = {g, v};
     c->run = run;
+    c->db = db;
     c->n = n;
     c->expect_error = expect_error;
     if (sql == SQL_INSERT)
@@ -173,6 +179,12 @@ int main(void) {
         uv_run(run.loop, UV_RUN_DEFAULT);
         is_int(run.errors, 1, "failed group: one error");
         is_int(count(admin, 999), 2, "failed group: the inserts around the failure committed once");
+        ok(run.undone[0] == 1 && run.undone[1] == 1,
+           "failed group: the statements that ran before the failure see one undone run (%d, %d)",
+           run.undone[0], run.undone[1]);
+        ok(run.undone[2] == 0 && run.undone[3] == 0,
+           "failed group: the failed one and the one after it (never run) see none (%d, %d)", run.undone[2],
+           run.undone[3]);
         run.total = run.done = 0;
         run.last_n = -1;
         queue(db, &run, SQL_UNLOCK, 4300, 4, 0);

@@ -17,6 +17,7 @@ typedef struct db_query {
     void *arg;
     int prep_slot; /* in the group in flight: the slot it is prepared into, else -1 */
     PGresult *res; /* in the group in flight: its result, once read */
+    int undone;    /* times it ran in a group that then rolled back */
 } db_query_t;
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_READY } db_state_t;
@@ -46,6 +47,7 @@ struct db {
      * which may spawn a process or produce an event, do not hold up timers
      * and other I/O for the whole group. */
     db_query_t *deliver_head, *deliver_tail;
+    db_query_t *delivering; /* the query whose callback runs */
     uv_idle_t deliver_idle;
     int handles_open;
     int pending;
@@ -296,7 +298,9 @@ static void on_deliver(uv_idle_t *h) {
             db->deliver_tail = NULL;
         db->pending--;
         const char *err = result_ok(q->res) ? NULL : q->res ? PQresultErrorMessage(q->res) : "no result";
+        db->delivering = q;
         q->cb(q->arg, q->res, err);
+        db->delivering = NULL;
         PQclear(q->res);
         q->res = NULL;
         query_free(q);
@@ -339,6 +343,8 @@ static void group_done(db_t *db) {
         n = 1;
         for (db_query_t *q = db->head; q; q = q->next)
             if (q->res) {
+                if (result_ok(q->res)) /* it ran (the ones after the failure did not) */
+                    q->undone++;
                 PQclear(q->res);
                 q->res = NULL;
             }
@@ -509,6 +515,10 @@ void db_set_group_max(db_t *db, int n) {
 int db_ready(const db_t *db) {
     return db->state == DB_READY;
 }
+int db_undone_runs(const db_t *db) {
+    return db->delivering ? db->delivering->undone : 0;
+}
+
 int db_pending(const db_t *db) {
     return db->pending;
 }

@@ -40,6 +40,10 @@ void db_query(db_t *db, const char *sql, int n, const char *const *values, const
  * held once more (the ledger's unlock releases every hold of its key). */
 void db_set_group_max(db_t *db, int n);
 
+/* During a query's callback: how many times it ran in a group that then
+ * rolled back (on this session), before the run whose result it gets. */
+int db_undone_runs(const db_t *db);
+
 /* Whether the connection is up; how many queries wait or run. */
 int db_ready(const db_t *db);
 int db_pending(const db_t *db);
