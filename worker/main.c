@@ -27,8 +27,9 @@ static const config_opt_t worker_opts[] = {
      "where charts come from: oci://prefix, an http(s) repository URL, a directory, or a repo alias"},
     {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
      "helm processes running at once (different releases)"},
-    {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "4",
-     "PostgreSQL connections for the ledger (release keys are spread over them)"},
+    {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "2",
+     "PostgreSQL connections for the ledger (release keys are spread over them; fewer make bigger "
+     "transactions)"},
     {"db-group", 0, "HELMQ_DB_GROUP", CONFIG_INT, "64",
      "ledger statements that queue while a connection is busy go in one transaction, up to this many "
      "(1: one transaction each)"},
