@@ -340,6 +340,7 @@ static void on_finished(void *arg, const PGresult *res, const char *err) {
 
 /* Records the outcome (ledger + registry, one transaction) and publishes. */
 static void finish(command_t *c) {
+    command_pool_release(c); /* rejected after its start was recorded: helm never ran */
     c->phase = PHASE_FINISH;
     char *release = c->new_release ? json_dumps(c->new_release, JSON_COMPACT) : NULL;
     json_t *revs = ledger_revisions(c);
@@ -407,22 +408,81 @@ static void reject(command_t *c, int recorded, const char *code, const char *fmt
 
 typedef void (*step_cb)(command_t *c, helm_run_t *run);
 
-static void helm_launch(command_t *c);
+/* The pool: a command holds one of its `concurrency` slots from recording its
+ * start (or from a reconciliation's first helm step) until its helm steps
+ * are over, so that at most that many helm processes run. Others wait in
+ * order. When the worker stops, commands still waiting are given back:
+ * nothing ran for them, the next worker runs (or reconciles) them again. */
 
-/* Starts the waiting helm steps while the pool has room. */
-static void helm_pool_pump(worker_t *w) {
-    while (!w->exiting && w->helm_running < w->concurrency && w->helm_wait_head) {
-        command_t *c = w->helm_wait_head;
-        w->helm_wait_head = c->helm_wait_next;
+static void pool_give_back(command_t *c) {
+    worker_t *w = c->w;
+    cmd_log(c, LOG_LEVEL_INFO, "stopping: given back before its helm ran (redelivered to the next worker)");
+    /* Its key's lock goes with the ledger session at exit; offsets are only
+     * stored up to it, as it never finishes here. */
+    w->running--;
+}
+
+/* Runs then(c) once c holds a slot (now, when one is free). */
+static void pool_acquire(command_t *c, void (*then)(command_t *)) {
+    worker_t *w = c->w;
+    if (c->has_slot) {
+        then(c);
+        return;
+    }
+    if (c->follow_up) { /* the slot its helm just freed */
+        w->helm_running++;
+        c->has_slot = 1;
+        then(c);
+        return;
+    }
+    if (w->stopping) {
+        pool_give_back(c); /* the tick notices when nothing is left */
+        return;
+    }
+    if (w->helm_running < w->concurrency) {
+        w->helm_running++;
+        c->has_slot = 1;
+        then(c);
+        return;
+    }
+    c->slot_then = then;
+    c->helm_wait_next = NULL;
+    if (w->helm_wait_tail)
+        w->helm_wait_tail->helm_wait_next = c;
+    else
+        w->helm_wait_head = c;
+    w->helm_wait_tail = c;
+}
+
+static void pool_pump(worker_t *w) {
+    while (!w->exiting && !w->stopping && w->helm_running < w->concurrency && w->helm_wait_head) {
+        command_t *n = w->helm_wait_head;
+        w->helm_wait_head = n->helm_wait_next;
         if (!w->helm_wait_head)
             w->helm_wait_tail = NULL;
-        c->helm_wait_next = NULL;
-        helm_launch(c);
+        n->helm_wait_next = NULL;
+        w->helm_running++;
+        n->has_slot = 1;
+        n->slot_then(n);
     }
 }
 
-void command_pool_forget(worker_t *w) {
-    w->helm_wait_head = w->helm_wait_tail = NULL;
+void command_pool_release(command_t *c) {
+    if (!c->has_slot)
+        return;
+    c->has_slot = 0;
+    c->w->helm_running--;
+    pool_pump(c->w);
+}
+
+void command_pool_stop(worker_t *w) {
+    while (w->helm_wait_head) {
+        command_t *c = w->helm_wait_head;
+        w->helm_wait_head = c->helm_wait_next;
+        c->helm_wait_next = NULL;
+        pool_give_back(c);
+    }
+    w->helm_wait_tail = NULL;
 }
 
 static void on_helm_done(helm_run_t *run) {
@@ -430,14 +490,18 @@ static void on_helm_done(helm_run_t *run) {
     worker_t *w = c->w;
     step_cb next = (step_cb)c->helm_next;
     c->run = NULL;
-    w->helm_running--;
     w->n_helm++;
     metrics_helm_duration(w, (double)(run->ended_ms - run->started_ms) / 1000.0);
-    /* The command's next helm step (status after a failure, an atomic
-     * rollback) takes the freed slot before the queue: it holds its key. */
+    /* The slot is free while the command records its outcome; a next helm
+     * step of it (status, atomic rollback) takes it straight back, before
+     * the queue gets it. */
+    c->has_slot = 0;
+    w->helm_running--;
+    c->follow_up = 1;
     next(c, run);
+    c->follow_up = 0;
     helm_run_free(run);
-    helm_pool_pump(w);
+    pool_pump(w);
 }
 
 static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
@@ -463,13 +527,12 @@ static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) 
     db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
 }
 
-/* Starts the command's helm step now: the pool has room. */
+/* Starts the command's helm step: it holds a slot. */
 static void helm_launch(command_t *c) {
     worker_t *w = c->w;
     char line[2048];
     helm_argv_format(&c->helm_argv, line, sizeof(line));
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
-    w->helm_running++;
     c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms,
                             on_helm_done, c);
     helm_argv_free(&c->helm_argv);
@@ -479,29 +542,17 @@ static void helm_launch(command_t *c) {
         record_helm(c, c->run, c->helm_deadline);
 }
 
-/* Runs argv (taken over) when the pool of helm processes has room, in the
- * order steps asked; next gets the finished run (freed after next returns).
- * The timeout counts from helm's start. */
+/* Runs argv (taken over) once the command holds a slot of the pool; next
+ * gets the finished run (freed after next returns). The timeout counts from
+ * helm's start. */
 static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb next) {
-    worker_t *w = c->w;
     c->helm_next = (void (*)(void))next;
     c->helm_argv = *argv;
     *argv = (helm_argv_t){0};
     /* helm status changes nothing: a crash while it runs needs no waiting */
     c->helm_records = c->helm_argv.argc > 1 && strcmp(c->helm_argv.argv[1], "status") != 0;
-    c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)w->timeout_grace_ms;
-    /* A free slot with steps waiting only occurs inside on_helm_done: the
-     * finished command's follow-up step goes first. */
-    if (w->helm_running < w->concurrency) {
-        helm_launch(c);
-        return;
-    }
-    c->helm_wait_next = NULL;
-    if (w->helm_wait_tail)
-        w->helm_wait_tail->helm_wait_next = c;
-    else
-        w->helm_wait_head = c;
-    w->helm_wait_tail = c;
+    c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
+    pool_acquire(c, helm_launch);
 }
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
@@ -1009,7 +1060,7 @@ static void on_started(void *arg, const PGresult *res, const char *err) {
 
 /* Records that helm is about to run; an install first claims its namespace
  * for its tenant, atomically in the ledger (see 0003's command_start). */
-static void start(command_t *c) {
+static void start_record(command_t *c) {
     char base[16], deployed[16];
     int claim = strcmp(c->op, "install") == 0;
     c->phase = PHASE_START;
@@ -1022,6 +1073,11 @@ static void start(command_t *c) {
                              claim ? jstr(c->doc, "tenantId") : NULL,
                              claim ? jstr(c->doc, "namespace") : NULL};
     db_query(worker_db(c->w, key_name(c)), SQL_START, 6, values, NULL, NULL, on_started, c);
+}
+
+/* A slot first: the start is recorded only when helm can run right after. */
+static void start(command_t *c) {
+    pool_acquire(c, start_record);
 }
 
 static void on_start_timer(uv_timer_t *t) {

@@ -203,6 +203,7 @@ static void shutdown_finish(worker_t *w);
 
 void dispatch_command_done(command_t *c) {
     worker_t *w = c->w;
+    command_pool_release(c);
     c->phase = PHASE_DONE;
     w->n_done++;
     if (c->key) {
@@ -501,7 +502,10 @@ static void on_wake(uv_poll_t *h, int status, int events) {
 }
 
 static void on_tick(uv_timer_t *t) {
-    poll_kafka(t->data);
+    worker_t *w = t->data;
+    poll_kafka(w);
+    if (w->stopping && w->running == 0) /* the last ones were given back (command_pool_stop) */
+        shutdown_finish(w);
 }
 
 int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
@@ -627,7 +631,7 @@ static void shutdown_finish(worker_t *w) {
     free(w->parts);
     w->parts = NULL;
     w->nparts = 0;
-    command_pool_forget(w);
+    w->helm_wait_head = w->helm_wait_tail = NULL; /* their commands were freed above */
     uv_poll_stop(&w->wake_poll);
     uv_close((uv_handle_t *)&w->wake_poll, handle_closed);
     uv_close((uv_handle_t *)&w->tick, handle_closed);
@@ -662,6 +666,7 @@ void dispatch_stop(worker_t *w) {
         return;
     w->stopping = 1;
     pause_all(w, 1);
+    command_pool_stop(w);
     log_info("stopping: no new commands; waiting for %d in flight (up to %s ms)", w->running,
              config_get(w->cfg, "drain-timeout-ms"));
     if (w->running == 0) {

@@ -69,17 +69,20 @@ struct command {
     int base_revision, base_deployed, rollback_default;
     /* helm */
     helm_run_t *run;
-    helm_argv_t helm_argv;     /* the helm step waiting for a slot of the pool (argc 0: none) */
-    uint64_t helm_deadline;    /* its SIGTERM deadline (ms after it starts; 0: none) */
-    int helm_records;          /* it changes the release: record its process in the ledger */
-    command_t *helm_wait_next; /* the pool's queue of waiting steps */
-    void (*helm_next)(void);   /* the step after the running helm (a step_cb) */
-    void (*status_then)(void); /* the step after helm status */
-    char values_path[4096];    /* the values file (tmpdir fallback), or HELM_PASS_PATH */
-    int values_fd;             /* the values memfd while the operation runs, else -1 */
-    helm_release_t helm;       /* the last release JSON helm printed */
-    int helm_found;            /* status/history found the release */
-    int helm_failed;           /* the operation failed */
+    int has_slot;                    /* holds a slot of the helm pool (command.c) */
+    int follow_up;                   /* in the step after a helm run: a next one takes its slot back */
+    void (*slot_then)(command_t *c); /* waiting for a slot: what runs once it has one */
+    command_t *helm_wait_next;       /* the pool's queue of waiting commands */
+    helm_argv_t helm_argv;           /* the helm step about to start (argc 0: none) */
+    uint64_t helm_deadline;          /* its SIGTERM deadline (ms after it starts; 0: none) */
+    int helm_records;                /* it changes the release: record its process in the ledger */
+    void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
+    void (*status_then)(void);       /* the step after helm status */
+    char values_path[4096];          /* the values file (tmpdir fallback), or HELM_PASS_PATH */
+    int values_fd;                   /* the values memfd while the operation runs, else -1 */
+    helm_release_t helm;             /* the last release JSON helm printed */
+    int helm_found;                  /* status/history found the release */
+    int helm_failed;                 /* the operation failed */
     int timed_out;
     char helm_error[1024];
     /* the helm process a crashed worker left running (reconciliation) */
@@ -141,8 +144,8 @@ struct worker {
     rkey_t *ready_head, *ready_tail;
     int running;      /* commands in progress (ledger steps included), at most max_running */
     int max_running;  /* MAX_RUNNING_PER_HELM * concurrency */
-    int helm_running; /* helm processes of the pool running, at most concurrency */
-    command_t *helm_wait_head, *helm_wait_tail; /* helm steps waiting for a slot, in order */
+    int helm_running; /* slots of the helm pool held (commands from start to outcome), at most concurrency */
+    command_t *helm_wait_head, *helm_wait_tail; /* commands waiting for a slot, in order */
     int buffered;                               /* commands received and not yet freed */
     int max_buffered;
     int paused;
@@ -160,10 +163,10 @@ struct worker {
     void *http; /* httpd_t serving /metrics and /healthz, or NULL */
 };
 
-/* Commands in progress per helm process of the pool: a command spends most of
- * a short operation in its ledger steps and event, not in helm, so more
- * releases are in progress than helm processes run; helm steps wait for a
- * slot of the pool in order. */
+/* Commands in progress per slot of the helm pool: a command's first ledger
+ * step (begin) and its last ones (outcome, terminal event) need no slot, so
+ * more releases are in progress than helm processes run; the ones ready to
+ * start wait for a slot in order. */
 #define MAX_RUNNING_PER_HELM 4
 
 /* The ledger connection of a release key. */
@@ -193,7 +196,10 @@ int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 /* command.c */
 void command_run(command_t *c);
 void command_free(command_t *c);
-/* At exit, after every command was freed: forget the pool's queue. */
-void command_pool_forget(worker_t *w);
+/* The command's outcome is being recorded: its slot of the helm pool (if
+ * any) goes to the next waiting command. */
+void command_pool_release(command_t *c);
+/* Stopping: the commands waiting for a slot are given back. */
+void command_pool_stop(worker_t *w);
 
 #endif

@@ -90,7 +90,8 @@ static void serve(http_req_t *req, void *ctx) {
         "4 x concurrency).\n# TYPE helmq_worker_in_flight gauge\n"
         "helmq_worker_in_flight %d\n",
         w->running);
-    OUT("# HELP helmq_worker_helm_running helm processes of the pool running (at most concurrency).\n"
+    OUT("# HELP helmq_worker_helm_running Slots of the helm pool held: commands from recording their start "
+        "to the end of their helm steps (at most concurrency).\n"
         "# TYPE helmq_worker_helm_running gauge\n"
         "helmq_worker_helm_running %d\n",
         w->helm_running);
