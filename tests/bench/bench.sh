@@ -8,6 +8,7 @@
 #   BENCH_COMMANDS=20000       worker throughput: commands per run (over BENCH_KEYS=1000 releases)
 #   BENCH_CONCURRENCY="8 32 64"
 #   BENCH_EVENTS=200000        projector: events per run (over BENCH_RELEASES=10000 releases)
+#   BENCH_PROJECTORS="1 2"     projector: instance counts measured (processes in one group)
 #   BENCH_SCALE=1000           scale: operations in flight
 #   BENCH_LATENCY_RATES="200 50" BENCH_LATENCY_SECONDS=30   (commands/s; each rate is a row)
 #   BENCH_LONG_COMMANDS=100000 memory run (make bench-long: 1000000)
@@ -26,6 +27,7 @@ N=${BENCH_COMMANDS:-20000}
 KEYS=${BENCH_KEYS:-1000}
 CONCS=${BENCH_CONCURRENCY:-8 32 64}
 PE=${BENCH_EVENTS:-200000}
+PROJ_INSTANCES=${BENCH_PROJECTORS:-1 2}
 PR=${BENCH_RELEASES:-10000}
 SCALE=${BENCH_SCALE:-1000}
 LAT_RATES=${BENCH_LATENCY_RATES:-200 50}
@@ -174,8 +176,8 @@ fi
 # --- 2. projector throughput ------------------------------------------------------------------
 EV_PARTS=$(partitions_for "$PE" 700)
 
-projector_run() { # projector_run REP
-    local rep=$1 tag db url out t0 first done_ms csv prod wm p0 p1 c0 c1
+projector_run() { # projector_run REP INSTANCES
+    local rep=$1 ninst=$2 tag db url out t0 first done_ms csv prod wm p0 p1 c0 c1 i pids=()
     tag=$(next_tag)
     db=bench_proj_$rep
     db_create "$db"
@@ -188,12 +190,20 @@ projector_run() { # projector_run REP
     [ "$(kv retained "$wm")" = "$PE" ] && [ "$(kv low "$wm")" = 0 ] || die "the broker did not keep every event: $wm"
     p0=$(pg_ticks)
     t0=$(now_ms)
-    HELMQ_DATABASE_URL=$url projector_start "$T/projector-$rep.log" --group-id "gp-$tag"
+    # INSTANCES helmq-projector processes in one consumer group share the partitions.
+    for i in $(seq 1 "$ninst"); do
+        HELMQ_DATABASE_URL=$url projector_start "$T/projector-$rep-$i.log" --group-id "gp-$tag"
+        pids+=("$PROJECTOR_PID")
+    done
     out=$("$BT" pgwait --conninfo "$url" --sql "SELECT count(*) FROM helmq.applied_events" --target "$PE" \
-        --interval-ms 100 --wait-timeout 1800) || die "projector: $out $(tail -3 "$T/projector-$rep.log")"
-    c1=$(cpu_ticks "$PROJECTOR_PID")
+        --interval-ms 100 --wait-timeout 1800) || die "projector: $out $(tail -3 "$T/projector-$rep-1.log")"
+    c1=0
+    for i in "${pids[@]}"; do c1=$((c1 + $(cpu_ticks "$i"))); done
     p1=$(pg_ticks)
-    projector_stop
+    for i in "${pids[@]}"; do
+        PROJECTOR_PID=$i
+        projector_stop
+    done
     broker_stop
     first=$(kv first_nonzero_ms "$out")
     done_ms=$(kv done_ms "$out")
@@ -229,11 +239,11 @@ EOF
     steady=$(awk -v n="$PE" -v a="$first" -v b="$done_ms" 'BEGIN { printf "%.1f", n / ((b - a) / 1000) }')
     total=$(awk -v n="$PE" -v a="$t0" -v b="$done_ms" 'BEGIN { printf "%.1f", n / ((b - a) / 1000) }')
     copy_s=$(awk -v a="$c_t0" -v b="$c_t1" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
-    raw projector x "$steady" "$total" "$(awk -v n="$PE" -v s="$copy_s" 'BEGIN { printf "%.1f", n / s }')" "$copy_s" \
+    raw projector "i$ninst" "$steady" "$total" "$(awk -v n="$PE" -v s="$copy_s" 'BEGIN { printf "%.1f", n / s }')" "$copy_s" \
         "$(awk -v a="$first" -v b="$t0" 'BEGIN { printf "%.2f", (a - b) / 1000 }')" \
         "$(awk -v t="$c1" -v k="$TICKS" -v n="$PE" 'BEGIN { printf "%.2f", t / k / n * 1000 }')" \
         "$(awk -v t=$((p1 - p0)) -v k="$TICKS" -v n="$PE" 'BEGIN { printf "%.2f", t / k / n * 1000 }')"
-    say "projector rep $rep: $steady events/s after the first batch ($total from process start);" \
+    say "projector x$ninst rep $rep: $steady events/s after the first batch ($total from process start);" \
         "COPY $copy_s s; rows $rows identical"
     db_drop "$db"
     rm -rf "$csv"
@@ -241,7 +251,9 @@ EOF
 
 if runs projector; then
     say "2. projector throughput: $PE events over $PR releases, fresh broker with $EV_PARTS partitions, $REPS repetitions"
-    for rep in $(seq 1 "$REPS"); do projector_run "$rep"; done
+    for ninst in $PROJ_INSTANCES; do
+        for rep in $(seq 1 "$REPS"); do projector_run "$rep" "$ninst"; done
+    done
 fi
 
 # --- 3. scale: 1,000 operations in flight -------------------------------------------------------
@@ -529,12 +541,18 @@ fi
         echo "database; done when \`SELECT count(*) FROM helmq.applied_events\` (polled every 100 ms) reaches $PE."
         echo "COPY: the same final rows (checked equal with EXCEPT) into tables with the same columns and indexes."
         echo
-        echo "| projector (after 1st batch) | projector (from process start) | COPY | projector/COPY | start to 1st batch (s) | CPU s per 1,000 events: projector / PostgreSQL |"
-        echo "|---|---|---|---|---|---|"
-        pj=$(med projector x 1)
-        cp_=$(med projector x 3)
-        echo "| $(fmt0 "$pj") [$(vals projector x 1)] | $(fmt0 "$(med projector x 2)") | $(fmt0 "$cp_") [$(vals projector x 3)] |" \
-            "$(ratio "$pj" "$cp_") | $(med projector x 5) | $(med projector x 6) / $(med projector x 7) |"
+        echo "Instances: helmq-projector processes in one consumer group (they share the partitions; each has"
+        echo "its own PostgreSQL connection), the way the projection scales out."
+        echo
+        echo "| instances | projector (after 1st batch) | projector (from process start) | COPY | projector/COPY | start to 1st batch (s) | CPU s per 1,000 events: projector / PostgreSQL |"
+        echo "|---|---|---|---|---|---|---|"
+        for ninst in $PROJ_INSTANCES; do
+            pj=$(med projector "i$ninst" 1)
+            cp_=$(med projector "i$ninst" 3)
+            echo "| $ninst | $(fmt0 "$pj") [$(vals projector "i$ninst" 1)] | $(fmt0 "$(med projector "i$ninst" 2)") |" \
+                "$(fmt0 "$cp_") [$(vals projector "i$ninst" 3)] | $(ratio "$pj" "$cp_") | $(med projector "i$ninst" 5) |" \
+                "$(med projector "i$ninst" 6) / $(med projector "i$ninst" 7) |"
+        done
         echo
     fi
     if runs scale; then
