@@ -8,8 +8,9 @@
 . "$(dirname "$0")/lib/stack.sh"
 
 stack_start
-WPORT=$((20000 + RANDOM % 20000))
-PPORT=$((WPORT + 1))
+WPORT=$(free_port)
+PPORT=$(free_port)
+[ "$PPORT" != "$WPORT" ] || PPORT=$(free_port)
 worker_start --http-listen 127.0.0.1:$WPORT
 projector_start --http-listen 127.0.0.1:$PPORT
 api_start

@@ -5,6 +5,7 @@
 cd "$(dirname "$0")/.." || exit 1
 . tests/lib/tap.sh
 . tests/lib/pg.sh
+. tests/lib/port.sh
 
 [ -x "$PG_BIN/postgres" ] || skip_all "PostgreSQL 15 not installed in $PG_BIN"
 
@@ -59,7 +60,7 @@ ok "$( [ ! -e "$DIR/data/postmaster.pid" ]; echo $?)" "postmaster.pid removed"
 pg_stop "$DIR"; ok $? "pg_stop on a stopped directory is a no-op"
 
 # Explicit port: TCP on 127.0.0.1 as well, in a second directory, concurrently.
-tport=$((55000 + RANDOM % 1000))
+tport=$(free_port)
 pg_start "$DIR2" "$tport"; ok $? "pg_start with a port"
 is "$PGPORT" "$tport" "PGPORT is the given port"
 is "$("${PSQL[@]}" -h 127.0.0.1 -p "$tport" -d helmq -c "SELECT inet_server_addr()" 2>&1)" "127.0.0.1" "TCP connection on 127.0.0.1:$tport works"

@@ -55,7 +55,7 @@ ok "$(ls "$T"/[1-6]-* | wc -l | grep -qx 6; echo $?)" "six records encoded with 
 # All six on the topic before the projector starts, so they make one batch.
 produce "$T"/1-install-a.avro "$T"/2-duplicate-live.avro "$T"/3-upgrade-a.avro "$T"/4-bad-uuid.avro \
     "$T"/5-garbage.bin "$T"/6-install-c.avro
-PPORT=$((20000 + RANDOM % 20000))
+PPORT=$(free_port)
 projector_start --http-listen 127.0.0.1:$PPORT
 
 # 1. The good events, including those after the bad ones, are projected in order.

@@ -282,7 +282,7 @@ scale_run() { # scale_run REP
     local rep=$1 tag ns port url rss0 rss1 l0 l1 kids
     tag=$(next_tag)
     ns=bs-$tag
-    port=$((30000 + RANDOM % 20000))
+    port=$(free_port)
     url=http://127.0.0.1:$port
     broker_start "$SCALE_PARTS"
     # (a) parked: SCALE helm processes sleeping, each command holding its slot

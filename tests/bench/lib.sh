@@ -15,6 +15,7 @@ BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELMQ_BIN=${HELMQ_BIN:-$BENCH_ROOT/bin}
 BENCH_TOOLS_DIR=${BENCH_TOOLS_DIR:-$BENCH_ROOT/build/bench}
 . "$BENCH_ROOT/tests/lib/pg.sh"
+. "$BENCH_ROOT/tests/lib/port.sh"
 
 _bench_pids=()
 _bench_exit() {

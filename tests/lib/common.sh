@@ -10,6 +10,7 @@
 #   kcat_count TOPIC    number of records on TOPIC (all partitions)
 
 cd "$(dirname "$0")/.." || exit 1
+. tests/lib/port.sh
 HELMQ_ROOT=$(pwd)
 HELMQ_BIN=${HELMQ_BIN:-$HELMQ_ROOT/bin}
 PY=/usr/bin/python3

@@ -127,7 +127,7 @@ $GLOBEX_TOKEN globex-deployer $OTHER_TENANT
 EOT
     chmod 600 "$T/tokens"
     local port
-    port=$((20000 + RANDOM % 20000))
+    port=$(free_port)
     "$HELMQ_BIN/helmq-api" --listen "127.0.0.1:$port" --tokens-file "$T/tokens" --log-level info "$@" \
         >>"$T/api.log" 2>&1 &
     API_PID=$!
