@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib/common.sh"
 
 export HELMQ_RUN_DIR="$T/run"
-export HELMQ_API_LISTEN=127.0.0.1:$((20000 + RANDOM % 20000))
+export HELMQ_API_LISTEN=127.0.0.1:$(free_port)
 unset HELMQ_BROKERS HELMQ_DATABASE_URL HELMQ_HELM HELMQ_CHART_REPO
 export PATH="$HELMQ_BIN:$PATH"
 
