@@ -50,8 +50,11 @@ for r in "${waiting[@]}"; do
     is "$(jf '[.eventType,.status] | join(" ")' <<<"$ev")" "succeeded deployed" "a given-back command ($r) runs on the next worker"
 done
 is "$(helm_starts drain-a)$(helm_starts drain-b)$(helm_starts drain-c)" 111 "helm ran once for each of the three"
-is "$(events_json | jq -r --arg a "${id[$running]}" 'select(.terminal and .commandId == $a) | .commandId' | wc -l)" 1 \
-    "the one that finished before the exit is not run again"
+# Offsets are committed only up to the oldest unfinished command: when the one
+# that ran was not first in the partition it is delivered again, and then
+# republishes its recorded outcome (same eventId) without running helm.
+is "$(events_json | jq -r --arg a "${id[$running]}" 'select(.terminal and .commandId == $a) | .eventId' | sort -u | wc -l)" 1 \
+    "the one that finished before the exit is not run again (one outcome, eventId $(events_json | jq -r --arg a "${id[$running]}" 'select(.terminal and .commandId == $a) | .eventId' | sort -u | head -1))"
 worker_stop
 is "$?" 0 "SIGTERM: exit 0"
 done_testing
