@@ -160,17 +160,21 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
 if runs worker; then
     say "1. worker throughput: $N commands over $KEYS releases, concurrency $CONCS, $REPS repetitions," \
         "fresh broker with $CMD_PARTS partitions per run"
-    db_create bench_worker
     export HELMQ_DATABASE_URL
     HELMQ_DATABASE_URL=$(db_url bench_worker)
     for rep in $(seq 1 "$REPS"); do
         for c in $CONCS; do
+            # Every run starts from an empty ledger, as the limit and the peer
+            # start from nothing: otherwise a run pays for the ledger (and the
+            # autovacuum) of the runs before it, and the last concurrency
+            # measured looks slowest.
+            db_create bench_worker
             worker_run "$c" "$rep"
+            db_drop bench_worker
             limit_run "$c" "$rep"
             peer_run "$c" "$rep"
         done
     done
-    db_drop bench_worker
 fi
 
 # --- 2. projector throughput ------------------------------------------------------------------
@@ -519,7 +523,7 @@ fi
         echo
         echo "$N commands over $KEYS releases (an install, then upgrades), no-op helm; from the first send to the"
         echo "last terminal event on the events topic. Limit: spawn + reap the same no-op helm, nothing else."
-        echo "Peer: \`kcat -C -e -f '%k\\n' | xargs -P C -n1 noop-helm install\`. Fresh broker with $CMD_PARTS partitions per run."
+        echo "Peer: \`kcat -C -e -f '%k\\n' | xargs -P C -n1 noop-helm install\`. Fresh broker with $CMD_PARTS partitions and a fresh database per run."
         echo
         echo "| concurrency | worker | limit | peer | worker/limit | worker/peer | worker runs | CPU s per 1,000 commands: worker+helm / PostgreSQL / broker | CPU s per 1,000: limit |"
         echo "|---|---|---|---|---|---|---|---|---|"
