@@ -113,24 +113,31 @@ sim_knob $NS orphan-decoy '{"install": {"hang": true, "ignore_term": true}}'
 ok_id=$(send install $(install_args orphan-ok))
 hang_id=$(send install $(install_args orphan-hang) --timeout 12)
 decoy_id=$(send install $(install_args orphan-decoy))
-for id in $ok_id $hang_id $decoy_id; do
-    wait_for "helm's pid recorded for $id" 30 bash -c \
-        "[ -n \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select helm_pid from helmq_worker.commands where command_id = '$id'\")\" ]"
+for r in orphan-ok orphan-hang orphan-decoy; do
+    wait_for "helm to start for $r" 30 bash -c \
+        "grep -q '\"release\": *\"$r\"' '$HELM_SIM_STATE/invocations.log'"
 done
 ok_pid=$(sim_invocations 'select(.event=="start" and .release=="orphan-ok") | .pid')
 hang_pid=$(sim_invocations 'select(.event=="start" and .release=="orphan-hang") | .pid')
 decoy_helm=$(sim_invocations 'select(.event=="start" and .release=="orphan-decoy") | .pid')
-is "$(psql_q "select helm_pid = helm_pgid and helm_pid = $ok_pid and helm_start_ticks > 0 and helm_deadline_ms > 0 from helmq_worker.commands where command_id = '$ok_id'")" t \
-    "the ledger records the running helm's pid, process group, start time and deadline"
+is "$(psql_q "select state = 'running' and helm_host <> '' and helm_pid is null and
+                     helm_deadline_ms between (extract(epoch from started_at) * 1000)::bigint + 300000
+                                          and (extract(epoch from started_at) * 1000)::bigint + 300000 + 3600000
+              from helmq_worker.commands where command_id = '$ok_id'")" t \
+    "the start recorded the host helm runs on and its deadline (timeout + grace), before helm ran"
+is "$(tr '\0' '\n' <"/proc/$ok_pid/environ" | grep -c "^HELMQ_COMMAND_ID=$ok_id\$")" 1 \
+    "the running helm carries its command's marker in its environment"
 kill -9 "$WORKER_PID"
 wait "$WORKER_PID" 2>/dev/null
 hang_deadline=$(psql_q "select helm_deadline_ms / 1000.0 from helmq_worker.commands where command_id = '$hang_id'")
-# The decoy: its helm is gone, and its recorded pid now names an unrelated process.
+# The decoy: its helm is gone, an unrelated process carries another command's
+# marker, and the pid recorded for it (as a worker before the marker would
+# have) now names that process.
 kill -9 -- "-$decoy_helm" 2>/dev/null
-setsid sleep 300 &
+HELMQ_COMMAND_ID=$ok_id-not setsid sleep 300 &
 decoy_pid=$!
 at_exit "kill -9 $decoy_pid"
-psql_q "update helmq_worker.commands set helm_pid = $decoy_pid, helm_pgid = $decoy_pid where command_id = '$decoy_id'" >/dev/null
+psql_q "update helmq_worker.commands set helm_pid = $decoy_pid, helm_pgid = $decoy_pid, helm_start_ticks = 1 where command_id = '$decoy_id'" >/dev/null
 kill -0 "$ok_pid" && kill -0 "$hang_pid"
 ok $? "after kill -9 of the worker its helm processes still run"
 worker_start --concurrency 8
@@ -144,6 +151,7 @@ awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" an
     'BEGIN { exit !(s != "" && s + 0 > i + 19.5) }'
 ok $? "that helm status ran only after the 20 s install had ended"
 like "$(cat "$WORKER_LOG")" "still runs: waiting for it to exit before reconciling" "the worker says it waits"
+like "$(cat "$WORKER_LOG")" "environment HELMQ_COMMAND_ID=$ok_id" "having found it by its marker"
 ev=$(wait_terminal "$hang_id" 90)
 is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed TIMEOUT" \
     "a left helm running past its deadline: stopped, the command failed with TIMEOUT"

@@ -32,7 +32,7 @@ static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
     "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
 static const char SQL_START[] =
-    "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6)";
+    "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6, $7, $8)";
 static const char SQL_HELM_STARTED[] = "SELECT helmq_worker.command_helm_started($1, $2, $3, $4, $5, $6)";
 static const char SQL_FINISH[] =
     "SELECT helmq_worker.command_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
@@ -507,13 +507,15 @@ static void on_helm_done(helm_run_t *run) {
 static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
     if (err)
         cmd_log(arg, LOG_LEVEL_WARN,
-                "recording helm's pid failed (after a crash, nothing would wait for it): %s", err);
+                "recording helm's deadline failed (after a crash, a worker would wait for it only until "
+                "the previous one): %s", err);
 }
 
-/* Records the helm process in the ledger, so that after a crash the worker
- * reconciling the command waits for it (reconcile). Queued on the key's
- * connection before the command's finish, so its callback runs before the
- * command is freed. */
+/* Records a helm step's process and deadline in the ledger (the start
+ * recorded the operation's), so that after a crash the worker reconciling
+ * the command waits for it until then (reconcile; the pid serves workers
+ * that predate the marker). Queued on the key's connection before the
+ * command's finish, so its callback runs before the command is freed. */
 static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) {
     char pid[16], ticks[32], host[512], deadline_ms[32];
     unsigned long long t = 0;
@@ -527,18 +529,31 @@ static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) 
     db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
 }
 
-/* Starts the command's helm step: it holds a slot. */
+/* The deadline the start records for the operation's helm: it starts right
+ * after (see helm_launch). */
+static int64_t start_deadline_ms(const command_t *c) {
+    return now_ms() + command_timeout(c) * 1000 + c->w->timeout_grace_ms;
+}
+
+/* Starts the command's helm step: it holds a slot. Every helm process of the
+ * command carries its marker. The ledger already has the deadline when the
+ * start recorded it and helm starts within a second of that; a later step
+ * (status, atomic rollback, a reconciliation's) records its own. */
 static void helm_launch(command_t *c) {
     worker_t *w = c->w;
-    char line[2048];
+    char line[2048], marker[128];
     helm_argv_format(&c->helm_argv, line, sizeof(line));
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
-    c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms,
+    helm_marker(c->id, marker, sizeof(marker));
+    int64_t deadline = now_ms() + (int64_t)c->helm_deadline;
+    c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms, marker,
                             on_helm_done, c);
     helm_argv_free(&c->helm_argv);
     if (!c->run)
         abort();
-    if (c->helm_records && !c->run->spawn_error)
+    int recorded = c->recorded_deadline_ms && deadline - c->recorded_deadline_ms <= 1000;
+    c->recorded_deadline_ms = 0; /* it covers this step only */
+    if (c->helm_records && !c->run->spawn_error && !recorded)
         record_helm(c, c->run, c->helm_deadline);
 }
 
@@ -953,9 +968,21 @@ static void on_left_helm_timer(uv_timer_t *t);
  * exit; at its deadline its group gets SIGTERM, then SIGKILL after the kill
  * grace, as if the worker had not crashed. Only then is helm asked for the
  * release's state: the orphaned helm and the reconciliation never both act. */
+/* Whether the left helm still runs; with sig, signals it. */
+static int left_helm_alive(command_t *c, int sig) {
+    if (c->left_marked) {
+        char marker[128];
+        helm_marker(c->id, marker, sizeof(marker));
+        return helm_marked(marker, sig, &c->left_pgid) > 0;
+    }
+    if (sig)
+        kill(-c->left_pgid, sig);
+    return helm_group_alive(c->left_pgid);
+}
+
 static void left_helm_wait(command_t *c) {
     int64_t now = now_ms();
-    if (!helm_group_alive(c->left_pgid)) {
+    if (!left_helm_alive(c, 0)) {
         cmd_log(c, LOG_LEVEL_INFO, "the interrupted helm (process group %d) has exited: reconciling",
                 c->left_pgid);
         helm_status(c, reconcile_status);
@@ -964,14 +991,14 @@ static void left_helm_wait(command_t *c) {
     if (c->left_signals == 0 && now >= c->left_deadline_ms) {
         cmd_log(c, LOG_LEVEL_WARN, "the interrupted helm (process group %d) passed its deadline: SIGTERM",
                 c->left_pgid);
-        kill(-c->left_pgid, SIGTERM);
+        left_helm_alive(c, SIGTERM);
         c->left_signals = 1;
         c->left_signal_ms = now;
     } else if (c->left_signals == 1 && now >= c->left_signal_ms + c->w->kill_grace_ms) {
         cmd_log(c, LOG_LEVEL_WARN,
                 "the interrupted helm (process group %d) still runs %d ms after SIGTERM: SIGKILL",
                 c->left_pgid, c->w->kill_grace_ms);
-        kill(-c->left_pgid, SIGKILL);
+        left_helm_alive(c, SIGKILL);
         c->left_signals = 2;
         c->left_signal_ms = now;
     } else if (c->left_signals == 2 && now >= c->left_signal_ms + 30000) {
@@ -988,24 +1015,35 @@ static void on_left_helm_timer(uv_timer_t *t) {
     left_helm_wait(t->data);
 }
 
-/* Whether the helm process the ledger recorded for this command still runs
- * here and is that helm (not a reused pid); fills c->left_*. */
+/* Whether a helm process of this command still runs here: one carrying its
+ * marker, or (a ledger written before the marker) the pid recorded, if that
+ * is still that helm and not a reused pid. Fills c->left_*. */
 static int left_helm_find(command_t *c) {
     const json_t *l = c->ledger;
     int pid = jint(l, "helm_pid"), pgid = jint(l, "helm_pgid");
     unsigned long long ticks = (unsigned long long)json_integer_value(json_object_get(l, "helm_start_ticks"));
     const char *host = jstr(l, "helm_host");
-    char here[512];
-    if (pgid <= 0)
-        return 0; /* none recorded (a crash right after the start, or an older worker) */
+    char here[512], marker[128];
+    if (!host)
+        return 0; /* none recorded (an older worker's crash right after the start) */
     helm_host_id(here, sizeof(here));
-    if (!host || strcmp(host, here) != 0) {
+    if (strcmp(host, here) != 0) {
         cmd_log(c, LOG_LEVEL_WARN,
-                "its helm (pid %d) ran on another host or boot (%s): cannot wait for it here; reconciling",
-                pid, host ? host : "?");
+                "its helm ran on another host or boot (%s): cannot wait for it here; reconciling", host);
         return 0;
     }
-    if (!helm_group_alive(pgid))
+    c->left_signals = 0;
+    c->left_deadline_ms = json_integer_value(json_object_get(l, "helm_deadline_ms"));
+    helm_marker(c->id, marker, sizeof(marker));
+    if (helm_marked(marker, 0, &c->left_pgid) > 0) {
+        c->left_marked = 1;
+        cmd_log(c, LOG_LEVEL_WARN,
+                "the interrupted helm (process group %d, environment %s) still runs: waiting for it to exit "
+                "before reconciling (its deadline is in %lld ms)",
+                c->left_pgid, marker, (long long)(c->left_deadline_ms - now_ms()));
+        return 1;
+    }
+    if (pgid <= 0 || !helm_group_alive(pgid))
         return 0;
     if (helm_proc_matches(pid, ticks, jstr(c->doc, "releaseName")) == 0) {
         /* pid reused (the group leader is another process now): not ours.
@@ -1015,8 +1053,6 @@ static int left_helm_find(command_t *c) {
         return 0;
     }
     c->left_pgid = pgid;
-    c->left_signals = 0;
-    c->left_deadline_ms = json_integer_value(json_object_get(l, "helm_deadline_ms"));
     cmd_log(c, LOG_LEVEL_WARN,
             "the interrupted helm (pid %d, process group %d) still runs: waiting for it to exit before "
             "reconciling (its deadline is in %lld ms)",
@@ -1061,18 +1097,25 @@ static void on_started(void *arg, const PGresult *res, const char *err) {
 /* Records that helm is about to run; an install first claims its namespace
  * for its tenant, atomically in the ledger (see 0003's command_start). */
 static void start_record(command_t *c) {
-    char base[16], deployed[16];
+    char base[16], deployed[16], host[512], deadline[32];
     int claim = strcmp(c->op, "install") == 0;
     c->phase = PHASE_START;
     snprintf(base, sizeof(base), "%d", c->base_revision);
     snprintf(deployed, sizeof(deployed), "%d", c->base_deployed);
-    const char *values[6] = {c->id,
+    /* Where helm will run and when the worker would stop it: a worker
+     * reconciling the command after a crash waits for it until then. */
+    helm_host_id(host, sizeof(host));
+    c->recorded_deadline_ms = start_deadline_ms(c);
+    snprintf(deadline, sizeof(deadline), "%lld", (long long)c->recorded_deadline_ms);
+    const char *values[8] = {c->id,
                              c->release_id,
                              base,
                              deployed,
                              claim ? jstr(c->doc, "tenantId") : NULL,
-                             claim ? jstr(c->doc, "namespace") : NULL};
-    db_query(worker_db(c->w, key_name(c)), SQL_START, 6, values, NULL, NULL, on_started, c);
+                             claim ? jstr(c->doc, "namespace") : NULL,
+                             host,
+                             deadline};
+    db_query(worker_db(c->w, key_name(c)), SQL_START, 8, values, NULL, NULL, on_started, c);
 }
 
 /* A slot first: the start is recorded only when helm can run right after. */

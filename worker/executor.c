@@ -322,8 +322,8 @@ static void on_spawn_failed(uv_timer_t *t) {
  * write ends, every other descriptor closed, default signal dispositions
  * and mask (the worker ignores SIGPIPE; helm must not inherit that), in a
  * new session. Returns 0 or an errno value. */
-static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, int pass_fd, pid_t *pid) {
-    extern char **environ;
+static int spawn_helm(const helm_argv_t *argv, char *const envp[], int out_w, int err_w, int pass_fd,
+                      pid_t *pid) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
@@ -361,10 +361,35 @@ static int spawn_helm(const helm_argv_t *argv, int out_w, int err_w, int pass_fd
         rc = posix_spawnattr_setflags(&attr,
                                       POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     if (!rc)
-        rc = posix_spawnp(pid, argv->argv[0], &fa, &attr, argv->argv, environ);
+        rc = posix_spawnp(pid, argv->argv[0], &fa, &attr, argv->argv, envp);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     return rc;
+}
+
+void helm_marker(const char *command_id, char *out, size_t size) {
+    snprintf(out, size, "%s=%s", HELM_MARKER_VAR, command_id);
+}
+
+/* The worker's environment with marker instead of any marker entry it has
+ * (a worker started by a helm step of another worker must not pass that
+ * one's on). The strings are environ's; free the array alone. */
+static char **marked_env(const char *marker) {
+    extern char **environ;
+    const size_t len = sizeof(HELM_MARKER_VAR "=") - 1;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = malloc((n + 2) * sizeof(*env));
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], HELM_MARKER_VAR "=", len) != 0)
+            env[k++] = environ[i];
+    env[k++] = (char *)marker;
+    env[k] = NULL;
+    return env;
 }
 
 static int pidfd_open_(pid_t pid) {
@@ -378,7 +403,8 @@ static int pidfd_open_(pid_t pid) {
 }
 
 helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
-                           int kill_grace_ms, helm_done_cb done, void *data) {
+                           int kill_grace_ms, const char *marker, helm_done_cb done, void *data) {
+    extern char **environ;
     helm_run_t *run = calloc(1, sizeof(*run));
     if (!run)
         return NULL;
@@ -399,8 +425,13 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rc = 0;
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
         rc = errno;
+    char **env = marker ? marked_env(marker) : environ;
+    if (!rc && !env)
+        rc = ENOMEM;
     if (!rc)
-        rc = spawn_helm(argv, out[1], err[1], pass_fd, &run->pid);
+        rc = spawn_helm(argv, env, out[1], err[1], pass_fd, &run->pid);
+    if (env && env != environ)
+        free(env);
     if (out[1] >= 0)
         close(out[1]);
     if (err[1] >= 0)
@@ -574,6 +605,64 @@ int helm_group_alive(int pgid) {
     }
     closedir(d);
     return alive;
+}
+
+/* Whether /proc/PID/environ holds the entry marker exactly. */
+static int environ_has(long pid, const char *marker) {
+    char path[64], *buf = NULL;
+    size_t len = 0, cap = 0;
+    snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* gone, or another user's */
+    for (;;) {
+        if (cap - len < 4096) {
+            char *b = realloc(buf, cap ? cap * 2 : 16384);
+            if (!b)
+                break;
+            buf = b;
+            cap = cap ? cap * 2 : 16384;
+        }
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    int found = 0;
+    if (buf)
+        buf[len] = '\0'; /* read() left room for it */
+    for (size_t i = 0; buf && i < len && !found; i += strlen(buf + i) + 1)
+        found = strcmp(buf + i, marker) == 0;
+    free(buf);
+    return found;
+}
+
+int helm_marked(const char *marker, int sig, int *pgid) {
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    pid_t self = getpid(), own_group = getpgrp();
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end, st;
+        int pg;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == self)
+            continue;
+        if (proc_stat((int)pid, &st, &pg, NULL) < 0 || st == 'Z' || st == 'X' || !environ_has(pid, marker))
+            continue;
+        count++;
+        if (pgid)
+            *pgid = pg;
+        if (sig)
+            kill(pg > 1 && pg != own_group ? -pg : (pid_t)pid, sig);
+    }
+    closedir(d);
+    return count;
 }
 
 int helm_values_write(const char *tmpdir, const char *values_text, char *path, size_t path_size) {

@@ -84,7 +84,16 @@ void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const j
  * calls helm_run_free. Returns the run, or NULL on out of memory (a failure
  * to start helm is reported through done with spawn_error set). */
 helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
-                           int kill_grace_ms, helm_done_cb done, void *data);
+                           int kill_grace_ms, const char *marker, helm_done_cb done, void *data);
+
+/* The environment variable that marks every helm process of a command, and
+ * whatever those start (they inherit it): HELM_MARKER_VAR=<commandId>. A
+ * worker reconciling the command after a crash finds them by it. */
+#define HELM_MARKER_VAR "HELMQ_COMMAND_ID"
+
+/* Fills out with the marker entry of command_id ("HELMQ_COMMAND_ID=..."),
+ * which helm_run_start adds to helm's environment. */
+void helm_marker(const char *command_id, char *out, size_t size);
 
 /* pass_fd (>= 0) becomes helm's descriptor HELM_PASS_FD: the values, which
  * helm reads as HELM_PASS_PATH. */
@@ -99,9 +108,12 @@ void helm_run_free(helm_run_t *run);
 
 /* --- helm processes left by a crashed worker ------------------------------
  * helm runs in its own session, so it survives a kill -9 of the worker. The
- * worker records each helm child's pid, start time and host in the ledger;
- * the worker that reconciles the command finds it again with these. Linux
- * /proc only; elsewhere nothing is found (and nothing is waited for). */
+ * ledger records, before helm starts, the host it runs on and its deadline;
+ * every helm process carries its command's marker in its environment, and
+ * the worker that reconciles the command on the same host finds them by it
+ * (helm_marked). Ledgers written before the marker recorded helm's pid and
+ * start time instead (helm_proc_matches, helm_group_alive). Linux /proc
+ * only; elsewhere nothing is found (and nothing is waited for). */
 
 /* This host's identity for pids: hostname, boot id and pid namespace, as one
  * line (a pid means nothing on another host, after a reboot, or in another
@@ -119,6 +131,14 @@ int helm_proc_matches(int pid, unsigned long long ticks, const char *arg);
 
 /* Whether process group pgid still has a live member (not a zombie). */
 int helm_group_alive(int pgid);
+
+/* The live processes (not zombies) of this host whose environment holds the
+ * entry marker exactly (see helm_marker); sends sig (when not 0) to each
+ * one's process group (helm runs in its own session) or, where that group
+ * is the worker's own or init's, to the process alone. Sets *pgid (when not
+ * NULL) to one of their groups. Returns how many there are. Processes whose
+ * environment cannot be read (another user's) are not counted. */
+int helm_marked(const char *marker, int sig, int *pgid);
 
 /* Writes values (a JSON object) to a new private file (mode 0600 in a 0700
  * directory under tmpdir). Fills path; returns 0 or -1 with errno set. */

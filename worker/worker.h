@@ -75,7 +75,8 @@ struct command {
     command_t *helm_wait_next;       /* the pool's queue of waiting commands */
     helm_argv_t helm_argv;           /* the helm step about to start (argc 0: none) */
     uint64_t helm_deadline;          /* its SIGTERM deadline (ms after it starts; 0: none) */
-    int helm_records;                /* it changes the release: record its process in the ledger */
+    int helm_records;                /* it changes the release: its deadline must be in the ledger */
+    int64_t recorded_deadline_ms;    /* the helm deadline the start recorded (Unix ms; 0: none) */
     void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
     void (*status_then)(void);       /* the step after helm status */
     char values_path[4096];          /* the values file (tmpdir fallback), or HELM_PASS_PATH */
@@ -87,6 +88,7 @@ struct command {
     char helm_error[1024];
     /* the helm process a crashed worker left running (reconciliation) */
     int left_pgid;            /* its process group; 0: none to wait for */
+    int left_marked;          /* found by its marker (helm_marked), not by a recorded pid */
     int left_signals;         /* 0, 1 after SIGTERM, 2 after SIGKILL */
     int64_t left_deadline_ms; /* its deadline (Unix ms), recorded when it started */
     int64_t left_signal_ms;   /* when the last signal was sent */
