@@ -508,7 +508,8 @@ static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
     if (err)
         cmd_log(arg, LOG_LEVEL_WARN,
                 "recording helm's deadline failed (after a crash, a worker would wait for it only until "
-                "the previous one): %s", err);
+                "the previous one): %s",
+                err);
 }
 
 /* Records a helm step's process and deadline in the ledger (the start
