@@ -485,7 +485,8 @@ void command_pool_stop(worker_t *w) {
     w->helm_wait_tail = NULL;
 }
 
-static void on_helm_done(helm_run_t *run) {
+static void helm_finished(void *arg) {
+    helm_run_t *run = arg;
     command_t *c = run->data;
     worker_t *w = c->w;
     step_cb next = (step_cb)c->helm_next;
@@ -502,6 +503,13 @@ static void on_helm_done(helm_run_t *run) {
     c->follow_up = 0;
     helm_run_free(run);
     pool_pump(w);
+}
+
+/* helm has exited and its output is read: what follows (its outcome, the
+ * next step, the slot) runs a few commands per loop iteration. */
+static void on_helm_done(helm_run_t *run) {
+    command_t *c = run->data;
+    dispatch_later(c->w, helm_finished, run);
 }
 
 static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {

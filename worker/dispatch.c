@@ -418,6 +418,71 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 
 /* --- producing --------------------------------------------------------------- */
 
+/* --- work after loop events, a slice per iteration ---------------------------- */
+
+/* At most this long per loop iteration (at least one item). */
+#define LATER_SLICE_NS 2000000
+
+struct later {
+    void (*fn)(void *);
+    void *arg;
+    struct later *next;
+};
+
+static void on_later(uv_idle_t *h) {
+    worker_t *w = h->data;
+    uint64_t until = uv_hrtime() + LATER_SLICE_NS;
+    for (int i = 0; w->later_head && (i == 0 || uv_hrtime() < until); i++) {
+        struct later *l = w->later_head;
+        w->later_head = l->next;
+        if (!w->later_head)
+            w->later_tail = NULL;
+        l->fn(l->arg);
+        free(l);
+    }
+    if (!w->later_head)
+        uv_idle_stop(h);
+}
+
+/* Runs everything still waiting (exiting: nothing runs the loop for it). */
+static void later_drain(worker_t *w) {
+    while (w->later_head)
+        on_later(&w->later_idle);
+}
+
+void dispatch_later(worker_t *w, void (*fn)(void *), void *arg) {
+    if (w->exiting) {
+        fn(arg);
+        return;
+    }
+    struct later *l = malloc(sizeof(*l));
+    if (!l)
+        abort();
+    *l = (struct later){fn, arg, NULL};
+    if (w->later_tail)
+        w->later_tail->next = l;
+    else
+        w->later_head = l;
+    w->later_tail = l;
+    if (!uv_is_active((uv_handle_t *)&w->later_idle))
+        uv_idle_start(&w->later_idle, on_later);
+}
+
+/* --- producing ------------------------------------------------------------------ */
+
+typedef struct {
+    produce_req_t *req;
+    rd_kafka_resp_err_t err;
+} delivered_t;
+
+static void delivered(void *arg) {
+    delivered_t *d = arg;
+    d->req->cb(d->req->c, d->err);
+    free(d->req->topic);
+    free(d->req);
+    free(d);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     produce_req_t *req = m->_private;
     if (!req)
@@ -433,8 +498,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
             return;
         log_error("cannot produce again to %s: %s", req->topic, rd_kafka_err2str(e));
     }
-    if (req->cb)
-        req->cb(req->c, m->err);
+    if (req->cb) {
+        delivered_t *d = malloc(sizeof(*d));
+        if (!d)
+            abort();
+        *d = (delivered_t){req, m->err};
+        dispatch_later(req->w, delivered, d);
+        return;
+    }
     free(req->topic);
     free(req);
 }
@@ -583,6 +654,8 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     w->drain_timer.data = w;
     uv_timer_init(w->loop, &w->tick);
     w->tick.data = w;
+    uv_idle_init(w->loop, &w->later_idle);
+    w->later_idle.data = w;
     uv_timer_start(&w->tick, on_tick, 200, 200);
 
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
@@ -607,6 +680,7 @@ static void handle_closed(uv_handle_t *h) {
 static void shutdown_finish(worker_t *w) {
     if (w->exiting)
         return;
+    later_drain(w);
     w->exiting = 1;
     uv_timer_stop(&w->drain_timer);
     log_info("draining done: committing offsets and leaving the group");
@@ -635,6 +709,7 @@ static void shutdown_finish(worker_t *w) {
     uv_poll_stop(&w->wake_poll);
     uv_close((uv_handle_t *)&w->wake_poll, handle_closed);
     uv_close((uv_handle_t *)&w->tick, handle_closed);
+    uv_close((uv_handle_t *)&w->later_idle, handle_closed);
     uv_close((uv_handle_t *)&w->drain_timer, handle_closed);
     uv_close((uv_handle_t *)&w->sigterm, handle_closed);
     uv_close((uv_handle_t *)&w->sigint, handle_closed);

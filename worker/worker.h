@@ -134,6 +134,10 @@ struct worker {
     int wake_fd[2];
     uv_poll_t wake_poll;
     uv_timer_t tick;
+    /* Work following a helm's end or an event's delivery, run a few items
+     * per loop iteration (dispatch_later). */
+    struct later *later_head, *later_tail;
+    uv_idle_t later_idle;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     db_t **dbs; /* a small pool; a release key always uses the same one, so its
@@ -183,6 +187,10 @@ void dispatch_pump(worker_t *w);
 void dispatch_command_done(command_t *c);
 /* Produce a record; when delivered, cb runs with err 0 (or after retries). */
 typedef void (*produce_cb)(command_t *c, rd_kafka_resp_err_t err);
+/* Runs fn(arg) soon, on the loop: a few of these per loop iteration, so
+ * that a burst of helm exits or delivery reports does not hold up timers
+ * (helm deadlines) and I/O for its whole length. At exit, at once. */
+void dispatch_later(worker_t *w, void (*fn)(void *), void *arg);
 void dispatch_produce(worker_t *w, const char *topic, command_t *c, const void *key, size_t key_len,
                       const void *value, size_t value_len, rd_kafka_headers_t *headers, produce_cb cb);
 void dispatch_stop(worker_t *w);
