@@ -973,10 +973,6 @@ static void reconcile_status(command_t *c) {
 
 static void on_left_helm_timer(uv_timer_t *t);
 
-/* Waits, polling every 200 ms, for the helm a crashed worker left running to
- * exit; at its deadline its group gets SIGTERM, then SIGKILL after the kill
- * grace, as if the worker had not crashed. Only then is helm asked for the
- * release's state: the orphaned helm and the reconciliation never both act. */
 /* Whether the left helm still runs; with sig, signals it. */
 static int left_helm_alive(command_t *c, int sig) {
     if (c->left_marked) {
@@ -989,6 +985,10 @@ static int left_helm_alive(command_t *c, int sig) {
     return helm_group_alive(c->left_pgid);
 }
 
+/* Waits, polling every 200 ms, for the helm a crashed worker left running to
+ * exit; at its deadline its group gets SIGTERM, then SIGKILL after the kill
+ * grace, as if the worker had not crashed. Only then is helm asked for the
+ * release's state: the orphaned helm and the reconciliation never both act. */
 static void left_helm_wait(command_t *c) {
     int64_t now = now_ms();
     if (!left_helm_alive(c, 0)) {
