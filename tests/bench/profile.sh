@@ -82,7 +82,13 @@ if [ "$MODE" = perf ]; then
     kill -INT "$PERF_PID"
     wait "$PERF_PID"
 fi
-kill -TERM "$WORKER_PID"
+if [ "${#WRAP[@]}" -gt 0 ]; then
+    # Stop the worker, not its wrapper: strace and valgrind write their
+    # summaries when the traced process exits.
+    pkill -TERM -P "$WORKER_PID" -x helmq-worker || kill -TERM "$WORKER_PID"
+else
+    kill -TERM "$WORKER_PID"
+fi
 wait "$WORKER_PID" 2>/dev/null
 untrack "$WORKER_PID"
 case "$MODE" in
