@@ -550,7 +550,7 @@ static PGconn *pg_connect(void) {
 static int cmd_pgwait(void) {
     PGconn *c = pg_connect();
     int64_t first = 0, deadline = wall_us() + (int64_t)timeout_s * 1000000;
-    long v = 0;
+    long v = 0, first_v = 0;
     for (;;) {
         int64_t before = wall_us();
         PGresult *r = PQexec(c, sql);
@@ -575,7 +575,20 @@ static int cmd_pgwait(void) {
             PQfinish(c);
             return 1;
         }
-        usleep((useconds_t)interval_ms * 1000);
+        /* The count is a scan on the same cores as what it measures: once a
+         * rate is known, sleep half the time the rest should take (at most
+         * 2 s), so that a run polls a few times, then every interval_ms
+         * near the end. */
+        int64_t sleep_us = (int64_t)interval_ms * 1000;
+        if (first && v > first_v && before > first) {
+            double per_us = (double)(v - first_v) / (double)(before - first);
+            int64_t half = (int64_t)((double)(target - v) / per_us / 2);
+            if (half > sleep_us)
+                sleep_us = half < 2000000 ? half : 2000000;
+        }
+        if (v > 0 && !first_v)
+            first_v = v;
+        usleep((useconds_t)sleep_us);
     }
 }
 
