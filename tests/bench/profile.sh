@@ -9,7 +9,8 @@
 #   bash tests/bench/profile.sh spawn [COMMANDS] [CONCURRENCY]      no worker: fork+exec (libuv's way) vs
 #                                   posix_spawn of the no-op helm from a parent of 0, 32, 128 MiB
 #
-# Outputs go to build/bench/profile-MODE.*; a summary is printed.
+# Outputs go to build/bench/profile-MODE.*; a summary is printed. FUNCSTATS=1 also prints
+# PostgreSQL's time per call of the ledger's functions (track_functions = pl).
 # Needs `make bench-tools` (BENCH_TOOLS_DIR) and bin/.
 . "$(dirname "$0")/lib.sh"
 
@@ -36,6 +37,15 @@ fi
 
 bench_init
 psql -X -q -d postgres -c "CREATE DATABASE bench_profile" >/dev/null
+# FUNCSTATS=1: PostgreSQL times the ledger's functions (track_functions), printed at the end.
+[ -n "${FUNCSTATS:-}" ] && psql -X -q -d postgres -c "ALTER DATABASE bench_profile SET track_functions = 'pl'" >/dev/null
+# EXPLAIN=1: auto_explain logs every statement, nested ones too, with its duration (no ANALYZE), into OUT.pglog.
+if [ -n "${EXPLAIN:-}" ]; then
+    psql -X -q -d postgres -c "ALTER DATABASE bench_profile SET session_preload_libraries = 'auto_explain'" \
+        -c "ALTER DATABASE bench_profile SET auto_explain.log_min_duration = 0" \
+        -c "ALTER DATABASE bench_profile SET auto_explain.log_nested_statements = on" \
+        -c "ALTER DATABASE bench_profile SET auto_explain.log_level = warning" >/dev/null
+fi
 HELMQ_DATABASE_URL=$(db_url bench_profile)
 export HELMQ_DATABASE_URL
 "$BIN/helmq-worker" migrate >/dev/null 2>&1 || die "migrate"
@@ -91,6 +101,13 @@ else
 fi
 wait "$WORKER_PID" 2>/dev/null
 untrack "$WORKER_PID"
+if [ -n "${FUNCSTATS:-}" ]; then
+    sleep 1 # the backends' statistics reach the collector when their sessions end
+    psql -X -q -d bench_profile -c "SELECT funcname, calls, round(self_time::numeric / calls * 1000, 1) AS self_us_per_call,
+        round(total_time::numeric / calls * 1000, 1) AS total_us_per_call FROM pg_stat_user_functions ORDER BY total_time DESC" |
+        tee "$OUT.funcs.txt"
+fi
+[ -n "${EXPLAIN:-}" ] && cp "$T/pg/postgres.log" "$OUT.pglog"
 case "$MODE" in
 perf)
     perf report -i "$OUT.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -80 >"$OUT.txt"
