@@ -10,7 +10,9 @@
 #                                   posix_spawn of the no-op helm from a parent of 0, 32, 128 MiB
 #
 # Outputs go to build/bench/profile-MODE.*; a summary is printed. FUNCSTATS=1 also prints
-# PostgreSQL's time per call of the ledger's functions (track_functions = pl).
+# PostgreSQL's time per call of the ledger's functions (track_functions = pl); EXPLAIN=1 copies
+# PostgreSQL's log with auto_explain of every statement, nested ones too (no ANALYZE), to
+# profile-MODE.pglog.
 # Needs `make bench-tools` (BENCH_TOOLS_DIR) and bin/.
 . "$(dirname "$0")/lib.sh"
 
@@ -37,9 +39,7 @@ fi
 
 bench_init
 psql -X -q -d postgres -c "CREATE DATABASE bench_profile" >/dev/null
-# FUNCSTATS=1: PostgreSQL times the ledger's functions (track_functions), printed at the end.
 [ -n "${FUNCSTATS:-}" ] && psql -X -q -d postgres -c "ALTER DATABASE bench_profile SET track_functions = 'pl'" >/dev/null
-# EXPLAIN=1: auto_explain logs every statement, nested ones too, with its duration (no ANALYZE), into OUT.pglog.
 if [ -n "${EXPLAIN:-}" ]; then
     psql -X -q -d postgres -c "ALTER DATABASE bench_profile SET session_preload_libraries = 'auto_explain'" \
         -c "ALTER DATABASE bench_profile SET auto_explain.log_min_duration = 0" \
