@@ -69,4 +69,45 @@ int codec_command_field_known(const char *operation, const char *field);
  * modified in place) without encoding. Returns 0 or -1 with errstr filled. */
 int codec_fill_defaults(codec_type_t type, json_t *doc, char *errstr, size_t errstr_size);
 
+/* --- decoding in place (the projector's hot path) ------------------------
+ *
+ * A record of the current schema of its type, decoded without building JSON:
+ * each field a slice of the datum. Holds what codec_decode's natural JSON
+ * holds for the same bytes (a string's text, an enum's symbol, a number, a
+ * boolean, null), for records whose fields are scalars, unions of null and a
+ * scalar, and at most one array of such records. Anything else, an older
+ * writer schema, or bytes codec_decode would refuse: codec_decode_flat
+ * declines, and the caller takes codec_decode (which says why). */
+typedef enum codec_kind { CODEC_V_NULL = 0, CODEC_V_TEXT, CODEC_V_INT, CODEC_V_BOOL } codec_kind_t;
+
+typedef struct codec_val {
+    codec_kind_t kind;
+    const char *text; /* CODEC_V_TEXT: len bytes (not NUL-terminated), valid UTF-8 without NUL */
+    size_t len;
+    int64_t num; /* CODEC_V_INT; CODEC_V_BOOL: 0 or 1 */
+} codec_val_t;
+
+typedef struct codec_flat {
+    codec_val_t *v;  /* the record's fields in schema order, then each array item's fields */
+    int nfields;     /* fields of the record */
+    int item_fields; /* fields of an array item (0: the schema has no array of records) */
+    int items;       /* items of that array */
+    int cap;         /* entries allocated in v */
+} codec_flat_t;
+
+/* Decodes buf (single-object encoded) into f, whose storage is reused from
+ * call to call (zero it first; codec_flat_free releases it). The slices point
+ * into buf. Returns 0, or -1 when the flat form declines (see above). */
+int codec_decode_flat(const void *buf, size_t len, codec_type_t type, codec_flat_t *f);
+void codec_flat_free(codec_flat_t *f);
+
+/* The index in a flat record of the current schema of type of field, or with
+ * item non-NULL of field item of the array items' records; -1 when absent. */
+int codec_flat_index(codec_type_t type, const char *field, const char *item);
+
+/* Field k of array item i of f. */
+static inline const codec_val_t *codec_flat_item(const codec_flat_t *f, int i, int k) {
+    return &f->v[f->nfields + i * f->item_fields + k];
+}
+
 #endif

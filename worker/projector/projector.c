@@ -260,11 +260,15 @@ static PGconn *db_ensure(PGconn *c, const char *url) {
 }
 
 /* One record of a batch: the Kafka message (kept until the batch is done, for
- * its key, value and place when it has to be parked) and the decoded event,
- * or why it did not decode. */
+ * its key, value and place when it has to be parked) and the event decoded in
+ * place (codec_decode_flat: slices of the message, no JSON built), or why it
+ * did not decode. The flat storage stays with the slot, reused batch after
+ * batch. */
 typedef struct batch_record {
     rd_kafka_message_t *msg;
-    json_t *event;
+    int is_event;
+    codec_flat_t ev;
+    unsigned char *reencoded; /* an event of an older schema, encoded again with the current one */
     char *decode_error;
 } batch_record_t;
 
@@ -395,36 +399,6 @@ static void copy_text(copy_buf_t *b, const char *s, size_t n) {
     b->len = (size_t)(o - b->data);
 }
 
-/* A JSON value as a column, as jsonb's ->> gives it: a string's text,
- * a number's digits, true/false, and \N for null or missing. sep is the
- * character after it (tab, or the newline ending the row). */
-static void copy_json(copy_buf_t *b, const json_t *v, char sep) {
-    char num[64];
-    int n;
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_STRING: copy_text(b, json_string_value(v), json_string_length(v)); break;
-    case JSON_INTEGER:
-        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        copy_raw(b, num, (size_t)n);
-        break;
-    case JSON_REAL:
-        n = snprintf(num, sizeof(num), "%.17g", json_real_value(v));
-        copy_raw(b, num, (size_t)n);
-        break;
-    case JSON_TRUE: copy_raw(b, "true", 4); break;
-    case JSON_FALSE: copy_raw(b, "false", 5); break;
-    case JSON_OBJECT:
-    case JSON_ARRAY: {
-        char *text = json_dumps(v, JSON_COMPACT);
-        copy_text(b, text, strlen(text));
-        free(text);
-        break;
-    }
-    default: /* JSON_NULL, and a missing field */ copy_raw(b, "\\N", 2);
-    }
-    copy_raw(b, &sep, 1);
-}
-
 /* The columns of pg_temp.helmq_stage after ord and ho (sql/0007): the event
  * field each takes in an event's row, and in a row of its history (NULL: the
  * column is null in such rows). */
@@ -456,26 +430,60 @@ static const struct stage_column {
 };
 #define NCOLUMNS (sizeof(stage_columns) / sizeof(stage_columns[0]))
 
+/* Where each column's field sits in a flat event (codec_flat_index), -1 for
+ * none; and the history array's. */
+static int col_event[NCOLUMNS], col_history[NCOLUMNS], ix_history;
+
+static int stage_columns_init(void) {
+    ix_history = codec_flat_index(CODEC_EVENT, "history", NULL);
+    for (size_t c = 0; c < NCOLUMNS; c++) {
+        const struct stage_column *sc = &stage_columns[c];
+        col_event[c] = sc->event ? codec_flat_index(CODEC_EVENT, sc->event, NULL) : -1;
+        col_history[c] = sc->history ? codec_flat_index(CODEC_EVENT, "history", sc->history) : -1;
+        if ((sc->event && col_event[c] < 0) || (sc->history && col_history[c] < 0)) {
+            log_error("the event schema has no field %s%s", sc->event ? sc->event : "history.",
+                      sc->event ? "" : sc->history);
+            return -1;
+        }
+    }
+    return ix_history < 0 ? -1 : 0;
+}
+
+/* A flat event's value as a column, as jsonb's ->> gives the same field of
+ * its natural JSON: a string's text (an enum's symbol), a number's digits,
+ * true/false, and \N for null. sep is the character after it (tab, or the
+ * newline ending the row). */
+static void copy_val(copy_buf_t *b, const codec_val_t *v, char sep) {
+    char num[32];
+    int n;
+    switch (v ? v->kind : CODEC_V_NULL) {
+    case CODEC_V_TEXT: copy_text(b, v->text, v->len); break;
+    case CODEC_V_INT:
+        n = snprintf(num, sizeof(num), "%lld", (long long)v->num);
+        copy_raw(b, num, (size_t)n);
+        break;
+    case CODEC_V_BOOL: copy_raw(b, v->num ? "true" : "false", v->num ? 4 : 5); break;
+    default: copy_raw(b, "\\N", 2);
+    }
+    copy_raw(b, &sep, 1);
+}
+
 /* The staging rows of events [lo, hi), appended to rows. */
 static void stage_rows(const batch_record_t *recs, int lo, int hi, copy_buf_t *rows) {
     char num[32];
     for (int i = lo; i < hi; i++) {
-        const json_t *e = recs[i].event;
+        const codec_flat_t *e = &recs[i].ev;
         int ord = i - lo + 1;
         int n = snprintf(num, sizeof(num), "%d\t0\t", ord);
         copy_raw(rows, num, (size_t)n);
         for (size_t c = 0; c < NCOLUMNS; c++)
-            copy_json(rows, stage_columns[c].event ? json_object_get(e, stage_columns[c].event) : NULL,
-                      c + 1 < NCOLUMNS ? '\t' : '\n');
-        const json_t *h = json_object_get(e, "history");
-        for (size_t k = 0; k < json_array_size(h); k++) {
-            const json_t *entry = json_array_get(h, k);
-            n = snprintf(num, sizeof(num), "%d\t%zu\t", ord, k + 1);
+            copy_val(rows, col_event[c] >= 0 ? &e->v[col_event[c]] : NULL, c + 1 < NCOLUMNS ? '\t' : '\n');
+        for (int k = 0; k < e->items; k++) {
+            n = snprintf(num, sizeof(num), "%d\t%d\t", ord, k + 1);
             copy_raw(rows, num, (size_t)n);
             for (size_t c = 0; c < NCOLUMNS; c++)
-                copy_json(rows,
-                          stage_columns[c].history ? json_object_get(entry, stage_columns[c].history) : NULL,
-                          c + 1 < NCOLUMNS ? '\t' : '\n');
+                copy_val(rows, col_history[c] >= 0 ? codec_flat_item(e, k, col_history[c]) : NULL,
+                         c + 1 < NCOLUMNS ? '\t' : '\n');
         }
     }
 }
@@ -624,7 +632,13 @@ static int apply_range(projector_t *p, batch_record_t *recs, int lo, int hi, cha
 static int park(projector_t *p, const batch_record_t *rec, const char *sqlstate, const char *why) {
     const rd_kafka_message_t *m = rec->msg;
     char partition[16], offset[32], key[256];
-    char *payload = rec->event ? json_dumps(rec->event, JSON_COMPACT) : NULL;
+    /* The event's natural JSON, for the operator reading parked_events. */
+    json_t *event = NULL;
+    codec_type_t type;
+    char errstr[256];
+    if (rec->is_event && codec_decode(m->payload, m->len, &type, &event, errstr, sizeof(errstr)) != 0)
+        event = NULL;
+    char *payload = event ? json_dumps(event, JSON_COMPACT) : NULL;
     snprintf(partition, sizeof(partition), "%d", (int)m->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)m->offset);
     key_text(m, key, sizeof(key));
@@ -661,9 +675,8 @@ static int park(projector_t *p, const batch_record_t *rec, const char *sqlstate,
         backoff_sleep(&backoff);
     }
     if (rc == 0) {
-        const char *event_id = rec->event ? json_string_value(json_object_get(rec->event, "eventId")) : NULL;
-        const char *command_id =
-            rec->event ? json_string_value(json_object_get(rec->event, "commandId")) : NULL;
+        const char *event_id = json_string_value(json_object_get(event, "eventId"));
+        const char *command_id = json_string_value(json_object_get(event, "commandId"));
         log_error("%s[%d]@%lld key=%s eventId=%s commandId=%s: %s%s%s: %s; parked in helmq.parked_events, "
                   "going on",
                   p->topic, (int)m->partition, (long long)m->offset, key, event_id ? event_id : "-",
@@ -674,6 +687,7 @@ static int park(projector_t *p, const batch_record_t *rec, const char *sqlstate,
         p->parked++;
     }
     free(payload);
+    json_decref(event);
     return rc;
 }
 
@@ -714,7 +728,7 @@ static void batch_prepare(batch_t *b) {
     b->in_flight = 0;
     b->rows.len = 0;
     for (int i = 0; i < b->n; i++)
-        if (b->recs[i].event)
+        if (b->recs[i].is_event)
             b->events[b->nevents++] = b->recs[i];
     stage_rows(b->events, 0, b->nevents, &b->rows);
 }
@@ -760,7 +774,7 @@ static int batch_finish(projector_t *p, batch_t *b) {
     if (!done && b->nevents > 0)
         rc = project_range(p, b->events, 0, b->nevents, 0);
     for (int i = 0; rc == 0 && i < b->n; i++)
-        if (!b->recs[i].event)
+        if (!b->recs[i].is_event)
             rc = park(p, &b->recs[i], NULL, b->recs[i].decode_error);
     return rc;
 }
@@ -772,21 +786,35 @@ static void batch_add(batch_record_t *rec, rd_kafka_message_t *m) {
     codec_type_t t;
     json_t *doc = NULL;
     rec->msg = m;
-    rec->event = NULL;
+    rec->is_event = 0;
+    rec->reencoded = NULL;
     rec->decode_error = NULL;
+    if (codec_decode_flat(m->payload, m->len, CODEC_EVENT, &rec->ev) == 0) {
+        rec->is_event = 1;
+        return;
+    }
+    /* Not an event of the current schema read in place: the full decoder
+     * says why, or resolves an older schema's event, which is then read in
+     * place from its encoding with the current one. */
+    size_t len;
     if (codec_decode(m->payload, m->len, &t, &doc, errstr, sizeof(errstr)) != 0)
         rec->decode_error = strdup(errstr);
-    else if (t != CODEC_EVENT) {
+    else if (t != CODEC_EVENT)
         rec->decode_error = strdup("a command, not an event");
-        json_decref(doc);
-    } else
-        rec->event = doc;
+    else if (codec_encode(CODEC_EVENT, doc, &rec->reencoded, &len, errstr, sizeof(errstr)) != 0)
+        rec->decode_error = strdup(errstr);
+    else if (codec_decode_flat(rec->reencoded, len, CODEC_EVENT, &rec->ev) != 0)
+        rec->decode_error = strdup("the event does not decode in place (a schema the projector cannot read)");
+    else
+        rec->is_event = 1;
+    json_decref(doc);
 }
 
 static void batch_clear(batch_record_t *recs, int n) {
     for (int i = 0; i < n; i++) {
         rd_kafka_message_destroy(recs[i].msg);
-        json_decref(recs[i].event);
+        free(recs[i].reencoded);
+        recs[i].reencoded = NULL;
         free(recs[i].decode_error);
     }
 }
@@ -902,7 +930,7 @@ static int run(const config_t *cfg, int rebuild) {
      * decoded. */
     batch_t bufs[2], *cur = &bufs[0], *next = &bufs[1];
     for (int i = 0; i < 2; i++) {
-        bufs[i].recs = malloc(sizeof(batch_record_t) * (size_t)batch_size);
+        bufs[i].recs = calloc((size_t)batch_size, sizeof(batch_record_t));
         bufs[i].events = malloc(sizeof(batch_record_t) * (size_t)batch_size);
         bufs[i].n = bufs[i].nevents = bufs[i].in_flight = 0;
         bufs[i].rows = (copy_buf_t){0};
@@ -986,6 +1014,8 @@ static int run(const config_t *cfg, int rebuild) {
             batch_start(&p, cur);
     }
     for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < batch_size; k++)
+            codec_flat_free(&bufs[i].recs[k].ev);
         free(bufs[i].recs);
         free(bufs[i].events);
         free(bufs[i].rows.data);
@@ -1053,6 +1083,11 @@ int main(int argc, char **argv) {
     }
     if (codec_init(errstr, sizeof(errstr)) < 0) {
         log_error("schemas: %s", errstr);
+        config_free(&cfg);
+        return 1;
+    }
+    if (stage_columns_init() < 0) {
+        codec_term();
         config_free(&cfg);
         return 1;
     }
