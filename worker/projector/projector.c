@@ -67,6 +67,8 @@ static volatile sig_atomic_t stop;
 /* Metrics, written by the projecting thread and read by the HTTP thread. */
 static atomic_ullong m_events, m_batches, m_batch_buckets[6]; /* batch sizes <=1,10,100,1000,10000,+Inf */
 static atomic_ullong m_parked_refused, m_parked_undecodable;
+static atomic_ullong m_direct_batches,
+    m_direct_retried; /* sql/0012's form: committed, applied again staged */
 static atomic_int m_pg_up, m_kafka_up = -1;
 static atomic_llong m_lag = -1;
 static const long batch_le[6] = {1, 10, 100, 1000, 10000, -1};
@@ -123,7 +125,7 @@ static void serve(http_req_t *req, void *ctx) {
         httpd_error(req, 404, "try /metrics or /healthz", NULL, NULL);
         return;
     }
-    char body[2048];
+    char body[4096];
     size_t n = 0;
 #define OUT(...) n += (size_t)snprintf(body + n, sizeof(body) - n, __VA_ARGS__)
     OUT("# HELP helmq_projector_events_total Events applied (including duplicates recognised).\n"
@@ -140,6 +142,13 @@ static void serve(http_req_t *req, void *ctx) {
     }
     OUT("helmq_projector_batch_size_sum %llu\nhelmq_projector_batch_size_count %llu\n",
         atomic_load(&m_events), atomic_load(&m_batches));
+    OUT("# HELP helmq_projector_direct_batches_total Batches committed in the direct form (COPY straight "
+        "into the tables).\n# TYPE helmq_projector_direct_batches_total counter\n"
+        "helmq_projector_direct_batches_total %llu\n"
+        "# HELP helmq_projector_direct_retried_total Batches the direct form could not take (events applied "
+        "before: a replay), applied again staged.\n# TYPE helmq_projector_direct_retried_total counter\n"
+        "helmq_projector_direct_retried_total %llu\n",
+        atomic_load(&m_direct_batches), atomic_load(&m_direct_retried));
     OUT("# HELP helmq_projector_events_parked_total Records parked in helmq.parked_events instead of "
         "applied: refused by PostgreSQL, or not decodable as an event.\n"
         "# TYPE helmq_projector_events_parked_total counter\n"
@@ -279,7 +288,8 @@ typedef struct projector {
     const char *topic;
     int rebuild;
     unsigned long long parked;
-    int staged_pid; /* the backend whose staging tables exist (sql/0007), 0 when unknown */
+    int staged_pid;   /* the backend whose staging tables exist (sql/0007), 0 when unknown */
+    int direct_pause; /* batches to stage before trying the direct form again */
 } projector_t;
 
 typedef enum pg_error_kind {
@@ -495,21 +505,39 @@ static PGresult *rollback(PGconn *c, PGresult *r) {
     return r;
 }
 
-/* Reads the results of the statement in flight up to the end. Returns the
- * result of "SELECT helmq.apply_staged()" (its count of new events) when
- * every statement succeeded, else the first failed result, with the
- * transaction rolled back; the caller clears it either way. */
-static PGresult *stage_finish(projector_t *p) {
+/* Sends one COPY's rows; returns 1 when libpq took them all. */
+static int copy_put(PGconn *c, const copy_buf_t *rows) {
+    int sent = 1;
+    for (size_t off = 0; sent && off < rows->len;) {
+        size_t chunk = rows->len - off < (1u << 20) ? rows->len - off : (1u << 20);
+        sent = PQputCopyData(c, rows->data + off, (int)chunk) == 1;
+        off += chunk;
+    }
+    return PQputCopyEnd(c, sent ? NULL : "the projector could not send the batch") == 1 && sent;
+}
+
+/* Reads the results of the statement in flight up to the end, sending the
+ * rows of its further COPYs (more[0..nmore)) as PostgreSQL asks for them.
+ * Returns the first query result (helmq.apply_staged()'s count of new
+ * events, or helmq.apply_direct_releases()'s rows) when every statement
+ * succeeded, else the first failed result, with the transaction rolled back;
+ * the caller clears it either way. */
+static PGresult *stage_finish(projector_t *p, const copy_buf_t *more, int nmore) {
     PGresult *r, *failed = NULL, *applied = NULL;
     while ((r = PQgetResult(p->db))) {
         ExecStatusType st = PQresultStatus(r);
         if (!failed && st == PGRES_TUPLES_OK && !applied)
             applied = r;
-        else if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        else if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_COPY_IN)
             failed = r;
         else
             PQclear(r);
-        if (st == PGRES_COPY_IN) /* not expected here: end it so the connection can go on */
+        if (st == PGRES_COPY_IN && nmore > 0 && !failed) {
+            if (!copy_put(p->db, more) && !failed)
+                failed = PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR);
+            more++;
+            nmore--;
+        } else if (st == PGRES_COPY_IN) /* not expected here: end it so the connection can go on */
             PQputCopyEnd(p->db, "unexpected COPY");
     }
     if (!failed && !applied)
@@ -521,12 +549,28 @@ static PGresult *stage_finish(projector_t *p) {
     return applied;
 }
 
-/* Sends a batch's staged rows in one transaction, without waiting for
- * PostgreSQL to apply them: BEGIN, COPY into pg_temp.helmq_stage,
- * helmq.apply_staged() (sql/0007), COMMIT, as one query string. Returns NULL
- * once sent (stage_finish then reads the outcome), else the failed result
- * (the caller clears it). */
-static PGresult *stage_send(projector_t *p, const copy_buf_t *rows) {
+/* The statements of a batch, each one query string in one transaction. The
+ * staged form (sql/0007): every event into pg_temp.helmq_stage, applied by
+ * helmq.apply_staged(). The direct form (sql/0012): a batch's new events,
+ * history rows and releases computed by the projector, COPY'd straight into
+ * the tables (the releases through pg_temp.helmq_direct_releases). */
+static const char sql_staged[] =
+    "BEGIN; COPY pg_temp.helmq_stage FROM STDIN; SELECT helmq.apply_staged(); COMMIT";
+static const char sql_direct[] =
+    "BEGIN; "
+    "COPY helmq.applied_events (event_id, command_id, release_id, tenant_id, event_type, status, revision, "
+    "occurred_at, error_code, error_message) FROM STDIN; "
+    "COPY helmq.release_history (release_id, revision, tenant_id, chart_name, chart_version, app_version, "
+    "status, operation, description, performed_by, command_id, error, values_digest, values_redacted, "
+    "created_at) FROM STDIN; "
+    "COPY pg_temp.helmq_direct_releases FROM STDIN; "
+    "SELECT helmq.apply_direct_releases(); COMMIT";
+
+/* Sends sql (one of the above) with the rows of its first COPY, without
+ * waiting for PostgreSQL to apply them. Returns NULL once sent (stage_finish
+ * then sends the further COPYs' rows and reads the outcome), else the failed
+ * result (the caller clears it). */
+static PGresult *stage_send(projector_t *p, const char *sql, const copy_buf_t *rows) {
     PGresult *r;
     if (p->staged_pid != PQbackendPID(p->db)) {
         r = PQexec(p->db, "SELECT helmq.stage_create()");
@@ -535,27 +579,20 @@ static PGresult *stage_send(projector_t *p, const copy_buf_t *rows) {
         PQclear(r);
         p->staged_pid = PQbackendPID(p->db);
     }
-    if (!PQsendQuery(p->db,
-                     "BEGIN; COPY pg_temp.helmq_stage FROM STDIN; SELECT helmq.apply_staged(); COMMIT"))
+    if (!PQsendQuery(p->db, sql))
         return PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR);
     /* BEGIN's result, then the COPY's invitation. */
     for (int i = 0; i < 2; i++) {
         r = PQgetResult(p->db);
         if (PQresultStatus(r) != (i == 0 ? PGRES_COMMAND_OK : PGRES_COPY_IN)) {
-            PGresult *rest = stage_finish(p);
+            PGresult *rest = stage_finish(p, NULL, 0);
             PQclear(rest);
             return rollback(p->db, r ? r : PQmakeEmptyPGresult(p->db, PGRES_FATAL_ERROR));
         }
         PQclear(r);
     }
-    int sent = 1;
-    for (size_t off = 0; sent && off < rows->len;) {
-        size_t chunk = rows->len - off < (1u << 20) ? rows->len - off : (1u << 20);
-        sent = PQputCopyData(p->db, rows->data + off, (int)chunk) == 1;
-        off += chunk;
-    }
-    if (PQputCopyEnd(p->db, sent ? NULL : "the projector could not send the batch") != 1 || !sent) {
-        PGresult *rest = stage_finish(p);
+    if (!copy_put(p->db, rows)) {
+        PGresult *rest = stage_finish(p, NULL, 0);
         if (PQresultStatus(rest) == PGRES_FATAL_ERROR)
             return rest;
         PQclear(rest);
@@ -605,9 +642,9 @@ static int apply_range(projector_t *p, batch_record_t *recs, int lo, int hi, cha
         p->db = db_ensure(p->db, p->url);
         if (stop)
             break;
-        PGresult *r = stage_send(p, &rows);
+        PGresult *r = stage_send(p, sql_staged, &rows);
         if (!r)
-            r = stage_finish(p);
+            r = stage_finish(p, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             log_debug("applied %d events (%s new)", n, PQgetvalue(r, 0, 0));
             PQclear(r);
@@ -712,25 +749,285 @@ static int project_range(projector_t *p, batch_record_t *recs, int lo, int hi, i
     return project_range(p, recs, mid, hi, depth + 1);
 }
 
+/* --- the direct form (sql/0012) ---------------------------------------- */
+
+/* The columns of stage_columns, by name. */
+enum {
+    C_EVENT_ID,
+    C_COMMAND_ID,
+    C_RELEASE_ID,
+    C_TENANT_ID,
+    C_EVENT_TYPE,
+    C_TERMINAL,
+    C_NAMESPACE,
+    C_RELEASE_NAME,
+    C_STATUS,
+    C_REVISION,
+    C_CHART_NAME,
+    C_CHART_VERSION,
+    C_APP_VERSION,
+    C_OPERATION,
+    C_DESCRIPTION,
+    C_PERFORMED_BY,
+    C_AT,
+    C_REASON,
+    C_DIGEST,
+    C_REDACTED,
+    C_ERROR_CODE,
+    C_ERROR_MESSAGE,
+};
+
+static const codec_val_t val_null = {CODEC_V_NULL, NULL, 0, 0};
+
+static const codec_val_t *ev_val(const codec_flat_t *e, int c) {
+    return col_event[c] >= 0 ? &e->v[col_event[c]] : &val_null;
+}
+static const codec_val_t *hist_val(const codec_flat_t *e, int k, int c) {
+    return col_history[c] >= 0 ? codec_flat_item(e, k, col_history[c]) : &val_null;
+}
+static int val_is(const codec_val_t *v, const char *text) {
+    size_t n = strlen(text);
+    return v->kind == CODEC_V_TEXT && v->len == n && memcmp(v->text, text, n) == 0;
+}
+
+/* The direct form writes timestamps as text; the staged form converts ms
+ * with to_timestamp(ms / 1000.0), whose float arithmetic gives the exact
+ * millisecond only within a range: outside it, the batch is staged. */
+#define DIRECT_MS_MAX 4102444800000LL /* 2100-01-01 */
+
+/* A timestamp column from ms since the epoch; -1 when out of range. */
+static int copy_ts(copy_buf_t *b, const codec_val_t *v, char sep) {
+    if (v->kind != CODEC_V_INT || v->num < 0 || v->num >= DIRECT_MS_MAX)
+        return -1;
+    time_t secs = (time_t)(v->num / 1000);
+    struct tm tm;
+    char text[48];
+    gmtime_r(&secs, &tm);
+    int n = snprintf(text, sizeof(text), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00%c", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(v->num % 1000), sep);
+    copy_raw(b, text, (size_t)n);
+    return 0;
+}
+
+/* A set of (text, number) keys with an int each, for one batch: eventIds,
+ * (releaseId, revision) history keys, releaseIds. Open addressing; the
+ * texts are slices of the batch's messages. */
+typedef struct key_slot {
+    const char *text;
+    size_t len;
+    int64_t num;
+    int val;
+} key_slot_t;
+
+typedef struct key_set {
+    key_slot_t *slots;
+    size_t mask;
+} key_set_t;
+
+static void key_set_reset(key_set_t *ks, int n) {
+    size_t cap = 16;
+    while (cap < (size_t)n * 2)
+        cap *= 2;
+    if (cap > ks->mask + 1 || !ks->slots) {
+        free(ks->slots);
+        ks->slots = malloc(cap * sizeof(*ks->slots));
+        if (!ks->slots) {
+            log_error("out of memory for a batch of %d events", n);
+            abort();
+        }
+        ks->mask = cap - 1;
+    }
+    for (size_t i = 0; i <= ks->mask; i++)
+        ks->slots[i].text = NULL;
+}
+
+/* The slot of (text, num), added with val when new; *found says which. */
+static key_slot_t *key_set_put(key_set_t *ks, const codec_val_t *text, int64_t num, int val, int *found) {
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)num;
+    for (size_t i = 0; i < text->len; i++)
+        h = (h ^ (unsigned char)text->text[i]) * 1099511628211ULL;
+    for (size_t i = (size_t)(h ^ (h >> 29)) & ks->mask;; i = (i + 1) & ks->mask) {
+        key_slot_t *s = &ks->slots[i];
+        if (!s->text) {
+            *s = (key_slot_t){text->text, text->len, num, val};
+            *found = 0;
+            return s;
+        }
+        if (s->num == num && s->len == text->len && memcmp(s->text, text->text, text->len) == 0) {
+            *found = 1;
+            return s;
+        }
+    }
+}
+
+/* A release of the batch: its winning event and its first one. */
+typedef struct winner {
+    int ev, first;
+} winner_t;
+
+static int winner_cmp(const void *a, const void *b) {
+    return ((const winner_t *)a)->ev - ((const winner_t *)b)->ev;
+}
+
+/* What the direct form needs beyond the batch, reused batch after batch. */
+typedef struct direct_work {
+    key_set_t ids, history, releases;
+    winner_t *winners;
+    int cap;
+} direct_work_t;
+
+static direct_work_t direct_work;
+
+static void direct_work_free(direct_work_t *w) {
+    free(w->ids.slots);
+    free(w->history.slots);
+    free(w->releases.slots);
+    free(w->winners);
+}
+
+/* The batch's events in the direct form: rows[0] for helmq.applied_events,
+ * rows[1] for helmq.release_history, rows[2] for
+ * pg_temp.helmq_direct_releases, exactly what apply_staged_rows (sql/0007,
+ * 0011) writes for a batch all of whose events and history rows are new (see
+ * sql/0012). Returns the number of new events, or -1 when the batch must be
+ * staged (a value only the staged form converts exactly). */
+static int direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_buf_t rows[3]) {
+    int nhist = 0, nwin = 0, fresh = 0, found;
+    for (int i = 0; i < n; i++)
+        nhist += evs[i].ev.items;
+    key_set_reset(&w->ids, n);
+    key_set_reset(&w->history, nhist);
+    key_set_reset(&w->releases, n);
+    if (w->cap < n) {
+        free(w->winners);
+        w->winners = malloc((size_t)n * sizeof(*w->winners));
+        if (!w->winners) {
+            log_error("out of memory for a batch of %d events", n);
+            abort();
+        }
+        w->cap = n;
+    }
+    for (int k = 0; k < 3; k++)
+        rows[k].len = 0;
+    for (int i = 0; i < n; i++) {
+        const codec_flat_t *e = &evs[i].ev;
+        const codec_val_t *id = ev_val(e, C_EVENT_ID), *rid = ev_val(e, C_RELEASE_ID);
+        if (id->kind != CODEC_V_TEXT)
+            return -1;
+        key_set_put(&w->ids, id, 0, i, &found);
+        if (found) /* a duplicate within the batch counts once, at its first place */
+            continue;
+        fresh++;
+        static const int applied_cols[] = {C_EVENT_ID,   C_COMMAND_ID, C_RELEASE_ID, C_TENANT_ID,
+                                           C_EVENT_TYPE, C_STATUS,     C_REVISION};
+        for (size_t c = 0; c < sizeof(applied_cols) / sizeof(applied_cols[0]); c++)
+            copy_val(&rows[0], ev_val(e, applied_cols[c]), '\t');
+        if (copy_ts(&rows[0], ev_val(e, C_AT), '\t') < 0)
+            return -1;
+        copy_val(&rows[0], ev_val(e, C_ERROR_CODE), '\t');
+        copy_val(&rows[0], ev_val(e, C_ERROR_MESSAGE), '\n');
+        const codec_val_t *terminal = ev_val(e, C_TERMINAL), *revision = ev_val(e, C_REVISION);
+        if (!(terminal->kind == CODEC_V_BOOL && terminal->num) ||
+            val_is(ev_val(e, C_EVENT_TYPE), "rejected") || rid->kind != CODEC_V_TEXT)
+            continue;
+        if (revision->kind != CODEC_V_INT || ev_val(e, C_AT)->kind != CODEC_V_INT)
+            return -1;
+        /* History: each (release, revision) once, the first in topic order. */
+        for (int k = 0; k < e->items; k++) {
+            const codec_val_t *hrev = hist_val(e, k, C_REVISION);
+            if (hrev->kind != CODEC_V_INT)
+                return -1;
+            key_set_put(&w->history, rid, hrev->num, 0, &found);
+            if (found)
+                continue;
+            int own = hrev->num == revision->num;
+            copy_val(&rows[1], rid, '\t');
+            copy_val(&rows[1], hrev, '\t');
+            copy_val(&rows[1], ev_val(e, C_TENANT_ID), '\t');
+            static const int hist_cols[] = {C_CHART_NAME, C_CHART_VERSION, C_APP_VERSION,
+                                            C_STATUS,     C_OPERATION,     C_DESCRIPTION};
+            for (size_t c = 0; c < sizeof(hist_cols) / sizeof(hist_cols[0]); c++)
+                copy_val(&rows[1], hist_val(e, k, hist_cols[c]), '\t');
+            copy_val(&rows[1], ev_val(e, C_PERFORMED_BY), '\t');
+            copy_val(&rows[1], ev_val(e, C_COMMAND_ID), '\t');
+            copy_val(&rows[1], val_is(hist_val(e, k, C_STATUS), "failed") ? ev_val(e, C_ERROR_MESSAGE) : NULL,
+                     '\t');
+            copy_val(&rows[1], own ? ev_val(e, C_DIGEST) : NULL, '\t');
+            copy_val(&rows[1], own ? ev_val(e, C_REDACTED) : NULL, '\t');
+            if (copy_ts(&rows[1], hist_val(e, k, C_AT), '\n') < 0)
+                return -1;
+        }
+        /* The release's winner: the highest (revision, occurredAt), the
+         * later in topic order on a tie. */
+        key_slot_t *slot = key_set_put(&w->releases, rid, 0, nwin, &found);
+        if (!found) {
+            w->winners[nwin++] = (winner_t){i, i};
+            continue;
+        }
+        winner_t *win = &w->winners[slot->val];
+        const codec_flat_t *we = &evs[win->ev].ev;
+        int64_t wrev = ev_val(we, C_REVISION)->num, wat = ev_val(we, C_AT)->num;
+        if (revision->num > wrev || (revision->num == wrev && ev_val(e, C_AT)->num >= wat))
+            win->ev = i;
+    }
+    /* The releases, in the topic order of their winning events. */
+    qsort(w->winners, (size_t)nwin, sizeof(*w->winners), winner_cmp);
+    for (int r = 0; r < nwin; r++) {
+        const codec_flat_t *e = &evs[w->winners[r].ev].ev;
+        char num[16];
+        int len = snprintf(num, sizeof(num), "%d\t", w->winners[r].ev + 1);
+        copy_raw(&rows[2], num, (size_t)len);
+        static const int rel_cols[] = {C_RELEASE_ID, C_TENANT_ID,     C_NAMESPACE,   C_RELEASE_NAME,
+                                       C_CHART_NAME, C_CHART_VERSION, C_APP_VERSION, C_STATUS,
+                                       C_REVISION,   C_DESCRIPTION,   C_DIGEST,      C_REDACTED};
+        for (size_t c = 0; c < sizeof(rel_cols) / sizeof(rel_cols[0]); c++)
+            copy_val(&rows[2], ev_val(e, rel_cols[c]), '\t');
+        copy_val(&rows[2], val_is(ev_val(e, C_STATUS), "uninstalled") ? ev_val(e, C_REASON) : NULL, '\t');
+        copy_val(&rows[2], ev_val(e, C_ERROR_MESSAGE), '\t');
+        copy_val(&rows[2], ev_val(e, C_EVENT_ID), '\t');
+        if (copy_ts(&rows[2], ev_val(&evs[w->winners[r].first].ev, C_AT), '\t') < 0 ||
+            copy_ts(&rows[2], ev_val(e, C_AT), '\n') < 0)
+            return -1;
+    }
+    return fresh;
+}
+
+/* Batches staged rather than tried in the direct form after one failed
+ * there (a replay: events already applied; a concurrent writer): a replay
+ * goes on for a while, and each failed try costs a round trip. */
+#define DIRECT_PAUSE 16
+
 /* A batch: its records in topic order, and the decoded events among them. */
 typedef struct batch {
     batch_record_t *recs;
     batch_record_t *events;
     int n, nevents;
-    copy_buf_t rows; /* the events' rows for pg_temp.helmq_stage */
-    int in_flight;   /* its staged rows were sent and their outcome not yet read */
+    copy_buf_t rows;     /* the staged form: the events' rows for pg_temp.helmq_stage */
+    copy_buf_t drows[3]; /* the direct form: see direct_rows */
+    int direct;          /* the direct form's rows were made */
+    int fresh;           /* the direct form: the batch's new events */
+    int in_flight;       /* its rows were sent and their outcome not yet read */
 } batch_t;
 
-/* Prepares a gathered batch: picks its decoded events and writes their
- * staging rows (done while PostgreSQL still applies the batch before). */
-static void batch_prepare(batch_t *b) {
+/* Prepares a gathered batch: picks its decoded events and writes their rows
+ * in the direct form, or the staged one while the direct form pauses (done
+ * while PostgreSQL still applies the batch before). */
+static void batch_prepare(projector_t *p, batch_t *b) {
     b->nevents = 0;
     b->in_flight = 0;
     b->rows.len = 0;
     for (int i = 0; i < b->n; i++)
         if (b->recs[i].is_event)
             b->events[b->nevents++] = b->recs[i];
-    stage_rows(b->events, 0, b->nevents, &b->rows);
+    int fresh = -1;
+    if (p->direct_pause > 0)
+        p->direct_pause--;
+    else
+        fresh = direct_rows(b->events, b->nevents, &direct_work, b->drows);
+    b->direct = fresh >= 0;
+    b->fresh = fresh;
+    if (!b->direct)
+        stage_rows(b->events, 0, b->nevents, &b->rows);
 }
 
 /* Starts applying a prepared batch: its staged rows are sent to PostgreSQL,
@@ -740,7 +1037,7 @@ static void batch_prepare(batch_t *b) {
 static void batch_start(projector_t *p, batch_t *b) {
     if (b->nevents == 0 || !p->db || PQstatus(p->db) != CONNECTION_OK)
         return;
-    PGresult *r = stage_send(p, &b->rows);
+    PGresult *r = b->direct ? stage_send(p, sql_direct, &b->drows[0]) : stage_send(p, sql_staged, &b->rows);
     if (!r)
         b->in_flight = 1;
     PQclear(r);
@@ -756,9 +1053,14 @@ static int batch_finish(projector_t *p, batch_t *b) {
     int rc = 0, done = 0;
     if (b->in_flight) {
         b->in_flight = 0;
-        PGresult *r = stage_finish(p);
+        PGresult *r = stage_finish(p, b->direct ? &b->drows[1] : NULL, b->direct ? 2 : 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-            log_debug("applied %d events (%s new)", b->nevents, PQgetvalue(r, 0, 0));
+            if (b->direct) {
+                log_debug("applied %d events in the direct form (%d new, %s releases written)", b->nevents,
+                          b->fresh, PQgetvalue(r, 0, 0));
+                atomic_fetch_add(&m_direct_batches, 1);
+            } else
+                log_debug("applied %d events (%s new)", b->nevents, PQgetvalue(r, 0, 0));
             metrics_batch(b->nevents);
             done = 1;
         } else {
@@ -766,8 +1068,13 @@ static int batch_finish(projector_t *p, batch_t *b) {
             pg_error_text(r, p->db, sqlstate, msg, sizeof(msg));
             if (pg_error_kind(p->db, r) != PG_ERROR_EVENT)
                 p->staged_pid = 0;
-            log_debug("a batch of %d events failed (SQLSTATE %s: %s); applying it again", b->nevents,
-                      sqlstate, msg);
+            if (b->direct) {
+                p->direct_pause = DIRECT_PAUSE;
+                atomic_fetch_add(&m_direct_retried, 1);
+            }
+            log_debug(
+                "a batch of %d events failed in the %s form (SQLSTATE %s: %s); applying it again, staged",
+                b->nevents, b->direct ? "direct" : "staged", sqlstate, msg);
         }
         PQclear(r);
     }
@@ -934,6 +1241,7 @@ static int run(const config_t *cfg, int rebuild) {
         bufs[i].events = malloc(sizeof(batch_record_t) * (size_t)batch_size);
         bufs[i].n = bufs[i].nevents = bufs[i].in_flight = 0;
         bufs[i].rows = (copy_buf_t){0};
+        memset(bufs[i].drows, 0, sizeof(bufs[i].drows));
     }
     unsigned long long total = 0, batches = 0;
     int status = 0, gave_up = 0, applied_since_exit_commit = 0;
@@ -966,7 +1274,7 @@ static int run(const config_t *cfg, int rebuild) {
                 first = mono_ms();
         }
         next->n = n;
-        batch_prepare(next);
+        batch_prepare(&p, next);
         if (cur->n > 0) {
             int rc = batch_finish(&p, cur);
             if (rc == 0 && !rebuild) {
@@ -1013,7 +1321,11 @@ static int run(const config_t *cfg, int rebuild) {
         if (cur->n > 0)
             batch_start(&p, cur);
     }
+    direct_work_free(&direct_work);
     for (int i = 0; i < 2; i++) {
+        free(bufs[i].drows[0].data);
+        free(bufs[i].drows[1].data);
+        free(bufs[i].drows[2].data);
         for (int k = 0; k < batch_size; k++)
             codec_flat_free(&bufs[i].recs[k].ev);
         free(bufs[i].recs);
