@@ -742,10 +742,13 @@ static int text_ok(const unsigned char *s, size_t n) {
     return 1;
 }
 
-/* One scalar (or a union of null and a scalar) at the cursor, into out. */
+/* One scalar (or a union of null and a scalar) at the cursor, into out.
+ * Values are counted as check_datum counts them, against the same bound. */
 static int flat_scalar(avro_schema_t s, datum_cursor_t *c, codec_val_t *out) {
     int64_t n;
     s = deref(s);
+    if (++c->items > CODEC_MAX_ITEMS)
+        return -1;
     switch (avro_typeof(s)) {
     case AVRO_NULL: out->kind = CODEC_V_NULL; return 0;
     case AVRO_BOOLEAN:
@@ -820,10 +823,10 @@ static int flat_items(avro_schema_t item, datum_cursor_t *c, codec_flat_t *f) {
         if (n < 0 && (n == INT64_MIN || read_varint(c, &size) < 0 || size < 0 || size > c->end - c->p))
             return -1;
         n = n < 0 ? -n : n;
-        if (n > CODEC_MAX_ITEMS / nk - f->items)
+        if (n > CODEC_MAX_ITEMS - c->items)
             return -1;
         for (int64_t j = 0; j < n; j++, f->items++) {
-            if (flat_reserve(f, (long)f->nfields + (long)(f->items + 1) * nk) < 0)
+            if (++c->items > CODEC_MAX_ITEMS || flat_reserve(f, (long)f->nfields + (long)(f->items + 1) * nk) < 0)
                 return -1;
             for (int k = 0; k < nk; k++)
                 if (flat_scalar(avro_schema_record_field_get_by_index(item, k), c,
@@ -844,7 +847,7 @@ int codec_decode_flat(const void *buf, size_t len, codec_type_t type, codec_flat
     avro_schema_t rec = deref(cs->schema);
     if (fp != cs->fingerprint || !is_avro_record(rec))
         return -1;
-    datum_cursor_t c = {p + 10, p + len, 0};
+    datum_cursor_t c = {p + 10, p + len, 1}; /* the record counts as check_datum counts it */
     int nf = (int)avro_schema_record_size(rec), array_seen = 0;
     f->nfields = nf;
     f->item_fields = f->items = 0;
@@ -854,7 +857,7 @@ int codec_decode_flat(const void *buf, size_t len, codec_type_t type, codec_flat
         avro_schema_t fs = deref(avro_schema_record_field_get_by_index(rec, i));
         if (is_avro_array(fs)) {
             avro_schema_t item = deref(avro_schema_array_items(fs));
-            if (array_seen++ || !is_avro_record(item))
+            if (array_seen++ || !is_avro_record(item) || ++c.items > CODEC_MAX_ITEMS)
                 return -1;
             f->v[i].kind = CODEC_V_NULL; /* its items follow the record's fields */
             if (flat_items(item, &c, f) < 0)
