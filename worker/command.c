@@ -538,6 +538,16 @@ static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) 
     db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
 }
 
+/* helm's process exists: the ledger gets its pid and deadline when the
+ * start's record does not cover this step. Runs before helm's exit is
+ * watched, so before the command's finish is queued. */
+static void on_helm_spawned(helm_run_t *run) {
+    command_t *c = run->data;
+    if (c->helm_record_pending)
+        record_helm(c, run, c->helm_deadline);
+    c->helm_record_pending = 0;
+}
+
 /* The deadline the start records for the operation's helm: it starts right
  * after (see helm_launch). */
 static int64_t start_deadline_ms(const command_t *c) {
@@ -555,15 +565,14 @@ static void helm_launch(command_t *c) {
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
     helm_marker(c->id, marker, sizeof(marker));
     int64_t deadline = now_ms() + (int64_t)c->helm_deadline;
+    int recorded = c->recorded_deadline_ms && deadline - c->recorded_deadline_ms <= 1000;
+    c->recorded_deadline_ms = 0; /* it covers this step only */
+    c->helm_record_pending = c->helm_records && !recorded;
     c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms, marker,
-                            on_helm_done, c);
+                            on_helm_spawned, on_helm_done, c);
     helm_argv_free(&c->helm_argv);
     if (!c->run)
         abort();
-    int recorded = c->recorded_deadline_ms && deadline - c->recorded_deadline_ms <= 1000;
-    c->recorded_deadline_ms = 0; /* it covers this step only */
-    if (c->helm_records && !c->run->spawn_error && !recorded)
-        record_helm(c, c->run, c->helm_deadline);
 }
 
 /* Runs argv (taken over) once the command holds a slot of the pool; next
@@ -1239,7 +1248,8 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
     json_decref(c->ledger);
     c->release = field_json(res, 2);
     snprintf(c->ns_owner, sizeof(c->ns_owner), "%s", PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3));
-    c->ledger = field_json(res, 4);
+    /* The ledger row only matters to a command interrupted by a crash. */
+    c->ledger = strcmp(state, "running") == 0 ? field_json(res, 4) : NULL;
     json_t *target = field_json(res, 5);
     c->rollback_default = target ? jint(target, "revision") : 0;
     json_decref(target);

@@ -728,8 +728,7 @@ static void on_drain_timeout(uv_timer_t *t) {
              w->running);
     for (int i = 0; i < w->nparts; i++) {
         for (command_t *c = w->parts[i] ? w->parts[i]->head : NULL; c; c = c->part_next) {
-            if (c->run && !c->run->ended_ms)
-                kill(-c->run->pid, SIGTERM);
+            helm_run_signal(c->run, SIGTERM);
         }
     }
     w->exit_code = 0;

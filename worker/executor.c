@@ -170,6 +170,8 @@ static void close_handle(helm_run_t *run, uv_handle_t *h) {
 void helm_run_free(helm_run_t *run) {
     if (!run)
         return;
+    if (run->spawning)
+        run->freeing = 1; /* spawn_after lets go of the run */
     close_handle(run, (uv_handle_t *)&run->exit_poll);
     close_handle(run, (uv_handle_t *)&run->reap_timer);
     close_handle(run, (uv_handle_t *)&run->out_pipe);
@@ -402,58 +404,62 @@ static int pidfd_open_(pid_t pid) {
 #endif
 }
 
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
-                           int kill_grace_ms, const char *marker, helm_done_cb done, void *data) {
-    extern char **environ;
-    helm_run_t *run = calloc(1, sizeof(*run));
-    if (!run)
-        return NULL;
-    run->done = done;
-    run->data = data;
-    run->kill_grace_ms = kill_grace_ms;
-    run->started_ms = uv_now(loop);
-    run->pidfd = -1;
-    run->open_handles = 5; /* reap timer, two pipes, two timers (+ exit_poll with a pidfd) */
-    uv_pipe_init(loop, &run->out_pipe, 0);
-    uv_pipe_init(loop, &run->err_pipe, 0);
-    uv_timer_init(loop, &run->reap_timer);
-    uv_timer_init(loop, &run->term_timer);
-    uv_timer_init(loop, &run->kill_timer);
-    run->exit_poll.data = run->reap_timer.data = run->out_pipe.data = run->err_pipe.data =
-        run->term_timer.data = run->kill_timer.data = run;
+static void spawn_work(uv_work_t *req) {
+    helm_run_t *run = req->data;
+    run->spawn_rc = spawn_helm(&run->argv, run->env, run->out_w, run->err_w, run->pass_fd, &run->pid);
+}
 
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, rc = 0;
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
-        rc = errno;
-    char **env = marker ? marked_env(marker) : environ;
-    if (!rc && !env)
-        rc = ENOMEM;
-    if (!rc)
-        rc = spawn_helm(argv, env, out[1], err[1], pass_fd, &run->pid);
-    if (env && env != environ)
-        free(env);
-    if (out[1] >= 0)
-        close(out[1]);
-    if (err[1] >= 0)
-        close(err[1]);
-    if (rc != 0) {
-        if (out[0] >= 0)
-            close(out[0]);
-        if (err[0] >= 0)
-            close(err[0]);
+static void close_fd(int *fd) {
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* On the loop once the spawn is done: watch helm, or report why it could not
+ * start. */
+static void spawn_after(uv_work_t *req, int status) {
+    extern char **environ;
+    helm_run_t *run = req->data;
+    uv_loop_t *loop = req->loop;
+    int rc = status == UV_ECANCELED ? ECANCELED : run->spawn_rc;
+    run->spawning = 0;
+    if (run->env && run->env != environ)
+        free(run->env);
+    run->env = NULL;
+    close_fd(&run->out_w);
+    close_fd(&run->err_w);
+    close_fd(&run->pass_fd);
+    if (rc != 0)
+        snprintf(run->err, sizeof(run->err), "cannot run %s: %s", run->argv.argc ? run->argv.argv[0] : "helm",
+                 strerror(rc));
+    helm_argv_free(&run->argv);
+    if (rc != 0 || run->freeing) {
+        close_fd(&run->out_r);
+        close_fd(&run->err_r);
+    }
+    if (run->freeing || rc != 0) {
+        if (run->freeing) { /* the worker is exiting: a helm started is left to the next one */
+            if (--run->open_handles == 0) {
+                free(run->out);
+                free(run);
+            }
+            return;
+        }
+        run->open_handles--;
         run->spawn_error = uv_translate_sys_error(rc);
-        snprintf(run->err, sizeof(run->err), "cannot run %s: %s", argv->argv[0], strerror(rc));
         run->err_len = strlen(run->err);
         run->ended_ms = uv_now(loop) ? uv_now(loop) : 1;
         run->exit_status = 127;
         uv_close((uv_handle_t *)&run->out_pipe, run_handle_closed);
         uv_close((uv_handle_t *)&run->err_pipe, run_handle_closed);
-        /* Report on the next loop turn, never from inside the caller. */
+        /* Report on the next loop turn. */
         uv_timer_start(&run->term_timer, on_spawn_failed, 0, 0);
-        return run;
+        return;
     }
-    uv_pipe_open(&run->out_pipe, out[0]);
-    uv_pipe_open(&run->err_pipe, err[0]);
+    run->open_handles--;
+    uv_pipe_open(&run->out_pipe, run->out_r);
+    uv_pipe_open(&run->err_pipe, run->err_r);
+    run->out_r = run->err_r = -1;
     uv_read_start((uv_stream_t *)&run->out_pipe, on_alloc, on_out);
     uv_read_start((uv_stream_t *)&run->err_pipe, on_alloc, on_err);
     run->pidfd = pidfd_open_(run->pid);
@@ -466,14 +472,77 @@ helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd
         run->pidfd = -1;
         uv_timer_start(&run->reap_timer, on_reap_tick, 20, 20);
     }
-    if (deadline_ms) {
-        /* The loop's clock is cached per iteration, and spawning many helms
-         * in one iteration takes a while: the deadline counts from now. */
+    if (run->deadline_ms) {
+        /* The loop's clock is cached per iteration: the deadline counts
+         * from now, helm's start. */
+        uint64_t after = run->deadline_ms;
         uv_update_time(loop);
-        run->deadline_ms = uv_now(loop) + deadline_ms;
-        uv_timer_start(&run->term_timer, on_term, deadline_ms, 0);
+        run->deadline_ms = uv_now(loop) + after;
+        uv_timer_start(&run->term_timer, on_term, after, 0);
     }
+    if (run->spawned)
+        run->spawned(run);
+}
+
+helm_run_t *helm_run_start(uv_loop_t *loop, helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
+                           int kill_grace_ms, const char *marker, helm_done_cb spawned, helm_done_cb done,
+                           void *data) {
+    extern char **environ;
+    helm_run_t *run = calloc(1, sizeof(*run));
+    if (!run)
+        return NULL;
+    run->done = done;
+    run->spawned = spawned;
+    run->data = data;
+    run->kill_grace_ms = kill_grace_ms;
+    run->started_ms = uv_now(loop);
+    run->deadline_ms = deadline_ms; /* until the spawn is done: the delay */
+    run->pidfd = -1;
+    run->out_r = run->err_r = run->out_w = run->err_w = run->pass_fd = -1;
+    run->argv = *argv;
+    *argv = (helm_argv_t){0};
+    /* reap timer, two pipes, two timers (+ exit_poll with a pidfd), and the
+     * spawn while it is in flight */
+    run->open_handles = 6;
+    uv_pipe_init(loop, &run->out_pipe, 0);
+    uv_pipe_init(loop, &run->err_pipe, 0);
+    uv_timer_init(loop, &run->reap_timer);
+    uv_timer_init(loop, &run->term_timer);
+    uv_timer_init(loop, &run->kill_timer);
+    run->exit_poll.data = run->reap_timer.data = run->out_pipe.data = run->err_pipe.data =
+        run->term_timer.data = run->kill_timer.data = run->spawn_req.data = run;
+
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, rc = 0;
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+        rc = errno;
+    run->out_r = out[0];
+    run->out_w = out[1];
+    run->err_r = err[0];
+    run->err_w = err[1];
+    /* The spawn reads pass_fd after the caller may have closed it: a copy. */
+    if (!rc && pass_fd >= 0 && (run->pass_fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, HELM_PASS_FD + 1)) < 0)
+        rc = errno;
+    if (marker)
+        snprintf(run->marker, sizeof(run->marker), "%s", marker);
+    run->env = marker ? marked_env(run->marker) : environ;
+    if (!rc && !run->env)
+        rc = ENOMEM;
+    if (!rc)
+        rc = uv_queue_work(loop, &run->spawn_req, spawn_work, spawn_after);
+    if (rc != 0) {
+        run->spawning = 1;
+        run->spawn_rc = rc < 0 ? -rc : rc; /* uv_queue_work returns a uv error */
+        run->spawn_req.loop = loop;
+        spawn_after(&run->spawn_req, 0);
+        return run;
+    }
+    run->spawning = 1;
     return run;
+}
+
+void helm_run_signal(helm_run_t *run, int sig) {
+    if (run && !run->spawning && run->pid > 0 && !run->ended_ms)
+        kill(-run->pid, sig);
 }
 
 int helm_values_memfd(const char *values_text) {

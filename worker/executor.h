@@ -21,6 +21,12 @@
 
 #define HELM_ERR_TAIL 2048
 
+/* A NULL-terminated argument vector the executor builds and frees. */
+typedef struct helm_argv {
+    char **argv;
+    int argc, cap;
+} helm_argv_t;
+
 typedef struct helm_run helm_run_t;
 typedef void (*helm_done_cb)(helm_run_t *run);
 
@@ -46,14 +52,18 @@ struct helm_run {
     uint64_t deadline_ms; /* loop time of the SIGTERM (0: none) */
     int kill_grace_ms;
     helm_done_cb done;
-    void *data; /* the caller's */
+    helm_done_cb spawned; /* helm's process exists (pid set) */
+    void *data;           /* the caller's */
+    /* The spawn, on libuv's thread pool: posix_spawn returns only once the
+     * child has exec'd, and the loop goes on meanwhile. */
+    uv_work_t spawn_req;
+    helm_argv_t argv; /* taken over from the caller */
+    char **env;
+    char marker[128]; /* env's marker entry */
+    int out_r, err_r, out_w, err_w, pass_fd, spawn_rc;
+    int spawning; /* the spawn is in flight: pid is not known yet */
+    int freeing;  /* helm_run_free ran while spawning */
 };
-
-/* A NULL-terminated argument vector the executor builds and frees. */
-typedef struct helm_argv {
-    char **argv;
-    int argc, cap;
-} helm_argv_t;
 
 void helm_argv_push(helm_argv_t *a, const char *s);
 void helm_argv_free(helm_argv_t *a);
@@ -78,13 +88,23 @@ void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const
 void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
                       long timeout_s);
 
-/* Starts argv (argv[0] is the helm binary). pass_fd: see below, or -1. deadline_ms: SIGTERM after this
- * many ms (0: none); kill_grace_ms: SIGKILL that much later. done runs once
- * on the loop when helm has exited and its output is read; then the caller
- * calls helm_run_free. Returns the run, or NULL on out of memory (a failure
- * to start helm is reported through done with spawn_error set). */
-helm_run_t *helm_run_start(uv_loop_t *loop, const helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
-                           int kill_grace_ms, const char *marker, helm_done_cb done, void *data);
+/* Starts argv (argv[0] is the helm binary; taken over: *argv is left
+ * empty). pass_fd: see below, or -1 (the caller may close it once this
+ * returns). deadline_ms: SIGTERM after this many ms from helm's start (0:
+ * none); kill_grace_ms: SIGKILL that much later. The spawn itself runs on
+ * libuv's thread pool (posix_spawn waits for the child's exec, which the
+ * loop need not): spawned runs on the loop once helm's process exists (not
+ * when it could not start); done runs once on the loop when helm has exited
+ * and its output is read, then the caller calls helm_run_free. Returns the
+ * run, or NULL on out of memory (a failure to start helm is reported through
+ * done with spawn_error set). */
+helm_run_t *helm_run_start(uv_loop_t *loop, helm_argv_t *argv, int pass_fd, uint64_t deadline_ms,
+                           int kill_grace_ms, const char *marker, helm_done_cb spawned, helm_done_cb done,
+                           void *data);
+
+/* Sends sig to helm's process group; nothing while the spawn is in flight
+ * or after helm was reaped. */
+void helm_run_signal(helm_run_t *run, int sig);
 
 /* The environment variable that marks every helm process of a command, and
  * whatever those start (they inherit it): HELM_MARKER_VAR=<commandId>. A

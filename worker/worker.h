@@ -76,6 +76,7 @@ struct command {
     helm_argv_t helm_argv;           /* the helm step about to start (argc 0: none) */
     uint64_t helm_deadline;          /* its SIGTERM deadline (ms after it starts; 0: none) */
     int helm_records;                /* it changes the release: its deadline must be in the ledger */
+    int helm_record_pending;         /* record the helm step once its process exists (on_helm_spawned) */
     int64_t recorded_deadline_ms;    /* the helm deadline the start recorded (Unix ms; 0: none) */
     void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
     void (*status_then)(void);       /* the step after helm status */

@@ -172,6 +172,13 @@ static void test_event(void) {
     free(buf);
     is_int(codec_encode(CODEC_EVENT, ev, &buf, &len, err, sizeof(err)), -1,
            "an unknown enum symbol is refused");
+    ok(strncmp(err, "eventType: ", 11) == 0, "the error names the field: %s", err);
+    json_object_set_new(ev, "eventType", json_string("succeeded"));
+    json_object_set_new(json_array_get(json_object_get(ev, "history"), 0), "revision", json_string("one"));
+    is_int(codec_encode(CODEC_EVENT, ev, &buf, &len, err, sizeof(err)), -1,
+           "a string revision in history is refused");
+    ok(strncmp(err, "history.revision: expected int", 30) == 0, "the error names the nested field's path: %s",
+       err);
     json_decref(back);
     json_decref(ev);
 }

@@ -938,7 +938,7 @@ static void test_many_items(codec_flat_t *f, int64_t n, int expect_refused) {
     snprintf(what, sizeof(what), "%" PRId64 " history items of zeros (%zu bytes)", n, b.len);
     int broken = disagree(b.p, b.len, f, &frc, &drc, why, sizeof(why));
     ok(!broken, "%s: flat keeps its contract (flat %d, codec_decode %d)%s%s", what, frc, drc,
-           broken ? ": " : "", why);
+       broken ? ": " : "", why);
     if (expect_refused)
         ok(drc < 0, "%s: codec_decode refuses them (%d)", what, drc);
     else

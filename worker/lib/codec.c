@@ -133,14 +133,36 @@ static const json_t *field_default(const codec_schema_t *cs, avro_schema_t rec, 
 
 /* --- natural JSON -> avro value --------------------------------------- */
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path, int depth,
-                   char *errstr, size_t errstr_size);
+/* Where a value sits in the record ("history.revision"), for error
+ * messages: a chain of field names on the stack, formatted only when an
+ * error is reported (formatting it for every field was a measurable part of
+ * the worker's CPU, docs/PERFORMANCE.md). NULL is the record itself. */
+typedef struct field_path {
+    const struct field_path *up;
+    const char *name;
+} field_path_t;
 
-static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_value_t *v, const char *path,
-                          int depth, char *errstr, size_t errstr_size) {
+static const char *path_text(const field_path_t *p, char *buf, size_t size) {
+    const char *names[CODEC_MAX_DEPTH + 2];
+    int n = 0;
+    for (; p && n < CODEC_MAX_DEPTH + 2; p = p->up)
+        names[n++] = p->name;
+    size_t len = 0;
+    buf[0] = '\0';
+    while (n-- > 0 && len < size)
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "." : "", names[n]);
+    return buf;
+}
+
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const field_path_t *path,
+                   int depth, char *errstr, size_t errstr_size);
+
+static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_value_t *v,
+                          const field_path_t *path, int depth, char *errstr, size_t errstr_size) {
     avro_schema_t rs = deref(avro_value_get_schema(v));
+    char pt[256];
     if (!json_is_object(obj)) {
-        snprintf(errstr, errstr_size, "%s: expected a JSON object", path);
+        snprintf(errstr, errstr_size, "%s: expected a JSON object", path_text(path, pt, sizeof(pt)));
         return -1;
     }
     size_t n = avro_schema_record_size(rs);
@@ -183,9 +205,8 @@ static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_valu
                 return -1;
             }
         }
-        char sub[256];
-        snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
-        if (to_avro(cs, jv, &child, sub, depth + 1, errstr, errstr_size) < 0)
+        field_path_t sub = {path, name};
+        if (to_avro(cs, jv, &child, &sub, depth + 1, errstr, errstr_size) < 0)
             return -1;
     }
     return 0;
@@ -234,12 +255,13 @@ static int union_branch_for(avro_schema_t us, const json_t *j) {
     return -1;
 }
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const char *path, int depth,
-                   char *errstr, size_t errstr_size) {
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const field_path_t *path,
+                   int depth, char *errstr, size_t errstr_size) {
     avro_schema_t s = deref(avro_value_get_schema(v));
     int rc = 0;
+    char pt[256];
     if (depth > CODEC_MAX_DEPTH) {
-        snprintf(errstr, errstr_size, "%s: nested too deeply", path);
+        snprintf(errstr, errstr_size, "%s: nested too deeply", path_text(path, pt, sizeof(pt)));
         return -1;
     }
     switch (avro_typeof(s)) {
@@ -256,7 +278,8 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
             goto mismatch;
         json_int_t x = json_integer_value(j);
         if (x < INT32_MIN || x > INT32_MAX) {
-            snprintf(errstr, errstr_size, "%s: %" JSON_INTEGER_FORMAT " is out of range for an int", path, x);
+            snprintf(errstr, errstr_size, "%s: %" JSON_INTEGER_FORMAT " is out of range for an int",
+                     path_text(path, pt, sizeof(pt)), x);
             return -1;
         }
         return avro_value_set_int(v, (int32_t)x) ? -1 : 0;
@@ -277,7 +300,7 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         if (!json_is_string(j))
             goto mismatch;
         if (memchr(json_string_value(j), '\0', json_string_length(j))) {
-            snprintf(errstr, errstr_size, "%s: contains a NUL character", path);
+            snprintf(errstr, errstr_size, "%s: contains a NUL character", path_text(path, pt, sizeof(pt)));
             return -1;
         }
         return avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1) ? -1 : 0;
@@ -288,7 +311,8 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
     case AVRO_ENUM: {
         int idx = json_is_string(j) ? avro_schema_enum_get_by_name(s, json_string_value(j)) : -1;
         if (idx < 0) {
-            snprintf(errstr, errstr_size, "%s: not one of the allowed symbols", path);
+            snprintf(errstr, errstr_size, "%s: not one of the allowed symbols",
+                     path_text(path, pt, sizeof(pt)));
             return -1;
         }
         return avro_value_set_enum(v, idx) ? -1 : 0;
@@ -327,10 +351,12 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
             return -1;
         return to_avro(cs, j, &branch, path, depth + 1, errstr, errstr_size);
     }
-    default: snprintf(errstr, errstr_size, "%s: unsupported schema type", path); return -1;
+    default:
+        snprintf(errstr, errstr_size, "%s: unsupported schema type", path_text(path, pt, sizeof(pt)));
+        return -1;
     }
 mismatch:
-    snprintf(errstr, errstr_size, "%s: expected %s", path,
+    snprintf(errstr, errstr_size, "%s: expected %s", path_text(path, pt, sizeof(pt)),
              avro_typeof(s) == AVRO_UNION ? "a value of one of the union's types" : avro_schema_type_name(s));
     return -1;
 }
@@ -826,7 +852,8 @@ static int flat_items(avro_schema_t item, datum_cursor_t *c, codec_flat_t *f) {
         if (n > CODEC_MAX_ITEMS - c->items)
             return -1;
         for (int64_t j = 0; j < n; j++, f->items++) {
-            if (++c->items > CODEC_MAX_ITEMS || flat_reserve(f, (long)f->nfields + (long)(f->items + 1) * nk) < 0)
+            if (++c->items > CODEC_MAX_ITEMS ||
+                flat_reserve(f, (long)f->nfields + (long)(f->items + 1) * nk) < 0)
                 return -1;
             for (int k = 0; k < nk; k++)
                 if (flat_scalar(avro_schema_record_field_get_by_index(item, k), c,
@@ -988,7 +1015,7 @@ int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size
     codec_schema_t *cs = current[type];
     size_t size;
     avro_value_reset(&cs->value);
-    if (record_to_avro(cs, doc, &cs->value, "", 0, errstr, errstr_size) < 0)
+    if (record_to_avro(cs, doc, &cs->value, NULL, 0, errstr, errstr_size) < 0)
         return -1;
     if (avro_value_sizeof(&cs->value, &size) != 0) {
         snprintf(errstr, errstr_size, "sizing the record: %s", avro_strerror());

@@ -8,9 +8,35 @@
 #include <string.h>
 #include <time.h>
 
+/* Lower-case hex of n bytes into out (2n characters, no NUL). The worker
+ * formats a digest and several UUIDs per command: snprintf's "%02x" per byte
+ * was a measurable part of its CPU (docs/PERFORMANCE.md). */
+static void hex_bytes(const unsigned char *b, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 0x0f];
+    }
+}
+
+static int hex_value(char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 static void uuid_format(const unsigned char b[16], char out[UUID_STR_LEN]) {
-    snprintf(out, UUID_STR_LEN, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    hex_bytes(b, 4, out);
+    out[8] = '-';
+    hex_bytes(b + 4, 2, out + 9);
+    out[13] = '-';
+    hex_bytes(b + 6, 2, out + 14);
+    out[18] = '-';
+    hex_bytes(b + 8, 2, out + 19);
+    out[23] = '-';
+    hex_bytes(b + 10, 6, out + 24);
+    out[36] = '\0';
 }
 
 static int uuid_parse(const char *s, unsigned char b[16]) {
@@ -19,10 +45,10 @@ static int uuid_parse(const char *s, unsigned char b[16]) {
     for (int i = 0, j = 0; i < 16; j++) {
         if (s[j] == '-')
             continue;
-        unsigned int x;
-        if (sscanf(s + j, "%2x", &x) != 1)
+        int hi = hex_value(s[j]), lo = hex_value(s[j + 1]);
+        if (hi < 0 || lo < 0)
             return -1;
-        b[i++] = (unsigned char)x;
+        b[i++] = (unsigned char)(hi << 4 | lo);
         j++;
     }
     return 0;
@@ -184,9 +210,8 @@ void sha256_hex(const void *buf, size_t len, char out[65]) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL);
-    for (unsigned int i = 0; i < mdlen && i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    out[64] = '\0';
+    hex_bytes(md, mdlen < 32 ? mdlen : 32, out);
+    out[2 * (mdlen < 32 ? mdlen : 32)] = '\0';
 }
 
 int64_t now_ms(void) {
