@@ -131,6 +131,50 @@ static const json_t *field_default(const codec_schema_t *cs, avro_schema_t rec, 
     return NULL;
 }
 
+/* field_default for field i of rec, looked up once per record schema: the
+ * search through the .avsc text ran for every field a document left out,
+ * several per event the worker encodes (docs/PERFORMANCE.md). */
+typedef struct default_cache {
+    const codec_schema_t *cs;
+    avro_schema_t rec;
+    size_t n;
+    const json_t **def;
+    struct default_cache *next;
+} default_cache_t;
+
+static default_cache_t *default_caches;
+
+static const json_t *field_default_at(const codec_schema_t *cs, avro_schema_t rec, size_t i) {
+    default_cache_t *d = default_caches;
+    while (d && (d->cs != cs || d->rec != rec))
+        d = d->next;
+    if (!d) {
+        d = calloc(1, sizeof(*d));
+        size_t n = avro_schema_record_size(rec);
+        if (!d || !(d->def = calloc(n ? n : 1, sizeof(*d->def)))) {
+            free(d);
+            return field_default(cs, rec, avro_schema_record_field_name(rec, (int)i));
+        }
+        d->cs = cs;
+        d->rec = rec;
+        d->n = n;
+        for (size_t k = 0; k < n; k++)
+            d->def[k] = field_default(cs, rec, avro_schema_record_field_name(rec, (int)k));
+        d->next = default_caches;
+        default_caches = d;
+    }
+    return i < d->n ? d->def[i] : NULL;
+}
+
+static void default_caches_free(void) {
+    while (default_caches) {
+        default_cache_t *d = default_caches;
+        default_caches = d->next;
+        free(d->def);
+        free(d);
+    }
+}
+
 /* --- natural JSON -> avro value --------------------------------------- */
 
 /* Where a value sits in the record ("history.revision"), for error
@@ -199,7 +243,7 @@ static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_valu
         }
         const json_t *jv = json_object_get(obj, name);
         if (!jv) {
-            jv = field_default(cs, rs, name);
+            jv = field_default_at(cs, rs, i);
             if (!jv) {
                 snprintf(errstr, errstr_size, "%s: missing required field", name);
                 return -1;
@@ -964,6 +1008,7 @@ fail:
 }
 
 void codec_term(void) {
+    default_caches_free();
     for (int i = 0; i < schema_count; i++) {
         codec_schema_t *cs = &schemas[i];
         if (cs->iface) {
