@@ -75,30 +75,34 @@ BEGIN
     ) ON COMMIT DELETE ROWS;
 END $$;
 
--- The batch's releases, upserted in the topic order of their winning events
--- (releases_one_live), a stored row kept when it is newer: 0007's ON CONFLICT
--- form, on rows the projector computed. Returns the rows written.
+-- The batch's releases: a stored row is updated when the batch's is not
+-- older, a new release inserted; 0007's rule, on rows the projector computed,
+-- by one MERGE (an upsert per row, ON CONFLICT, locked each row before
+-- updating it: the larger part of this function's time). MERGE does not keep
+-- topic order: a release taking a name's live slot before the row that frees
+-- it is written, or a concurrent writer inserting the same release, raises
+-- unique_violation, and the projector applies the batch again staged (0007's
+-- ON CONFLICT forms, in topic order). Returns the rows written.
 CREATE FUNCTION helmq.apply_direct_releases() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     written integer;
 BEGIN
-    INSERT INTO helmq.releases AS r (release_id, tenant_id, namespace, release_name, chart_name,
-        chart_version, app_version, status, revision, description, values_digest, values_redacted,
-        uninstall_reason, last_error, last_event_id, created_at, updated_at)
-    SELECT d.release_id, d.tenant_id, d.namespace, d.release_name, d.chart_name, d.chart_version,
-           d.app_version, d.status, d.revision, d.description, d.values_digest, d.values_redacted,
-           d.uninstall_reason, d.last_error, d.last_event_id, d.created_at, d.updated_at
-      FROM pg_temp.helmq_direct_releases d
-     ORDER BY d.ord
-    ON CONFLICT (release_id) DO UPDATE SET
-        chart_name = EXCLUDED.chart_name, chart_version = EXCLUDED.chart_version,
-        app_version = EXCLUDED.app_version, status = EXCLUDED.status, revision = EXCLUDED.revision,
-        description = EXCLUDED.description, values_digest = EXCLUDED.values_digest,
-        values_redacted = EXCLUDED.values_redacted, uninstall_reason = EXCLUDED.uninstall_reason,
-        last_error = EXCLUDED.last_error, last_event_id = EXCLUDED.last_event_id,
-        updated_at = EXCLUDED.updated_at
-    WHERE EXCLUDED.revision > r.revision
-       OR (EXCLUDED.revision = r.revision AND EXCLUDED.updated_at >= r.updated_at);
+    MERGE INTO helmq.releases AS r
+    USING pg_temp.helmq_direct_releases AS d
+       ON r.release_id = d.release_id
+    WHEN MATCHED AND (d.revision > r.revision OR (d.revision = r.revision AND d.updated_at >= r.updated_at)) THEN
+        UPDATE SET chart_name = d.chart_name, chart_version = d.chart_version, app_version = d.app_version,
+            status = d.status, revision = d.revision, description = d.description,
+            values_digest = d.values_digest, values_redacted = d.values_redacted,
+            uninstall_reason = d.uninstall_reason, last_error = d.last_error, last_event_id = d.last_event_id,
+            updated_at = d.updated_at
+    WHEN NOT MATCHED THEN
+        INSERT (release_id, tenant_id, namespace, release_name, chart_name, chart_version, app_version, status,
+                revision, description, values_digest, values_redacted, uninstall_reason, last_error,
+                last_event_id, created_at, updated_at)
+        VALUES (d.release_id, d.tenant_id, d.namespace, d.release_name, d.chart_name, d.chart_version,
+                d.app_version, d.status, d.revision, d.description, d.values_digest, d.values_redacted,
+                d.uninstall_reason, d.last_error, d.last_event_id, d.created_at, d.updated_at);
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
 END $$;

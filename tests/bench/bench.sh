@@ -541,7 +541,7 @@ fi
         echo "## 2. Projector throughput (events/s)"
         echo
         echo "$PE events (a started and a succeeded event per command, $((PE / 2 / PR)) commands per release, $PR releases),"
-        echo "preloaded on a fresh broker ($EV_PARTS partitions); helmq-projector with its defaults (batch 1000) into a fresh"
+        echo "preloaded on a fresh broker ($EV_PARTS partitions); helmq-projector with its defaults (batch 5000) into a fresh"
         echo "database; done when \`SELECT count(*) FROM helmq.applied_events\` (polled every 100 ms near the end, less often before: benchtool pgwait) reaches $PE."
         echo "COPY: the same final rows (checked equal with EXCEPT) into tables with the same columns and indexes."
         echo

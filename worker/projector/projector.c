@@ -51,7 +51,7 @@ static const config_opt_t projector_opts[] = {
      "Kafka consumer group of the projectors"},
     {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
      "topic of the release events"},
-    {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "1000",
+    {"batch-size", 0, "HELMQ_PROJECTOR_BATCH_SIZE", CONFIG_INT, "5000",
      "most events written in one transaction"},
     {"batch-wait-ms", 0, "HELMQ_PROJECTOR_BATCH_WAIT_MS", CONFIG_INT, "0",
      "how long to gather a batch once the first event arrived (0: take what has arrived; batches grow by "
