@@ -18,41 +18,13 @@
 -- direct form writes what the staged form would have written, or nothing.
 --
 -- pg_temp.helmq_direct_releases: one row per release of the batch, its
--- winning event's state, ord its place in the batch; created by
--- helmq.stage_create() (0007's, which now creates it too).
+-- winning event's state, ord its place in the batch; created, once per
+-- connection, by helmq.stage_create_direct(), which the projector calls with
+-- 0007's helmq.stage_create().
 
-CREATE OR REPLACE FUNCTION helmq.stage_create() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION helmq.stage_create_direct() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('client_min_messages', 'warning', true); -- no "already exists" notices
-    CREATE TEMP TABLE IF NOT EXISTS helmq_stage (
-        ord             integer NOT NULL,
-        ho              integer NOT NULL,
-        event_id        uuid,
-        command_id      text,
-        release_id      uuid,
-        tenant_id       uuid,
-        event_type      text,
-        terminal        boolean,
-        namespace       text,
-        release_name    text,
-        status          text,
-        revision        integer,
-        chart_name      text,
-        chart_version   text,
-        app_version     text,
-        operation       text,
-        description     text,
-        performed_by    text,
-        at_ms           bigint,
-        reason          text,
-        values_digest   text,
-        values_redacted text,
-        error_code      text,
-        error_message   text
-    ) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE IF NOT EXISTS helmq_stage_fresh (
-        ord integer, event_id uuid, release_id uuid, revision integer, ts timestamptz, changes_release boolean
-    ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS helmq_direct_releases (
         ord              integer NOT NULL,
         release_id       uuid NOT NULL,
@@ -107,4 +79,4 @@ BEGIN
     RETURN written;
 END $$;
 
-REVOKE ALL ON FUNCTION helmq.apply_direct_releases() FROM PUBLIC;
+REVOKE ALL ON FUNCTION helmq.stage_create_direct(), helmq.apply_direct_releases() FROM PUBLIC;

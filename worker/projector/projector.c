@@ -573,7 +573,7 @@ static const char sql_direct[] =
 static PGresult *stage_send(projector_t *p, const char *sql, const copy_buf_t *rows) {
     PGresult *r;
     if (p->staged_pid != PQbackendPID(p->db)) {
-        r = PQexec(p->db, "SELECT helmq.stage_create()");
+        r = PQexec(p->db, "SELECT helmq.stage_create(), helmq.stage_create_direct()");
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
             return r;
         PQclear(r);
