@@ -433,11 +433,9 @@ static void spawn_after(uv_work_t *req, int status) {
         snprintf(run->err, sizeof(run->err), "cannot run %s: %s", run->argv.argc ? run->argv.argv[0] : "helm",
                  strerror(rc));
     helm_argv_free(&run->argv);
-    if (rc != 0 || run->freeing) {
+    if (run->freeing || rc != 0) {
         close_fd(&run->out_r);
         close_fd(&run->err_r);
-    }
-    if (run->freeing || rc != 0) {
         if (run->freeing) { /* the worker is exiting: a helm started is left to the next one */
             if (--run->open_handles == 0) {
                 free(run->out);

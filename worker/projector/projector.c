@@ -31,6 +31,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -795,17 +796,15 @@ static int val_is(const codec_val_t *v, const char *text) {
  * millisecond only within a range: outside it, the batch is staged. */
 #define DIRECT_MS_MAX 4102444800000LL /* 2100-01-01 */
 
-/* A timestamp column from ms since the epoch; -1 when out of range. */
+/* A timestamp column from ms since the epoch (util.c's ISO 8601 form, which
+ * COPY reads as timestamptz); -1 when out of range. */
 static int copy_ts(copy_buf_t *b, const codec_val_t *v, char sep) {
     if (v->kind != CODEC_V_INT || v->num < 0 || v->num >= DIRECT_MS_MAX)
         return -1;
-    time_t secs = (time_t)(v->num / 1000);
-    struct tm tm;
     char text[48];
-    gmtime_r(&secs, &tm);
-    int n = snprintf(text, sizeof(text), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00%c", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(v->num % 1000), sep);
-    copy_raw(b, text, (size_t)n);
+    format_time_ms(v->num, text, sizeof(text));
+    copy_raw(b, text, strlen(text));
+    copy_raw(b, &sep, 1);
     return 0;
 }
 
