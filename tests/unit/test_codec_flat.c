@@ -700,6 +700,22 @@ static void patch_byte(size_t at, unsigned char byte, codec_flat_t *f, const cha
 }
 
 /* The minimal event with drop bytes at `at` replaced by those of ins. */
+/* Bytes from hex pairs, spaces ignored ("04 00000000"). */
+static bytes_t from_hex(const char *hex) {
+    bytes_t b = {0};
+    for (const char *h = hex; *h;) {
+        if (*h == ' ') {
+            h++;
+            continue;
+        }
+        unsigned int x;
+        sscanf(h, "%2x", &x);
+        put_byte(&b, (unsigned char)x);
+        h += 2;
+    }
+    return b;
+}
+
 static bytes_t minimal_with(size_t at, size_t drop, const bytes_t *ins) {
     return splice(minimal, MINIMAL_LEN, at, drop, ins->p, ins->len);
 }
@@ -778,17 +794,7 @@ static void test_bad_datum(codec_flat_t *f) {
         {"history: two items announced, one given", "04 00000000 00000000 00", 0},
     };
     for (size_t i = 0; i < sizeof(hist) / sizeof(hist[0]); i++) {
-        bytes_t ins = {0};
-        for (const char *h = hist[i].hex; *h;) {
-            if (*h == ' ') {
-                h++;
-                continue;
-            }
-            unsigned int x;
-            sscanf(h, "%2x", &x);
-            put_byte(&ins, (unsigned char)x);
-            h += 2;
-        }
+        bytes_t ins = from_hex(hist[i].hex);
         bytes_t b = minimal_with(OFF_HISTORY, 1, &ins);
         if (hist[i].good)
             both_accept(b.p, b.len, f, hist[i].what);
@@ -896,17 +902,7 @@ static void test_long_varints(codec_flat_t *f) {
         {OFF_HISTORY, "80 80 00", "history end of blocks in 3 bytes"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bytes_t ins = {0};
-        for (const char *h = cases[i].hex; *h;) {
-            if (*h == ' ') {
-                h++;
-                continue;
-            }
-            unsigned int x;
-            sscanf(h, "%2x", &x);
-            put_byte(&ins, (unsigned char)x);
-            h += 2;
-        }
+        bytes_t ins = from_hex(cases[i].hex);
         size_t drop = cases[i].at == OFF_NAMESPACE ? 2 : 1;
         bytes_t b = minimal_with(cases[i].at, drop, &ins);
         int frc, drc;
