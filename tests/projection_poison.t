@@ -129,4 +129,24 @@ cmp -s "$T/dump1" "$T/dump2"
 ok $? "the rebuild gives the same projection"
 is "$(psql_q "select count(*) || ' ' || min(times_parked) from helmq.parked_events")" "3 2" \
     "the rebuild parked the same three records again, in their rows"
+
+# 6. A batch of nothing but an undecodable record (a fresh projector's first
+# batch: nothing in it to project) is parked, and the projector goes on.
+printf 'garbage alone in its batch' >"$T/9-garbage.bin"
+produce "$T/9-garbage.bin"
+projector_start
+wait_for "the lone garbage record to be parked" 30 bash -c \
+    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c 'select count(*) from helmq.parked_events')\" = 4 ]"
+ok $? "a batch holding only an undecodable record: the record is parked"
+kill -0 "$PROJECTOR_PID" 2>/dev/null
+ok $? "the projector is still running after a batch with no event in it"
+RID_F=$(uuid)
+event app-f "$RID_F" install 1 1.0.0 | encode >"$T/10-install-f.avro"
+produce "$T/10-install-f.avro"
+wait_for "an event after the lone garbage" 30 bash -c \
+    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.releases where release_id = '$RID_F'\")\" = 1 ]"
+ok $? "the event after it is projected"
+kill -TERM "$PROJECTOR_PID"
+wait "$PROJECTOR_PID"
+is "$?" 0 "projector: SIGTERM exits 0"
 done_testing

@@ -970,7 +970,8 @@ static int direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_
             win->ev = i;
     }
     /* The releases, in the topic order of their winning events. */
-    qsort(w->winners, (size_t)nwin, sizeof(*w->winners), winner_cmp);
+    if (nwin > 1)
+        qsort(w->winners, (size_t)nwin, sizeof(*w->winners), winner_cmp);
     for (int r = 0; r < nwin; r++) {
         const codec_flat_t *e = &evs[w->winners[r].ev].ev;
         char num[16];
@@ -1018,10 +1019,10 @@ static void batch_prepare(projector_t *p, batch_t *b) {
     for (int i = 0; i < b->n; i++)
         if (b->recs[i].is_event)
             b->events[b->nevents++] = b->recs[i];
-    int fresh = -1;
-    if (p->direct_pause > 0)
+    int fresh = -1; /* a batch without events sends nothing: see batch_start */
+    if (b->nevents > 0 && p->direct_pause > 0)
         p->direct_pause--;
-    else
+    else if (b->nevents > 0)
         fresh = direct_rows(b->events, b->nevents, &direct_work, b->drows);
     b->direct = fresh >= 0;
     b->fresh = fresh;
