@@ -115,6 +115,8 @@ like "$m" "helmq_postgres_up 1" "/metrics: PostgreSQL connectivity"
 wm=$(curl -s "http://127.0.0.1:$WPORT/metrics")
 like "$wm" 'helmq_worker_commands_total{outcome="succeeded"} 3' "worker /metrics: commands by outcome"
 like "$wm" "helmq_worker_in_flight 0" "worker /metrics: in-flight operations"
+like "$wm" "helmq_worker_events_unacked 0" "worker /metrics: every event acknowledged by the broker"
+like "$wm" "helmq_worker_buffered 0" "worker /metrics: no command buffered"
 like "$wm" 'helmq_worker_helm_duration_seconds_bucket{le="+Inf"}' "worker /metrics: helm durations"
 like "$wm" "helmq_worker_consumer_lag" "worker /metrics: consumer lag"
 like "$wm" "helmq_postgres_up 1" "worker /metrics: PostgreSQL connectivity"

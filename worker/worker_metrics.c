@@ -99,6 +99,10 @@ static void serve(http_req_t *req, void *ctx) {
         "gauge\n"
         "helmq_worker_buffered %d\n",
         w->buffered);
+    OUT("# HELP helmq_worker_events_unacked Events (and dead letters) handed to the producer and not yet "
+        "acknowledged by the broker.\n# TYPE helmq_worker_events_unacked gauge\n"
+        "helmq_worker_events_unacked %d\n",
+        w->producer ? rd_kafka_outq_len(w->producer) : 0);
     OUT("# HELP helmq_worker_helm_duration_seconds Duration of helm invocations.\n"
         "# TYPE helmq_worker_helm_duration_seconds histogram\n");
     for (int i = 0; i < 8; i++) {

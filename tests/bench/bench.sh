@@ -442,7 +442,11 @@ memory_run() { # memory_run REP
     step=$((LONG / 20))
     broker_start "$MEM_PARTS"
     mkdir -p "$T/state/$ns"
-    NOOP_HELM_STATE=$T/state/$ns worker_start "$T/mem-$ns.log" --concurrency 32 --group-id "g-$ns"
+    local mport murl
+    mport=$(free_port)
+    murl=http://127.0.0.1:$mport
+    NOOP_HELM_STATE=$T/state/$ns worker_start "$T/mem-$ns.log" --concurrency 32 --group-id "g-$ns" \
+        --http-listen "127.0.0.1:$mport"
     echo 0 >"$T/progress"
     "$BT" wait -b "$B" --count "$LONG" --wait-timeout 36000 --progress "$T/progress" >"$T/wait-$ns.out" &
     wpid=$!
@@ -451,7 +455,15 @@ memory_run() { # memory_run REP
     rss=$(rss_kb "$WORKER_PID")
     series="0:$rss"
     : >"$T/mem-$rep.tsv"
-    printf '%s\t%s\t%s\n' 0 0 "$rss" >>"$T/mem-$rep.tsv"
+    # With each RSS sample, what the worker holds that can grow with the
+    # broker's pace: commands received and not finished, commands in
+    # progress, events not yet acknowledged by the broker.
+    mem_gauges() {
+        curl -s --max-time 2 "$murl/metrics" | awk '
+            $1 == "helmq_worker_buffered" { b = $2 } $1 == "helmq_worker_in_flight" { f = $2 }
+            $1 == "helmq_worker_events_unacked" { u = $2 } END { printf "%s\t%s\t%s", b, f, u }'
+    }
+    printf '%s\t%s\t%s\t%s\n' 0 0 "$rss" "$(mem_gauges)" >>"$T/mem-$rep.tsv"
     next=$step
     while [ "$done_n" -lt "$LONG" ]; do
         if [ "$sent" -lt "$LONG" ] && [ $((sent - done_n)) -le "$chunk" ]; then
@@ -465,7 +477,7 @@ memory_run() { # memory_run REP
         done_n=$(cat "$T/progress" 2>/dev/null || echo "$done_n")
         while [ "$done_n" -ge "$next" ] && [ "$next" -le "$LONG" ]; do
             rss=$(rss_kb "$WORKER_PID")
-            printf '%s\t%s\t%s\n' "$done_n" $(($(now_ms) - t0)) "$rss" >>"$T/mem-$rep.tsv"
+            printf '%s\t%s\t%s\t%s\n' "$done_n" $(($(now_ms) - t0)) "$rss" "$(mem_gauges)" >>"$T/mem-$rep.tsv"
             next=$((next + step))
         done
         kill -0 "$WORKER_PID" 2>/dev/null || die "memory: the worker died"
@@ -605,7 +617,8 @@ fi
         echo "| $g % | $(med memory x 2) | $(med memory x 3) | $(awk -v g="$g" 'BEGIN { print (g < 10 ? "yes" : "NO") }') |" \
             "$(fmt0 "$(med memory x 4)") | $(vals memory x 1) |"
         echo
-        echo "RSS series of repetition 1 (commands done, ms since start, RSS kB):"
+        echo "Series of repetition 1 (commands done, ms since start, RSS kB, then the worker's gauges:" \
+            "commands buffered, in flight, events unacknowledged):"
         echo
         echo '```'
         cat "$REPORT.memory-1.tsv"
