@@ -36,6 +36,16 @@ produce() { # produce FILE...: one record per file, all with KEY (so one partiti
     kcat -b "$HELMQ_BROKERS" -P -t helm.release.events -k "$KEY" "$@"
 }
 encode() { "$HELMQ_BIN/helmq" encode --type event; }
+# install_projected NAME N WHAT: a new release NAME's install event, produced
+# (as file N-install-NAME.avro) and waited for until its release is projected.
+install_projected() {
+    local rid
+    rid=$(uuid)
+    event "$1" "$rid" install 1 1.0.0 | encode >"$T/$2-install-$1.avro"
+    produce "$T/$2-install-$1.avro"
+    wait_for "$3" 30 bash -c \
+        "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.releases where release_id = '$rid'\")\" = 1 ]"
+}
 
 RID_A=$(uuid)
 RID_X=$(uuid)
@@ -95,11 +105,7 @@ ok $? "the projector is still running"
 m=$(curl -s "http://127.0.0.1:$PPORT/metrics")
 like "$m" 'helmq_projector_events_parked_total{reason="refused"} 2' "/metrics: two events refused by PostgreSQL"
 like "$m" 'helmq_projector_events_parked_total{reason="undecodable"} 1' "/metrics: one record undecodable"
-RID_D=$(uuid)
-event app-d "$RID_D" install 1 1.0.0 | encode >"$T/7-install-d.avro"
-produce "$T/7-install-d.avro"
-wait_for "a later event" 30 bash -c \
-    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.releases where release_id = '$RID_D'\")\" = 1 ]"
+install_projected app-d 7 "a later event"
 ok $? "a later event is projected too"
 
 # 4. The offsets were committed past the parked records: a restarted projector
@@ -108,11 +114,7 @@ kill -TERM "$PROJECTOR_PID"
 wait "$PROJECTOR_PID"
 is "$?" 0 "projector: SIGTERM exits 0"
 projector_start
-RID_E=$(uuid)
-event app-e "$RID_E" install 1 1.0.0 | encode >"$T/8-install-e.avro"
-produce "$T/8-install-e.avro"
-wait_for "an event after the restart" 30 bash -c \
-    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.releases where release_id = '$RID_E'\")\" = 1 ]"
+install_projected app-e 8 "an event after the restart"
 ok $? "after a restart, new events are projected"
 is "$(psql_q "select count(*) || ' ' || max(times_parked) from helmq.parked_events")" "3 1" \
     "the restarted projector did not meet the parked records again (offsets committed past them)"
@@ -140,11 +142,7 @@ wait_for "the lone garbage record to be parked" 30 bash -c \
 ok $? "a batch holding only an undecodable record: the record is parked"
 kill -0 "$PROJECTOR_PID" 2>/dev/null
 ok $? "the projector is still running after a batch with no event in it"
-RID_F=$(uuid)
-event app-f "$RID_F" install 1 1.0.0 | encode >"$T/10-install-f.avro"
-produce "$T/10-install-f.avro"
-wait_for "an event after the lone garbage" 30 bash -c \
-    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.releases where release_id = '$RID_F'\")\" = 1 ]"
+install_projected app-f 10 "an event after the lone garbage"
 ok $? "the event after it is projected"
 kill -TERM "$PROJECTOR_PID"
 wait "$PROJECTOR_PID"
