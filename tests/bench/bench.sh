@@ -459,9 +459,8 @@ memory_run() { # memory_run REP
     # broker's pace: commands received and not finished, commands in
     # progress, events not yet acknowledged by the broker.
     mem_gauges() {
-        curl -s --max-time 2 "$murl/metrics" | awk '
-            $1 == "helmq_worker_buffered" { b = $2 } $1 == "helmq_worker_in_flight" { f = $2 }
-            $1 == "helmq_worker_events_unacked" { u = $2 } END { printf "%s\t%s\t%s", b, f, u }'
+        printf '%s\t%s\t%s' "$(metric "$murl" helmq_worker_buffered)" "$(metric "$murl" helmq_worker_in_flight)" \
+            "$(metric "$murl" helmq_worker_events_unacked)"
     }
     printf '%s\t%s\t%s\t%s\n' 0 0 "$rss" "$(mem_gauges)" >>"$T/mem-$rep.tsv"
     next=$step
