@@ -73,7 +73,7 @@ EV_PARTS_NEEDED=$(partitions_for $((N * 2)) 700)
 [ "$EV_PARTS_NEEDED" -gt "$CMD_PARTS" ] && CMD_PARTS=$EV_PARTS_NEEDED
 
 worker_run() { # worker_run CONC REP
-    local c=$1 rep=$2 tag ns out prod w0 p0 b0 w1 p1 b1 first last tput
+    local c=$1 rep=$2 tag ns out prod w0 p0 b0 m0 w1 p1 b1 m1 first last tput
     tag=$(next_tag)
     ns=bw-$tag
     broker_start "$CMD_PARTS"
@@ -87,9 +87,11 @@ worker_run() { # worker_run CONC REP
     w0=$(cpu_ticks "$WORKER_PID")
     p0=$(pg_ticks)
     b0=$(cpu_ticks "$BROKER_PID")
+    m0=$(machine_ticks)
     prod=$("$BT" commands -b "$B" --count "$N" --keys "$KEYS" --ns "$ns" --tag "$tag")
     wait $wpid
     untrack $wpid
+    m1=$(machine_ticks)
     w1=$(cpu_ticks "$WORKER_PID")
     p1=$(pg_ticks)
     b1=$(cpu_ticks "$BROKER_PID")
@@ -110,11 +112,10 @@ worker_run() { # worker_run CONC REP
     local secs
     secs=$(awk -v a="$first" -v b="$last" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     tput=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
-    # CPU seconds per 1,000 commands: worker (its helm children included), PostgreSQL, broker
-    raw worker "c$c" "$tput" "$secs" \
-        "$(awk -v t=$((w1 - w0)) -v k="$TICKS" -v n="$N" 'BEGIN { printf "%.2f", t / k / n * 1000 }')" \
-        "$(awk -v t=$((p1 - p0)) -v k="$TICKS" -v n="$N" 'BEGIN { printf "%.2f", t / k / n * 1000 }')" \
-        "$(awk -v t=$((b1 - b0)) -v k="$TICKS" -v n="$N" 'BEGIN { printf "%.2f", t / k / n * 1000 }')"
+    # CPU seconds per 1,000 commands: worker (its helm children included), PostgreSQL, broker;
+    # the whole machine (the load generator and the event counter too)
+    raw worker "c$c" "$tput" "$secs" "$(per1k $((w1 - w0)) "$N")" "$(per1k $((p1 - p0)) "$N")" \
+        "$(per1k $((b1 - b0)) "$N")" "$(per1k $((m1 - m0)) "$N")"
     say "worker    c=$c rep $rep: $tput commands/s ($N in ${secs}s)"
     worker_stop
     broker_stop
@@ -122,19 +123,22 @@ worker_run() { # worker_run CONC REP
 }
 
 limit_run() { # limit_run CONC REP
-    local c=$1 rep=$2 ns out
+    local c=$1 rep=$2 ns out m0 m1
     ns=bl-$(next_tag)
     mkdir -p "$T/state/$ns"
+    m0=$(machine_ticks)
     out=$(NOOP_HELM_STATE=$T/state/$ns "$BIN/spawn-limit" -n "$N" -c "$c" -k "$KEYS" -s "$ns" "$NOOP") ||
         die "spawn-limit: $out"
+    m1=$(machine_ticks)
     raw limit "c$c" "$(kv per_second "$out")" "$(kv seconds "$out")" \
-        "$(awk -v t="$(kv cpu_seconds "$out")" -v n="$N" 'BEGIN { printf "%.2f", t / n * 1000 }')"
+        "$(awk -v t="$(kv cpu_seconds "$out")" -v n="$N" 'BEGIN { printf "%.2f", t / n * 1000 }')" \
+        "$(per1k $((m1 - m0)) "$N")"
     say "limit     c=$c rep $rep: $(kv per_second "$out") commands/s"
     rm -rf "$T/state/$ns"
 }
 
 peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no-op helm
-    local c=$1 rep=$2 tag ns t0 t1 secs tput wm
+    local c=$1 rep=$2 tag ns t0 t1 m0 m1 own secs tput wm
     tag=$(next_tag)
     ns=bp-$tag
     broker_start "$CMD_PARTS"
@@ -142,16 +146,23 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     wm=$("$BT" watermarks -b "$B" -t helm.release.commands)
     [ "$(kv retained "$wm")" = "$N" ] || die "peer preload: $wm"
     mkdir -p "$T/state/$ns"
+    m0=$(machine_ticks)
     t0=$(now_ms)
-    kcat -C -b "$B" -t helm.release.commands -e -q -f '%k\n' 2>/dev/null |
-        NOOP_HELM_STATE=$T/state/$ns xargs -P "$c" -n1 "$NOOP" install >/dev/null
+    # In a subshell that reaps kcat and xargs (and, through xargs, every helm):
+    # its children's CPU time is the peer's.
+    own=$(
+        kcat -C -b "$B" -t helm.release.commands -e -q -f '%k\n' 2>/dev/null |
+            NOOP_HELM_STATE=$T/state/$ns xargs -P "$c" -n1 "$NOOP" install >/dev/null
+        cpu_ticks "$BASHPID"
+    )
     t1=$(now_ms)
+    m1=$(machine_ticks)
     local done_keys
     done_keys=$(find "$T/state/$ns" -type f | wc -l)
     [ "$done_keys" = "$KEYS" ] || die "peer: $done_keys of $KEYS releases installed"
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     tput=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
-    raw peer "c$c" "$tput" "$secs"
+    raw peer "c$c" "$tput" "$secs" "$(per1k "$own" "$N")" "$(per1k $((m1 - m0)) "$N")"
     say "peer      c=$c rep $rep: $tput commands/s"
     broker_stop
     rm -rf "$T/state/$ns"
@@ -536,15 +547,18 @@ fi
         echo "last terminal event on the events topic. Limit: spawn + reap the same no-op helm, nothing else."
         echo "Peer: \`kcat -C -e -f '%k\\n' | xargs -P C -n1 noop-helm install\`. Fresh broker with $CMD_PARTS partitions and a fresh database per run."
         echo
-        echo "| concurrency | worker | limit | peer | worker/limit | worker/peer | worker runs | CPU s per 1,000 commands: worker+helm / PostgreSQL / broker | CPU s per 1,000: limit |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        echo "CPU s per 1,000 commands: of the processes named (a process with its reaped children), and of the whole"
+        echo "machine over the run (every process, the load generator and the event counter included; $(nproc) CPUs)."
+        echo
+        echo "| concurrency | worker | limit | peer | worker/limit | worker/peer | worker runs | CPU s per 1,000 commands: worker+helm / PostgreSQL / broker | CPU s per 1,000: limit / peer (kcat+xargs+helm) | machine CPU s per 1,000: worker / limit / peer |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
         for c in $CONCS; do
             w=$(med worker "c$c" 1)
             l=$(med limit "c$c" 1)
             p=$(med peer "c$c" 1)
             echo "| $c | $(fmt0 "$w") | $(fmt0 "$l") | $(fmt0 "$p") | $(ratio "$w" "$l") | $(ratio "$w" "$p") |" \
                 "$(vals worker "c$c" 1) | $(med worker "c$c" 3) / $(med worker "c$c" 4) / $(med worker "c$c" 5) |" \
-                "$(med limit "c$c" 3) |"
+                "$(med limit "c$c" 3) / $(med peer "c$c" 3) | $(med worker "c$c" 6) / $(med limit "c$c" 4) / $(med peer "c$c" 4) |"
         done
         echo
     fi

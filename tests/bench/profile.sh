@@ -4,6 +4,8 @@
 #
 #   bash tests/bench/profile.sh perf [COMMANDS] [CONCURRENCY]       perf record -e cpu-clock -g (user + kernel)
 #   bash tests/bench/profile.sh callgrind [COMMANDS] [CONCURRENCY]  valgrind --tool=callgrind (user space only)
+#   bash tests/bench/profile.sh system [COMMANDS] [CONCURRENCY]     perf record -a (every process, user + kernel):
+#                                   CPU by process, and the worker's own samples by what they do
 #   bash tests/bench/profile.sh strace [COMMANDS] [CONCURRENCY]     strace -c -f of the worker's own syscalls
 #   bash tests/bench/profile.sh timeline [COMMANDS] [CONCURRENCY]   debug-level log: where a command's time goes
 #   bash tests/bench/profile.sh spawn [COMMANDS] [CONCURRENCY]      no worker: fork+exec (libuv's way) vs
@@ -58,8 +60,8 @@ WRAP=()
 case "$MODE" in
 callgrind) WRAP=(valgrind --tool=callgrind --callgrind-out-file="$OUT.out" --trace-children=no) ;;
 strace) WRAP=(strace -c -o "$OUT.txt") ;;
-perf | timeline) ;;
-*) die "mode: perf, callgrind, strace, timeline or spawn" ;;
+perf | system | timeline) ;;
+*) die "mode: perf, system, callgrind, strace, timeline or spawn" ;;
 esac
 LEVEL=info
 [ "$MODE" = timeline ] && LEVEL=debug
@@ -81,6 +83,10 @@ if [ "$MODE" = perf ]; then
     perf record -e cpu-clock -F 999 -g -p "$WORKER_PID" -o "$OUT.data" >/dev/null 2>&1 &
     PERF_PID=$!
     sleep 0.5
+elif [ "$MODE" = system ]; then
+    perf record -a -e cpu-clock -F 499 -g -o "$OUT.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
 fi
 prod=$("$BT" commands -b "$B" --count "$N" --keys 1000 --ns "prof-$tag" --tag "$tag")
 wait $wpid
@@ -88,7 +94,7 @@ untrack $wpid
 out=$(cat "$T/wait.out")
 say "$N commands at concurrency $C: $(awk -v n="$N" -v a="$(kv first_send_ms "$prod")" -v b="$(kv last_ms "$out")" \
     'BEGIN { printf "%.1f", n / ((b - a) / 1000) }') commands/s under $MODE; $out"
-if [ "$MODE" = perf ]; then
+if [ "$MODE" = perf ] || [ "$MODE" = system ]; then
     kill -INT "$PERF_PID"
     wait "$PERF_PID"
 fi
@@ -113,6 +119,39 @@ perf)
     perf report -i "$OUT.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -80 >"$OUT.txt"
     perf report -i "$OUT.data" --children --sort symbol --stdio -g none 2>/dev/null | grep -v '^$' | head -120 >"$OUT.children.txt"
     say "perf report: $OUT.txt, $OUT.children.txt"
+    ;;
+system)
+    # A spawned helm runs as "helmq-worker" until its execve: those samples
+    # (under clone3 / __spawni_child) are the spawn's, the rest the worker's.
+    {
+        printf '| process (comm) | share of all samples |\n|---|---|\n'
+        perf report -i "$OUT.data" --no-children --sort comm --stdio -g none 2>/dev/null |
+            awk '/^ +[0-9.]+%/ && n++ < 12 { printf "| %s | %s |\n", $2, $1 }'
+        echo
+        printf '| helmq-worker samples: what they do | share |\n|---|---|\n'
+        perf script -i "$OUT.data" --comm helmq-worker 2>/dev/null | awk '
+            /^helmq-worker/ { inside = 1; stack = ""; next }
+            inside && NF == 0 {
+                inside = 0; c = "user: other (worker, libc, libuv)"
+                if (stack ~ /clone3|__spawni/) c = "spawn: the child until its execve"
+                else if (stack ~ /entry_SYSCALL|asm_exc_page_fault|asm_sysvec/) {
+                    if (stack ~ /sendto|recvfrom|__send|__recv/) c = "kernel: sockets (PostgreSQL, Kafka)"
+                    else if (stack ~ /epoll/) c = "kernel: epoll"
+                    else if (stack ~ /pipe2|memfd|fchmod|wait4|pidfd|__close|close_range/) c = "kernel: pipes, memfd, pidfd, reaping"
+                    else if (stack ~ /futex/) c = "kernel: futex (threads)"
+                    else if (stack ~ /write|read/) c = "kernel: read/write (pipes, eventfd, log)"
+                    else c = "kernel: other"
+                } else if (stack ~ /json_|jansson/) c = "user: jansson (JSON)"
+                else if (stack ~ /avro/) c = "user: avro-c"
+                else if (stack ~ /malloc|free|_int_/) c = "user: malloc/free"
+                else if (stack ~ /PQ|libpq/) c = "user: libpq"
+                else if (stack ~ /rd_kafka/) c = "user: librdkafka"
+                cnt[c]++; tot++; next
+            }
+            inside { stack = stack " " $2 " " $3 }
+            END { for (k in cnt) printf "| %s | %.1f%% |\n", k, 100 * cnt[k] / tot }' | sort -t'|' -k3 -rn
+    } | tee "$OUT.md"
+    say "perf -a: $OUT.md ($OUT.data)"
     ;;
 callgrind)
     callgrind_annotate --inclusive=yes "$OUT.out" 2>/dev/null | head -80 >"$OUT.inclusive.txt"

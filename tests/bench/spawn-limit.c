@@ -119,6 +119,12 @@ int main(int argc, char **argv) {
 #ifdef POSIX_SPAWN_SETSID
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
 #endif
+    /* stdin: one /dev/null for all children, as the worker does */
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull < 0) {
+        perror("/dev/null");
+        return 1;
+    }
     long started = 0, done = 0, failures = 0;
     int running = 0;
     double t0 = mono();
@@ -131,7 +137,7 @@ int main(int argc, char **argv) {
             }
             posix_spawn_file_actions_t fa;
             posix_spawn_file_actions_init(&fa);
-            posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+            posix_spawn_file_actions_adddup2(&fa, devnull, 0);
             posix_spawn_file_actions_adddup2(&fa, po[1], 1);
             posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
             char rel[64], chart[] = "oci://registry.example/charts/bench-chart";
