@@ -41,6 +41,7 @@ values_file=$(jq -r '.values_files[0]' <<<"$inv")
 is "$argv" "install $REL oci://registry.example/charts/matih-ai-service --namespace $NS --create-namespace --version 1.0.0 --values $values_file --timeout 600s --wait --wait-for-jobs --description first install --output json" \
     "helm install argv: release, chart from HELMQ_CHART_REPO, namespace, version, values, timeout, wait-for-jobs, description, json"
 is "$(jq -r .values_mode <<<"$inv")" 0600 "the values file was private (0600)"
+is "$(jq -r .stdin <<<"$inv")" /dev/null "helm's stdin is /dev/null"
 [ ! -e "$values_file" ]
 ok $? "the values file was removed afterwards"
 ledger=$(psql_q "select state, outcome from helmq_worker.commands where command_id = '$id'")
