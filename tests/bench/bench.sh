@@ -192,7 +192,7 @@ fi
 EV_PARTS=$(partitions_for "$PE" 700)
 
 projector_run() { # projector_run REP INSTANCES
-    local rep=$1 ninst=$2 tag db url out t0 first done_ms csv prod wm p0 p1 c0 c1 i pids=()
+    local rep=$1 ninst=$2 tag db url out t0 first done_ms csv prod wm p0 p1 c1 i pids=()
     tag=$(next_tag)
     db=bench_proj_$rep
     db_create "$db"
