@@ -294,7 +294,7 @@ wait_in_flight() { # wait_in_flight URL N SECONDS
 }
 
 scale_run() { # scale_run REP
-    local rep=$1 tag ns port url rss0 rss1 l0 l1 kids
+    local rep=$1 tag ns port url rss0 rss1 kids
     tag=$(next_tag)
     ns=bs-$tag
     port=$(free_port)
@@ -445,7 +445,7 @@ fi
 
 # --- 5. memory over a long run -------------------------------------------------------------------
 memory_run() { # memory_run REP
-    local rep=$1 tag ns chunk step sent=0 done_n=0 next t0 rss series="" wpid
+    local rep=$1 tag ns chunk step sent=0 done_n=0 next t0 rss wpid
     tag=$(next_tag)
     ns=bm-$tag
     chunk=5000
@@ -464,7 +464,6 @@ memory_run() { # memory_run REP
     track $wpid
     t0=$(now_ms)
     rss=$(rss_kb "$WORKER_PID")
-    series="0:$rss"
     : >"$T/mem-$rep.tsv"
     # With each RSS sample, what the worker holds that can grow with the
     # broker's pace: commands received and not finished, commands in
