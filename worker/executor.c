@@ -321,10 +321,9 @@ static void on_spawn_failed(uv_timer_t *t) {
 }
 
 /* /dev/null, opened once (O_CLOEXEC) on the loop thread before the first
- * spawn and duplicated onto each helm's stdin: opening it in every child
- * costs a path walk and a device open (with the container's device cgroup
- * check), ~40 us of CPU per helm here (docs/PERFORMANCE.md). -1: not open,
- * each child opens it itself. */
+ * spawn and duplicated onto each helm's stdin, rather than a path walk and a
+ * device open in every child (about 1 % of a spawn's CPU: docs/PERFORMANCE.md,
+ * change 26). -1: not open, each child opens it itself. */
 static int devnull_fd = -1;
 
 static void devnull_open(void) {
