@@ -256,8 +256,7 @@ EOF
     copy_s=$(awk -v a="$c_t0" -v b="$c_t1" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     raw projector "i$ninst" "$steady" "$total" "$(awk -v n="$PE" -v s="$copy_s" 'BEGIN { printf "%.1f", n / s }')" "$copy_s" \
         "$(awk -v a="$first" -v b="$t0" 'BEGIN { printf "%.2f", (a - b) / 1000 }')" \
-        "$(awk -v t="$c1" -v k="$TICKS" -v n="$PE" 'BEGIN { printf "%.3f", t / k / n * 1000 }')" \
-        "$(awk -v t=$((p1 - p0)) -v k="$TICKS" -v n="$PE" 'BEGIN { printf "%.3f", t / k / n * 1000 }')"
+        "$(per1k "$c1" "$PE" 3)" "$(per1k $((p1 - p0)) "$PE" 3)"
     say "projector x$ninst rep $rep: $steady events/s after the first batch ($total from process start);" \
         "COPY $copy_s s; rows $rows identical"
     db_drop "$db"

@@ -9,7 +9,7 @@
 #   worker_start LOG ARGS...   helmq-worker; waits until it owns every partition; sets WORKER_PID
 #   worker_stop                SIGTERM, wait
 #   projector_start LOG ARGS...  sets PROJECTOR_PID
-#   now_ms, cpu_ticks PID..., machine_ticks, per1k TICKS N, pg_ticks, rss_kb PID, median, pctl P
+#   now_ms, cpu_ticks PID..., machine_ticks, per1k TICKS N [DECIMALS], pg_ticks, rss_kb PID, median, pctl P
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELMQ_BIN=${HELMQ_BIN:-$BENCH_ROOT/bin}
@@ -58,8 +58,8 @@ TICKS=$(getconf CLK_TCK)
 # Clock ticks the whole machine spent busy (every CPU: user, nice, system, irq,
 # softirq, steal), whatever ran: the load generator, the broker, kworkers too.
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-# ticks over N commands -> CPU seconds per 1,000 commands
-per1k() { awk -v t="$1" -v k="$TICKS" -v n="$2" 'BEGIN { printf "%.2f", t / k / n * 1000 }'; }
+# per1k TICKS N [DECIMALS]: clock ticks spent on N items -> CPU seconds per 1,000 items
+per1k() { awk -v t="$1" -v k="$TICKS" -v n="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f", d, t / k / n * 1000 }'; }
 
 # The private PostgreSQL: the postmaster (with its reaped children) and every live backend.
 pg_ticks() {

@@ -79,12 +79,11 @@ while [ "$(grep -c 'assigned ' "$T/w.log")" -lt 8 ] && [ "$SECONDS" -lt "$end" ]
 "$BT" wait -b "$B" --count "$N" --wait-timeout 3600 >"$T/wait.out" &
 wpid=$!
 track $wpid
-if [ "$MODE" = perf ]; then
-    perf record -e cpu-clock -F 999 -g -p "$WORKER_PID" -o "$OUT.data" >/dev/null 2>&1 &
-    PERF_PID=$!
-    sleep 0.5
-elif [ "$MODE" = system ]; then
-    perf record -a -e cpu-clock -F 499 -g -o "$OUT.data" >/dev/null 2>&1 &
+PERF_ARGS=()
+[ "$MODE" = perf ] && PERF_ARGS=(-F 999 -p "$WORKER_PID")
+[ "$MODE" = system ] && PERF_ARGS=(-F 499 -a)
+if [ "${#PERF_ARGS[@]}" -gt 0 ]; then
+    perf record -e cpu-clock -g "${PERF_ARGS[@]}" -o "$OUT.data" >/dev/null 2>&1 &
     PERF_PID=$!
     sleep 0.5
 fi
@@ -94,7 +93,7 @@ untrack $wpid
 out=$(cat "$T/wait.out")
 say "$N commands at concurrency $C: $(awk -v n="$N" -v a="$(kv first_send_ms "$prod")" -v b="$(kv last_ms "$out")" \
     'BEGIN { printf "%.1f", n / ((b - a) / 1000) }') commands/s under $MODE; $out"
-if [ "$MODE" = perf ] || [ "$MODE" = system ]; then
+if [ "${#PERF_ARGS[@]}" -gt 0 ]; then
     kill -INT "$PERF_PID"
     wait "$PERF_PID"
 fi
