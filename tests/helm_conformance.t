@@ -109,6 +109,12 @@ SHAPES=(
 'list --namespace="$NS" --all --output=json'
 'rollback "$REL" 2 -n "$NS" --timeout=5m --wait --wait-for-jobs'
 'uninstall "$REL" -n "$NS" --timeout=1m30s --description="a b" --wait'
+# the cluster and registry flags (HELMQ_KUBECONFIG, HELMQ_KUBE_CONTEXT, HELMQ_REGISTRY_CONFIG, HELMQ_REGISTRY_PLAIN_HTTP)
+'install "$REL" "$CHART" --namespace "$NS" --kubeconfig "$TMP/kubeconfig" --kube-context unreachable --registry-config "$TMP/registry.json" --create-namespace --version 1.0.0 --values "$VALUES" --plain-http --timeout 600s --wait --output json'
+'upgrade "$REL" "$CHART" --namespace "$NS" --kubeconfig "$TMP/kubeconfig" --kube-context unreachable --registry-config "$TMP/registry.json" --version 1.0.0 --values "$VALUES" --plain-http --timeout 600s --wait --output json'
+'status "$REL" --namespace "$NS" --kubeconfig "$TMP/kubeconfig" --kube-context unreachable --registry-config "$TMP/registry.json" --output json'
+'rollback "$REL" 1 --namespace "$NS" --kubeconfig "$TMP/kubeconfig" --kube-context unreachable --timeout 300s --wait'
+'uninstall "$REL" --namespace "$NS" --kubeconfig "$TMP/kubeconfig" --kube-context unreachable --registry-config "$TMP/registry.json" --timeout 300s --wait'
 )
 
 # ---------------------------------------------------------------- real helm
@@ -248,9 +254,23 @@ worker_cases=(
     "$(jq -c '{operation: "rollback", commandId, tenantId, namespace, releaseName, performedBy, requestedAt, timeout: 120}' <<<"$SEEDCMD")"
     "$(jq -c '{operation: "uninstall", commandId, tenantId, namespace, releaseName, performedBy, requestedAt, timeout: 60, reason: "Tenant migration", description: "bye"}' <<<"$SEEDCMD")"
 )
-for cmd in "${worker_cases[@]}"; do
-    op=$(jq -r .operation <<<"$cmd")
-    HELMQ_HELM=helm HELMQ_CHART_REPO=$TMP/charts "$HELMQ_BIN/helmq-worker" argv "$TMP/worker-values.json" <<<"$cmd" >"$TMP/argvs"
+echo '{"auths": {}}' >"$TMP/registry.json"
+for cmd in "${worker_cases[@]}" "cluster flags"; do
+    if [ "$cmd" = "cluster flags" ]; then
+        # The same seed install with every cluster and registry option set.
+        HELMQ_KUBECONFIG=$TMP/kubeconfig HELMQ_KUBE_CONTEXT=unreachable HELMQ_REGISTRY_CONFIG=$TMP/registry.json \
+            HELMQ_REGISTRY_PLAIN_HTTP=true HELMQ_HELM=helm HELMQ_CHART_REPO=$TMP/charts \
+            "$HELMQ_BIN/helmq-worker" argv "$TMP/worker-values.json" <<<"$SEEDCMD" >"$TMP/argvs"
+        op="install, cluster flags"
+        first=$(head -1 "$TMP/argvs")
+        for flag in --kubeconfig --kube-context --registry-config --plain-http --wait; do
+            like "$first" "\"$flag\"" "worker argv (cluster flags): the install has $flag"
+        done
+        like "$(sed -n 2p "$TMP/argvs")" '"--kube-context","unreachable"' "worker argv (cluster flags): status has --kube-context"
+    else
+        op=$(jq -r .operation <<<"$cmd")
+        HELMQ_HELM=helm HELMQ_CHART_REPO=$TMP/charts "$HELMQ_BIN/helmq-worker" argv "$TMP/worker-values.json" <<<"$cmd" >"$TMP/argvs"
+    fi
     while IFS= read -r line; do
         mapfile -t args < <(jq -r '.[1:][]' <<<"$line")
         out=$(real "${args[@]}" 2>&1)

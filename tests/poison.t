@@ -335,7 +335,7 @@ while IFS=$'\t' read -r name key file expect h cid rel; do
     is "$(jq -r '.description + "|" + .performedBy' <<<"$ev")" "$h|$h" "$name: description and performedBy verbatim in the event"
     inv=$(sim_invocations "select(.event == \"start\" and .release == \"$rel\")")
     is "$(jq -c '.argv | del(.[9])' <<<"$inv")" \
-        "$(jq -nc --arg r "$rel" --arg ns $NS --arg h "$h" '["install",$r,"oci://registry.example/charts/matih-ai-service","--namespace",$ns,"--create-namespace","--version","1.0.0","--values","--timeout","300s","--description",$h,"--output","json"]')" \
+        "$(jq -nc --arg r "$rel" --arg ns $NS --arg h "$h" '["install",$r,"oci://registry.example/charts/matih-ai-service","--namespace",$ns,"--create-namespace","--version","1.0.0","--values","--timeout","300s","--wait","--description",$h,"--output","json"]')" \
         "$name: helm's argv has the text as the one element after --description, nothing added"
 done < <(awk -F'\t' '$4 == "ok" && $1 ~ /^text-/' "$M")
 # Hostile names are logged (rejections name them): the log must stay one

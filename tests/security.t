@@ -152,19 +152,19 @@ for d in "--post-renderer=/bin/sh" "--set" "--kubeconfig /etc/kubernetes/admin.c
     is "$(outcome <<<"$ev") $(jf .description <<<"$ev")" "succeeded deployed  $d" "install with description '$d': succeeded, kept verbatim"
     inv=$(helm_ran | jq -c "select(.release == \"inj$n\" and .subcommand == \"install\")")
     is "$(jq -c '.argv | del(.[9])' <<<"$inv")" \
-        "$(jq -nc --arg r inj$n --arg d "$d" '["install",$r,"oci://registry.example/charts/matih-ai-service","--namespace","tenant-a","--create-namespace","--version","1.0.0","--values","--timeout","300s","--description",$d,"--output","json"]')" \
+        "$(jq -nc --arg r inj$n --arg d "$d" '["install",$r,"oci://registry.example/charts/matih-ai-service","--namespace","tenant-a","--create-namespace","--version","1.0.0","--values","--timeout","300s","--wait","--description",$d,"--output","json"]')" \
         "install '$d': the argv element after --description is exactly the text, no other flag appeared"
 done
 id=$(send upgrade inj1 -t $TENANT -n tenant-a --chart-name $CHART --chart-version 1.1.0 --description="--post-renderer=/bin/sh")
 is "$(wait_terminal "$id" 120 | outcome)" "succeeded deployed " "upgrade with a flag-like description succeeds"
 inv=$(helm_ran | jq -c 'select(.release == "inj1" and .subcommand == "upgrade")')
 is "$(jq -c '.argv | del(.[8])' <<<"$inv")" \
-    '["upgrade","inj1","oci://registry.example/charts/matih-ai-service","--namespace","tenant-a","--version","1.1.0","--values","--timeout","300s","--description","--post-renderer=/bin/sh","--output","json"]' \
+    '["upgrade","inj1","oci://registry.example/charts/matih-ai-service","--namespace","tenant-a","--version","1.1.0","--values","--timeout","300s","--wait","--description","--post-renderer=/bin/sh","--output","json"]' \
     "upgrade: the description is one argv element after --description"
 id=$(send uninstall inj2 -t $TENANT -n tenant-a --description="--no-hooks" --reason "--keep-history")
 is "$(wait_terminal "$id" 120 | outcome)" "succeeded uninstalled " "uninstall with flag-like description and reason succeeds"
 inv=$(helm_ran | jq -c 'select(.release == "inj2" and .subcommand == "uninstall")')
-is "$(jq -c .argv <<<"$inv")" '["uninstall","inj2","--namespace","tenant-a","--timeout","300s","--description","--no-hooks"]' \
+is "$(jq -c .argv <<<"$inv")" '["uninstall","inj2","--namespace","tenant-a","--timeout","300s","--wait","--description","--no-hooks"]' \
     "uninstall: the description is one argv element, the reason is not in helm's argv"
 
 # Fields that would land in argv unquoted by position are refused, by the CLI

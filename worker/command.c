@@ -590,7 +590,7 @@ static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb n
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
     helm_argv_t a = {0};
-    helm_argv_simple(&a, c->w->helm, sub, c->doc, revision, timeout_s);
+    helm_argv_simple(&a, &c->w->helmc, sub, c->doc, revision, timeout_s);
     helm_step(c, &a, strcmp(sub, "status") == 0 ? 60 : timeout_s, next);
 }
 
@@ -725,7 +725,7 @@ static void after_atomic_rollback(command_t *c, helm_run_t *run) {
 
 /* Called with c->helm / helm_found describing the release after the failure. */
 static void after_failure_status(command_t *c) {
-    const char *code = c->timed_out ? "TIMEOUT" : "HELM_FAILED";
+    const char *code = c->timed_out ? "TIMEOUT" : helm_failure_code(c->helm_error);
     int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
     outcome(c, "failed", code, "%s", c->helm_error);
     if (c->helm_found) {
@@ -894,7 +894,7 @@ static void run_operation(command_t *c) {
         }
     }
     int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
-    helm_argv_operation(&a, c->w->helm, c->op, c->doc, c->w->chart_repo, c->values_path, target,
+    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path, target,
                         command_timeout(c));
     helm_step(c, &a, command_timeout(c), on_operation);
 }

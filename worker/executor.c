@@ -76,52 +76,74 @@ static const char *jstr(const json_t *cmd, const char *k) {
     return json_string_value(json_object_get(cmd, k));
 }
 
-void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
-                         const char *chart_repo, const char *values_file, int rollback_to, long timeout_s) {
+/* helm's global flags that say which cluster and registry credentials. */
+static void push_globals(helm_argv_t *a, const helm_conf_t *hc) {
+    if (hc->kubeconfig && *hc->kubeconfig) {
+        helm_argv_push(a, "--kubeconfig");
+        helm_argv_push(a, hc->kubeconfig);
+    }
+    if (hc->kube_context && *hc->kube_context) {
+        helm_argv_push(a, "--kube-context");
+        helm_argv_push(a, hc->kube_context);
+    }
+    if (hc->registry_config && *hc->registry_config) {
+        helm_argv_push(a, "--registry-config");
+        helm_argv_push(a, hc->registry_config);
+    }
+}
+
+void helm_argv_operation(helm_argv_t *a, const helm_conf_t *hc, const char *op, const json_t *cmd,
+                         const char *values_file, int rollback_to, long timeout_s) {
     char buf[64];
     const char *desc = jstr(cmd, "description");
     int wait_jobs = json_is_true(json_object_get(cmd, "waitForJobs"));
-    helm_argv_push(a, helm);
+    int chart_op = strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0;
+    helm_argv_push(a, hc->helm);
     helm_argv_push(a, op);
     helm_argv_push(a, jstr(cmd, "releaseName"));
-    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0)
-        helm_push_chart(a, chart_repo, jstr(cmd, "chartName"));
+    if (chart_op)
+        helm_push_chart(a, hc->chart_repo, jstr(cmd, "chartName"));
     if (strcmp(op, "rollback") == 0 && rollback_to > 0) {
         snprintf(buf, sizeof(buf), "%d", rollback_to);
         helm_argv_push(a, buf);
     }
     helm_argv_push(a, "--namespace");
     helm_argv_push(a, jstr(cmd, "namespace"));
+    push_globals(a, hc);
     if (strcmp(op, "install") == 0)
         helm_argv_push(a, "--create-namespace");
-    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
+    if (chart_op) {
         helm_argv_push(a, "--version");
         helm_argv_push(a, jstr(cmd, "chartVersion"));
         helm_argv_push(a, "--values");
         helm_argv_push(a, values_file);
+        if (hc->plain_http)
+            helm_argv_push(a, "--plain-http");
     }
     snprintf(buf, sizeof(buf), "%lds", timeout_s);
     helm_argv_push(a, "--timeout");
     helm_argv_push(a, buf);
-    if (wait_jobs && strcmp(op, "uninstall") != 0) {
-        helm_argv_push(a, "--wait");
+    /* timeout is the time to wait for the operation to complete: helm waits
+     * for the resources (and its own --timeout fires before the worker's
+     * kill, which is the backstop). */
+    helm_argv_push(a, "--wait");
+    if (wait_jobs && strcmp(op, "uninstall") != 0)
         helm_argv_push(a, "--wait-for-jobs");
-    }
     /* helm rollback has no --description. */
     if (desc && *desc && strcmp(op, "rollback") != 0) {
         helm_argv_push(a, "--description");
         helm_argv_push(a, desc);
     }
-    if (strcmp(op, "install") == 0 || strcmp(op, "upgrade") == 0) {
+    if (chart_op) {
         helm_argv_push(a, "--output");
         helm_argv_push(a, "json");
     }
 }
 
-void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
+void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const json_t *cmd, int revision,
                       long timeout_s) {
     char buf[32];
-    helm_argv_push(a, helm);
+    helm_argv_push(a, hc->helm);
     helm_argv_push(a, sub);
     helm_argv_push(a, jstr(cmd, "releaseName"));
     if (revision > 0) {
@@ -130,6 +152,7 @@ void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const j
     }
     helm_argv_push(a, "--namespace");
     helm_argv_push(a, jstr(cmd, "namespace"));
+    push_globals(a, hc);
     if (strcmp(sub, "status") == 0) {
         helm_argv_push(a, "--output");
         helm_argv_push(a, "json");
@@ -137,6 +160,8 @@ void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const j
         snprintf(buf, sizeof(buf), "%lds", timeout_s);
         helm_argv_push(a, "--timeout");
         helm_argv_push(a, buf);
+        if (strcmp(sub, "rollback") == 0 || strcmp(sub, "uninstall") == 0)
+            helm_argv_push(a, "--wait");
     }
 }
 
@@ -794,6 +819,37 @@ void helm_values_remove(const char *path) {
         *slash = '\0';
         rmdir(dir);
     }
+}
+
+/* Whether text mentions any of the NULL-terminated needles. */
+static int mentions(const char *text, const char *const *needles) {
+    for (; *needles; needles++)
+        if (strstr(text, *needles))
+            return 1;
+    return 0;
+}
+
+const char *helm_failure_code(const char *text) {
+    static const char *const timeout[] = {"context deadline exceeded", "timed out waiting for the condition", NULL};
+    static const char *const unreachable[] = {"connection refused", "no such host", "i/o timeout",
+                                              "connection reset by peer", "server misbehaving", NULL};
+    /* An OCI registry's paths are under /v2/; helm names the reference it
+     * pulls (oci://...) in its errors. */
+    static const char *const registry[] = {"/v2/", "oci://", "failed to do request", NULL};
+    static const char *const missing[] = {": not found", "manifest unknown", "name unknown",
+                                          "chart not found", "no chart version found", "no chart name found",
+                                          NULL};
+    if (!text)
+        return "HELM_FAILED";
+    if (mentions(text, timeout))
+        return "TIMEOUT";
+    if (strstr(text, "Kubernetes cluster unreachable"))
+        return "CLUSTER_UNAVAILABLE";
+    if (mentions(text, unreachable))
+        return mentions(text, registry) ? "REGISTRY_UNAVAILABLE" : "CLUSTER_UNAVAILABLE";
+    if (!strstr(text, "release: not found") && mentions(text, missing))
+        return "CHART_NOT_FOUND";
+    return "HELM_FAILED";
 }
 
 const char *helm_error_text(const helm_run_t *run, char *buf, size_t size) {

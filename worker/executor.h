@@ -70,6 +70,18 @@ void helm_argv_free(helm_argv_t *a);
 /* The argv as one line for logs (arguments quoted when they hold spaces). */
 void helm_argv_format(const helm_argv_t *a, char *out, size_t size);
 
+/* How helm reaches the cluster and the chart registry: every field may be
+ * NULL or empty (helm's own default then applies). Borrowed strings, owned by
+ * the caller (the worker's configuration) for as long as argvs are built. */
+typedef struct helm_conf {
+    const char *helm;            /* the helm binary */
+    const char *chart_repo;      /* HELMQ_CHART_REPO, see helm_push_chart */
+    const char *kubeconfig;      /* --kubeconfig */
+    const char *kube_context;    /* --kube-context */
+    const char *registry_config; /* --registry-config: registry credentials (helm registry login) */
+    int plain_http;              /* --plain-http on install/upgrade: an OCI registry over plain HTTP */
+} helm_conf_t;
+
 /* Chart reference for chart in repo (HELMQ_CHART_REPO): "oci://..." gives
  * REPO/CHART; an http(s) URL gives CHART with --repo URL; a directory gives
  * DIR/CHART; any other text is a repository alias (ALIAS/CHART); empty gives
@@ -79,13 +91,16 @@ void helm_push_chart(helm_argv_t *a, const char *repo, const char *chart);
 /* Builds the argv of operation op ("install", "upgrade", "rollback",
  * "uninstall") for the command cmd (natural JSON). values_file is the values
  * file for install/upgrade, rollback_to the target revision (> 0) for
- * rollback, timeout_s the seconds given to helm. */
-void helm_argv_operation(helm_argv_t *a, const char *helm, const char *op, const json_t *cmd,
-                         const char *chart_repo, const char *values_file, int rollback_to, long timeout_s);
+ * rollback, timeout_s the seconds given to helm. Install, upgrade and
+ * rollback wait for the release's resources to be ready (--wait, and
+ * --wait-for-jobs with waitForJobs); uninstall waits for them to be gone. */
+void helm_argv_operation(helm_argv_t *a, const helm_conf_t *hc, const char *op, const json_t *cmd,
+                         const char *values_file, int rollback_to, long timeout_s);
 
 /* The worker's own follow-up commands: "status" (--output json), and the
- * atomic / unlock "rollback" (to revision) and "uninstall" (with --timeout). */
-void helm_argv_simple(helm_argv_t *a, const char *helm, const char *sub, const json_t *cmd, int revision,
+ * atomic / unlock "rollback" (to revision, with --wait) and "uninstall"
+ * (with --wait and --timeout). */
+void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const json_t *cmd, int revision,
                       long timeout_s);
 
 /* Starts argv (argv[0] is the helm binary; taken over: *argv is left
@@ -168,5 +183,12 @@ void helm_values_remove(const char *path);
 
 /* The last line of helm's stderr starting with "Error:", or the whole tail. */
 const char *helm_error_text(const helm_run_t *run, char *buf, size_t size);
+
+/* The error code of a failed helm operation, from helm's error text: TIMEOUT
+ * (helm's own --timeout fired while it waited), CHART_NOT_FOUND (the chart or
+ * the version is not in the registry), REGISTRY_UNAVAILABLE (the chart
+ * registry could not be reached), CLUSTER_UNAVAILABLE (the Kubernetes API
+ * could not be reached), or HELM_FAILED. A static string. */
+const char *helm_failure_code(const char *text);
 
 #endif

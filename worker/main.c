@@ -25,6 +25,15 @@ static const config_opt_t worker_opts[] = {
     {"helm", 0, "HELMQ_HELM", CONFIG_STRING, "helm", "the helm binary (a path, or a name looked up on PATH)"},
     {"chart-repo", 0, "HELMQ_CHART_REPO", CONFIG_STRING, "",
      "where charts come from: oci://prefix, an http(s) repository URL, a directory, or a repo alias"},
+    {"kubeconfig", 0, "HELMQ_KUBECONFIG", CONFIG_STRING, "",
+     "kubeconfig helm uses (--kubeconfig; empty: helm's default, $KUBECONFIG or ~/.kube/config)"},
+    {"kube-context", 0, "HELMQ_KUBE_CONTEXT", CONFIG_STRING, "",
+     "kubeconfig context helm uses (--kube-context; empty: the current context)"},
+    {"registry-config", 0, "HELMQ_REGISTRY_CONFIG", CONFIG_STRING, "",
+     "chart registry credentials, as written by helm registry login --registry-config FILE (empty: helm's "
+     "default)"},
+    {"plain-http", 0, "HELMQ_REGISTRY_PLAIN_HTTP", CONFIG_BOOL, "false",
+     "the OCI chart registry speaks plain HTTP, not HTTPS (helm --plain-http)"},
     {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
      "helm processes running at once (different releases)"},
     {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "2",
@@ -137,8 +146,15 @@ static char **split_list(const char *s, int *count) {
  * against real helm, and for people asking what the worker would run. */
 static int print_argv(int argc, char **argv) {
     json_error_t jerr;
-    const char *helm = getenv("HELMQ_HELM") ? getenv("HELMQ_HELM") : "helm";
-    const char *repo = getenv("HELMQ_CHART_REPO") ? getenv("HELMQ_CHART_REPO") : "";
+    const char *plain = getenv("HELMQ_REGISTRY_PLAIN_HTTP");
+    helm_conf_t hc = {
+        .helm = getenv("HELMQ_HELM") ? getenv("HELMQ_HELM") : "helm",
+        .chart_repo = getenv("HELMQ_CHART_REPO"),
+        .kubeconfig = getenv("HELMQ_KUBECONFIG"),
+        .kube_context = getenv("HELMQ_KUBE_CONTEXT"),
+        .registry_config = getenv("HELMQ_REGISTRY_CONFIG"),
+        .plain_http = plain && (strcmp(plain, "true") == 0 || strcmp(plain, "1") == 0),
+    };
     json_t *cmd = json_loadf(stdin, 0, &jerr);
     if (!json_is_object(cmd) || !json_string_value(json_object_get(cmd, "operation"))) {
         fprintf(stderr, "helmq-worker argv: stdin must be a command as JSON (with \"operation\"): %s\n",
@@ -153,11 +169,11 @@ static int print_argv(int argc, char **argv) {
     const json_t *rev = json_object_get(cmd, "revision");
     helm_argv_t a[4];
     memset(a, 0, sizeof(a));
-    helm_argv_operation(&a[0], helm, op, cmd, repo, argc > 2 ? argv[2] : "/tmp/values.json",
+    helm_argv_operation(&a[0], &hc, op, cmd, argc > 2 ? argv[2] : "/tmp/values.json",
                         json_is_integer(rev) ? (int)json_integer_value(rev) : 1, timeout);
-    helm_argv_simple(&a[1], helm, "status", cmd, 0, timeout);
-    helm_argv_simple(&a[2], helm, "rollback", cmd, 1, timeout);
-    helm_argv_simple(&a[3], helm, "uninstall", cmd, 0, timeout);
+    helm_argv_simple(&a[1], &hc, "status", cmd, 0, timeout);
+    helm_argv_simple(&a[2], &hc, "rollback", cmd, 1, timeout);
+    helm_argv_simple(&a[3], &hc, "uninstall", cmd, 0, timeout);
     for (int i = 0; i < 4; i++) {
         json_t *arr = json_array();
         for (int k = 0; k < a[i].argc; k++)
@@ -234,8 +250,12 @@ int main(int argc, char **argv) {
     memset(&w, 0, sizeof(w));
     w.loop = uv_default_loop();
     w.cfg = &cfg;
-    w.helm = config_get(&cfg, "helm");
-    w.chart_repo = config_get(&cfg, "chart-repo");
+    w.helmc.helm = config_get(&cfg, "helm");
+    w.helmc.chart_repo = config_get(&cfg, "chart-repo");
+    w.helmc.kubeconfig = config_get(&cfg, "kubeconfig");
+    w.helmc.kube_context = config_get(&cfg, "kube-context");
+    w.helmc.registry_config = config_get(&cfg, "registry-config");
+    w.helmc.plain_http = config_bool(&cfg, "plain-http");
     w.tmpdir = config_get(&cfg, "tmpdir");
     w.commands_topic = config_get(&cfg, "commands-topic");
     w.events_topic = config_get(&cfg, "events-topic");
@@ -252,7 +272,7 @@ int main(int argc, char **argv) {
         log_error("--concurrency and --max-buffered must be at least 1");
         return 2;
     }
-    check_helm(w.helm);
+    check_helm(w.helmc.helm);
 
     w.ndbs = (int)config_int(&cfg, "db-connections");
     if (w.ndbs < 1 || w.ndbs > 64) {

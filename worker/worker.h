@@ -124,7 +124,8 @@ struct partition {
 struct worker {
     uv_loop_t *loop;
     config_t *cfg;
-    const char *helm, *chart_repo, *tmpdir;
+    helm_conf_t helmc; /* helm binary, chart repository, cluster and registry */
+    const char *tmpdir;
     const char *commands_topic, *events_topic, *dlq_topic;
     int concurrency;
     int timeout_grace_ms, kill_grace_ms;
