@@ -894,8 +894,7 @@ static void run_operation(command_t *c) {
         }
     }
     int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
-    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path, target,
-                        command_timeout(c));
+    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path, target, command_timeout(c));
     helm_step(c, &a, command_timeout(c), on_operation);
 }
 

@@ -830,14 +830,19 @@ static int mentions(const char *text, const char *const *needles) {
 }
 
 const char *helm_failure_code(const char *text) {
-    static const char *const timeout[] = {"context deadline exceeded", "timed out waiting for the condition", NULL};
-    static const char *const unreachable[] = {"connection refused", "no such host", "i/o timeout",
+    static const char *const timeout[] = {"context deadline exceeded", "timed out waiting for the condition",
+                                          NULL};
+    static const char *const unreachable[] = {"connection refused",       "no such host",       "i/o timeout",
                                               "connection reset by peer", "server misbehaving", NULL};
     /* An OCI registry's paths are under /v2/; helm names the reference it
      * pulls (oci://...) in its errors. */
     static const char *const registry[] = {"/v2/", "oci://", "failed to do request", NULL};
-    static const char *const missing[] = {": not found", "manifest unknown", "name unknown",
-                                          "chart not found", "no chart version found", "no chart name found",
+    static const char *const missing[] = {": not found",
+                                          "manifest unknown",
+                                          "name unknown",
+                                          "chart not found",
+                                          "no chart version found",
+                                          "no chart name found",
                                           NULL};
     if (!text)
         return "HELM_FAILED";
