@@ -8,7 +8,7 @@
 
 export HELMQ_RUN_DIR="$T/run"
 export HELMQ_API_LISTEN=127.0.0.1:$(free_port)
-unset HELMQ_BROKERS HELMQ_DATABASE_URL HELMQ_HELM HELMQ_CHART_REPO
+unset HELMQ_BROKERS HELMQ_DATABASE_URL HELMQ_HELM HELMQ_CHART_REPO KUBECONFIG HELMQ_KUBECONFIG HELMQ_RUN_HELM
 export PATH="$HELMQ_BIN:$PATH"
 
 # make run (its script), in its own process group as a terminal would run it.
@@ -22,7 +22,8 @@ ok $? "make run serves (build/run/env.sh written)"
 sleep 1
 out=$(cat "$T/run.out")
 like "$out" "helmq is running." "make run says it is running"
-like "$out" "SIMULATED helm" "and says loudly that helm is simulated"
+like "$out" "REAL helm 3.17" "and says it runs real helm"
+like "$out" "EMULATED Kubernetes cluster" "and says loudly that the cluster is emulated"
 like "$out" "HELMQ_HELM=/path/to/helm" "and how to point at a real cluster"
 like "$out" "source $HELMQ_RUN_DIR/env.sh" "and the next commands to type"
 pids=$(cat "$HELMQ_RUN_DIR/pids")
@@ -42,19 +43,30 @@ is "$?" 0 "helmq releases list --tenant … --output table (README)"
 like "$table" "acme-ai-service" "lists the release"
 like "$table" "deployed" "with its status"
 
+# The release is in the emulated cluster: kubectl and helm from env.sh see it.
+like "$(command -v kubectl)" "build/tools/kubectl" "env.sh puts kubectl 1.31 on PATH"
+deploy=$(kubectl get deploy -n tenant-acme -l app.kubernetes.io/instance=acme-ai-service -o json)
+is "$(jq -r '.items[0].spec.replicas' <<<"$deploy")" 2 "kubectl get deploy -n tenant-acme shows the seed's Deployment (2 replicas)"
+is "$(jq -r '.items[0].status.readyReplicas' <<<"$deploy")" 2 "and it is ready"
+is "$(helm list -n tenant-acme -o json | jq -r '.[0] | "\(.name) \(.status) \(.chart)"')" \
+    "acme-ai-service deployed matih-ai-service-1.0.0" "helm list (real helm) shows the release"
+like "$(cat "$HELMQ_RUN_DIR/env.sh")" "HELMQ_CHART_REPO='oci://127.0.0.1:" "env.sh exports the chart registry"
+
 # The HTTP API make run started, with its generated admin token.
 token=$(awk '$3 == "admin" {print $1}' "$HELMQ_RUN_DIR/api-tokens")
 api=$(curl -s -H "Authorization: Bearer $token" "http://$HELMQ_API_LISTEN/api/v1/helm/releases/$RID")
 is "$(jq -r .status <<<"$api")" deployed "make run serves the HTTP API (GET the release with the admin token)"
 
-# A failing atomic install exits non-zero with helm's error.
-mkdir -p "$HELMQ_RUN_DIR/helm-sim/knobs/tenant-acme"
-echo '{"install": {"fail": "ImagePullBackOff: registry unreachable"}}' >"$HELMQ_RUN_DIR/helm-sim/knobs/tenant-acme/doomed.json"
+# A failing atomic install (pods that never become ready, timeout 5 s) exits
+# non-zero with helm's error.
 out=$(helmq install doomed -t 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b -n tenant-acme --chart-name matih-ai-service \
-    --chart-version 1.0.0 --atomic --wait 2>"$T/wait.err")
+    --chart-version 1.0.0 --atomic --timeout 5 --set-values '{"podAnnotations": {"emulator.helmq.dev/ready": "never"}}' \
+    --wait 2>"$T/wait.err")
 is "$?" 3 "a failing atomic install: --wait exits 3"
-like "$(cat "$T/wait.err")" "ImagePullBackOff: registry unreachable" "with helm's error"
-is "$(sed 1d <<<"$out" | jq -r .eventType)" rolled_back "and the outcome rolled_back"
+like "$(cat "$T/wait.err")" "context deadline exceeded|timed out" "with helm's error"
+is "$(sed 1d <<<"$out" | jq -r '"\(.eventType) \(.errorCode)"')" "rolled_back TIMEOUT" "and the outcome rolled_back, TIMEOUT"
+is "$(kubectl get deploy -n tenant-acme -l app.kubernetes.io/instance=doomed -o json | jq '.items | length')" 0 \
+    "nothing of it is left in the cluster"
 
 # Uninstall the seed release so the demo can install it again.
 helmq uninstall acme-ai-service -t 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b -n tenant-acme --reason cleanup --wait >/dev/null 2>&1

@@ -40,6 +40,7 @@ cleanup() {
         wait "$p" 2>/dev/null
     done
     [ -n "$started_pg" ] && pg_stop "$started_pg" >/dev/null 2>&1
+    [ -n "${started_cluster:-}" ] && cluster_stop >/dev/null 2>&1
     rm -f "$RUN/env.sh" "$RUN/pids"
     [ "${#started_pids[@]}" -gt 0 ] && say "stopped everything make $mode started"
 }
@@ -64,13 +65,27 @@ stack_up() {
         DB_NOTE="PostgreSQL at $HELMQ_DATABASE_URL (from HELMQ_DATABASE_URL)"
     fi
     export HELMQ_DATABASE_URL
-    if [ -z "${HELMQ_HELM:-}" ]; then
+    if [ -z "${HELMQ_HELM:-}" ] && [ "${HELMQ_RUN_HELM:-real}" = sim ]; then
         export HELMQ_HELM="$ROOT/tests/helm-sim/helm"
         export HELM_SIM_STATE="$RUN/helm-sim"
         mkdir -p "$HELM_SIM_STATE"
         [ -f "$HELM_SIM_STATE/charts.json" ] || echo '{"matih-ai-service": {"1.0.0": {"appVersion": "2.0.0"}, "1.1.0": {"appVersion": "2.1.0"}}}' >"$HELM_SIM_STATE/charts.json"
         export HELMQ_CHART_REPO=${HELMQ_CHART_REPO:-oci://registry.example/charts}
-        HELM_NOTE="SIMULATED helm (tests/helm-sim/helm, state in $HELM_SIM_STATE): no cluster is touched.
+        HELM_NOTE="SIMULATED helm (tests/helm-sim/helm, state in $HELM_SIM_STATE; HELMQ_RUN_HELM=sim): no cluster is touched."
+    elif [ -z "${HELMQ_HELM:-}" ]; then
+        # Real helm against the project's emulated Kubernetes API, charts in a
+        # real OCI registry: what a user's cluster would see, without one.
+        say "starting the EMULATED Kubernetes cluster and the chart registry (real helm 3.17)"
+        . "$ROOT/tests/lib/cluster.sh"
+        if ! cluster_start "$RUN/cluster" >"$RUN/cluster.log" 2>&1; then
+            tail -20 "$RUN/cluster.log" >&2
+            say "the emulated cluster or the chart registry did not start (log: $RUN/cluster.log)"
+            exit 1
+        fi
+        started_cluster=1
+        HELM_NOTE="REAL helm 3.17 ($HELMQ_HELM) against an EMULATED Kubernetes cluster: nothing real is deployed.
+               API server: tests/kube/ emulator, KUBECONFIG=$KUBECONFIG (state in $RUN/cluster/kube)
+               charts:     $HELMQ_CHART_REPO (Debian's docker-registry, plain HTTP; matih-ai-service 1.0.0 and 1.1.0)
     To deploy for real: HELMQ_HELM=/path/to/helm KUBECONFIG=~/.kube/config HELMQ_CHART_REPO=oci://your/charts make run"
     else
         HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
@@ -113,6 +128,13 @@ stack_up() {
         echo "export HELMQ_BROKERS='$HELMQ_BROKERS'"
         echo "export HELMQ_DATABASE_URL='$HELMQ_DATABASE_URL'"
         echo "export PATH='$BIN':\"\$PATH\""
+        if [ -n "${started_cluster:-}" ]; then
+            # helm and kubectl against the emulated cluster, helm push to the registry.
+            echo "export KUBECONFIG='$KUBECONFIG'"
+            echo "export HELMQ_CHART_REPO='$HELMQ_CHART_REPO'"
+            echo "export HELM_CACHE_HOME='$HELM_CACHE_HOME' HELM_CONFIG_HOME='$HELM_CONFIG_HOME' HELM_DATA_HOME='$HELM_DATA_HOME'"
+            echo "export PATH='$ROOT/build/tools':\"\$PATH\""
+        fi
     } >"$RUN/env.sh"
     echo "${started_pids[*]}" >"$RUN/pids"
 }
@@ -135,7 +157,10 @@ Next, in another terminal:
   helmq events
   curl -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/summary
   make demo                     # the seed's whole story, step by step
-
+${started_cluster:+  kubectl get deploy,svc -n tenant-acme     # the release in the emulated cluster
+  helm list -A                  # helm's own view (build/tools/helm, on PATH after source)
+  helm push CHART.tgz $HELMQ_CHART_REPO --plain-http   # publish a chart of your own
+}
 Ctrl-C stops everything make run started. Logs follow.
 
 EOM
