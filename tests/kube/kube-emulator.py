@@ -75,6 +75,23 @@ def deepcopy(o):
     return json.loads(json.dumps(o))
 
 
+def strip_nulls(o):
+    """What decoding into the typed structs of the real API server does to JSON nulls."""
+    if isinstance(o, dict):
+        return {k: strip_nulls(v) for k, v in o.items() if v is not None}
+    if isinstance(o, list):
+        return [strip_nulls(v) for v in o]
+    return o
+
+
+def dsub(parent, key):
+    """parent[key] as a dict, created (or replacing a null) when needed."""
+    v = parent.get(key)
+    if not isinstance(v, dict):
+        v = parent[key] = {}
+    return v
+
+
 SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -938,9 +955,9 @@ class Store:
     # -- writes with API semantics
     def create(self, rt, ns, obj, dry_run=False):
         with self.lock:
-            obj = deepcopy(obj)
+            obj = deepcopy(obj) if rt.crd else strip_nulls(obj)
             obj["apiVersion"], obj["kind"] = rt.gv, rt.kind
-            m = obj.setdefault("metadata", {})
+            m = dsub(obj, "metadata")
             if rt.namespaced:
                 if m.get("namespace") and m["namespace"] != ns:
                     raise bad_request("the namespace of the provided object does not match the namespace "
@@ -992,8 +1009,8 @@ class Store:
             old = self.get(rt, ns, name)
             if old is None:
                 raise not_found(rt, name)
-            obj = deepcopy(obj)
-            m = obj.setdefault("metadata", {})
+            obj = deepcopy(obj) if rt.crd else strip_nulls(obj)
+            m = dsub(obj, "metadata")
             if m.get("name") and m["name"] != name:
                 raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                                   % (m["name"], name))
@@ -1201,8 +1218,8 @@ def defaults_on_create(store, rt, obj):
         spec.setdefault("manualSelector", False)
         if not spec.get("selector"):
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
-        tm = spec.setdefault("template", {}).setdefault("metadata", {})
-        lab = tm.setdefault("labels", {})
+        tm = dsub(dsub(spec, "template"), "metadata")
+        lab = dsub(tm, "labels")
         lab.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
                     "controller-uid": uid, "job-name": name})
         _default_pod_spec(spec["template"].get("spec"))
@@ -1272,8 +1289,8 @@ def defaults_on_update(store, rt, old, obj):
                       "suspend", "podReplacementPolicy", "manualSelector"):
                 if spec.get(f) is None and f in ospec:
                     spec[f] = ospec[f]
-            tm = spec.setdefault("template", {}).setdefault("metadata", {})
-            tm.setdefault("labels", {}).update({
+            tm = dsub(dsub(spec, "template"), "metadata")
+            dsub(tm, "labels").update({
                 x: y for x, y in (((ospec.get("template") or {}).get("metadata") or {}).get("labels") or {}).items()
                 if x in ("batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name",
                          "controller-uid", "job-name")})
@@ -1515,9 +1532,9 @@ class Controllers:
             return
         if new is None:
             t = deepcopy(tmpl)
-            t.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
+            dsub(dsub(t, "metadata"), "labels")["pod-template-hash"] = h
             sel = deepcopy(spec.get("selector") or {})
-            sel.setdefault("matchLabels", {})["pod-template-hash"] = h
+            dsub(sel, "matchLabels")["pod-template-hash"] = h
             labels = dict((tmpl.get("metadata") or {}).get("labels") or {})
             labels["pod-template-hash"] = h
             rsname = "%s-%s" % (name, h)
@@ -1951,7 +1968,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         ms = (time.monotonic() - t0) * 1000
         lvl = "error" if self._code >= 500 else "debug"
-        log(lvl, "%s %s %d %.1fms" % (self.command, self.path, self._code, ms))
+        if lvl == "error" or _log_level <= LOG_LEVELS["debug"]:
+            ct = self.headers.get("Content-Type") if self.command in ("POST", "PUT", "PATCH") else None
+            log(lvl, "%s %s %d %.1fms%s" % (self.command, self.path, self._code, ms, " " + ct if ct else ""))
 
     def _route(self, path, q):
         reg = self.store.reg
