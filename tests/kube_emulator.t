@@ -96,6 +96,8 @@ ok $? "kubectl rollout status (a watch) sees the rollout complete"
 # A field only the live object has (kubectl set env: itself a strategic merge patch).
 kubectl set env deploy/web-demo -n $NS MANUAL=kept >/dev/null 2>&1
 ok $? "kubectl set env adds a live-only env var"
+is "$(kubectl get deploy web-demo -n $NS -o jsonpath='{.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].name}')" \
+    "nginx:1.16.0 MANUAL" "kubectl's strategic merge patch merged the container by name (image kept)"
 # --- upgrade --wait: replicas 3, an env var and a pod label; strategic merge keeps MANUAL
 t0=$(date +%s.%N)
 out=$(helm upgrade web "$CH" -n $NS --wait --timeout 60s --set hookJob.enabled=true --set replicaCount=3 \
@@ -111,6 +113,8 @@ is "$(jq -r '[.spec.template.spec.containers[0].env[] | "\(.name)=\(.value)"] | 
 is "$(jq -r '.spec.template.spec.containers | length' <<<"$D") $(jq -r '.spec.template.spec.containers[0].image' <<<"$D")" \
     "1 nginx:1.16.0" "containers merged by name (one container, image kept)"
 is "$(jq -r '.spec.template.metadata.labels.tier' <<<"$D")" web "the pod label was added"
+is "$(jq '[paths | .[] | strings | select(startswith("$"))] | length' <<<"$D")" 0 \
+    "no patch directive (\$setElementOrder, \$patch, ...) leaked into the object"
 is "$(jq -r '"\(.status.readyReplicas) \(.status.updatedReplicas) \(.status.observedGeneration == .metadata.generation)"' <<<"$D")" \
     "3 3 true" "the upgraded Deployment is ready (3 ready, 3 updated, generation observed)"
 # (three ReplicaSets: the install's, kubectl set env's, the upgrade's)
@@ -233,6 +237,12 @@ is "$(kubectl get deploy keep-demo -n keep -o jsonpath='{.metadata.uid}')" "$UID
 out=$(helm upgrade keep "$CH" -n keep --wait --timeout 60s --set replicaCount=2 2>&1)
 ok $? "helm upgrade --wait after the restart succeeds" || diag "$out"
 is "$(kubectl get deploy keep-demo -n keep -o jsonpath='{.status.readyReplicas}')" 2 "... and is ready with 2 replicas"
+# A crash (SIGKILL) loses at most the last ~50 ms: the debounced save has run by then.
+kubectl create configmap crash -n keep --from-literal=k=v >/dev/null 2>&1
+sleep 0.5
+kube_restart --kill
+ok $? "the emulator restarted after a SIGKILL"
+is "$(kubectl get cm crash -n keep -o jsonpath='{.data.k}' 2>&1)" v "an object created 0.5 s before the SIGKILL survived it"
 
 # --- 20 helm installs in parallel, 20 namespaces
 t0=$(date +%s.%N)

@@ -8,8 +8,9 @@
 #       KUBECONFIG, KUBE_PID, KUBE_ADDR (HOST:PORT) and KUBE_URL. Extra arguments go
 #       to the emulator (e.g. --ready-delay-ms 100). Returns non-zero on failure.
 #   kube_stop      SIGTERM (the emulator saves its state), wait; SIGKILL after 10 s
-#   kube_restart   kube_stop, then start again on the same port with the same state
-#                  and arguments (the kubeconfig stays valid)
+#   kube_restart [--kill]
+#                  kube_stop (or kube_kill), then start again on the same port with the
+#                  same state and arguments (the kubeconfig stays valid)
 #   kube_kill      SIGKILL (a crash; state is whatever was last saved, <= ~50 ms old)
 #
 # KUBE_EMULATOR_LOG_LEVEL (default debug here) and KUBE_EMULATOR_READY_DELAY_MS are
@@ -81,9 +82,9 @@ kube_kill() {
     KUBE_PID=
 }
 
-kube_restart() {
+kube_restart() { # kube_restart [--kill]
     local addr=$KUBE_ADDR i
-    kube_stop
+    if [ "${1:-}" = --kill ]; then kube_kill; else kube_stop; fi
     for i in 1 2 3 4 5 6 7 8 9 10; do
         _kube_launch "$addr" && return 0
         sleep 0.2
