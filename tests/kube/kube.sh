@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/kube/kube.sh: start and stop the emulated Kubernetes API server
 # (tests/kube/kube-emulator.py) for tests and for `make run`. Source it (bash).
 #
@@ -27,8 +28,8 @@ _kube_launch() { # _kube_launch ADDR: start on ADDR, wait for /version
         --address-file "$KUBE_RUN_DIR/address" --log "$KUBE_RUN_DIR/kube.log" "${KUBE_ARGS[@]}" \
         >>"$KUBE_RUN_DIR/kube.out" 2>&1 &
     KUBE_PID=$!
-    local i
-    for i in $(seq 1 100); do
+    local _
+    for _ in $(seq 1 100); do
         if [ -s "$KUBE_RUN_DIR/address" ]; then
             KUBE_ADDR=$(cat "$KUBE_RUN_DIR/address")
             KUBE_URL=http://$KUBE_ADDR
@@ -51,8 +52,8 @@ kube_start() { # kube_start RUN_DIR [EMULATOR_ARGS...]
     shift
     KUBE_ARGS=("$@")
     mkdir -p "$KUBE_RUN_DIR/state" || return 1
-    local try port
-    for try in 1 2 3 4 5; do
+    local port _
+    for _ in 1 2 3 4 5; do
         port=$(free_port) || return 1
         _kube_launch "127.0.0.1:$port" && return 0
     done
@@ -64,8 +65,8 @@ kube_start() { # kube_start RUN_DIR [EMULATOR_ARGS...]
 kube_stop() {
     [ -n "${KUBE_PID:-}" ] || return 0
     kill -TERM "$KUBE_PID" 2>/dev/null
-    local i
-    for i in $(seq 1 100); do
+    local _
+    for _ in $(seq 1 100); do
         kill -0 "$KUBE_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -83,9 +84,9 @@ kube_kill() {
 }
 
 kube_restart() { # kube_restart [--kill]
-    local addr=$KUBE_ADDR i
+    local addr=$KUBE_ADDR _
     if [ "${1:-}" = --kill ]; then kube_kill; else kube_stop; fi
-    for i in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         _kube_launch "$addr" && return 0
         sleep 0.2
     done
