@@ -107,6 +107,7 @@ http:
   secret: $(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   headers:
     X-Content-Type-Options: [nosniff]
+    X-Helmq-Registry-Instance: [$_registry_nonce]
 health:
   storagedriver:
     enabled: true
@@ -116,13 +117,23 @@ $auth_block
 EOF
 }
 
-_registry_http_code() { # GET /v2/ -> HTTP status (000 when nothing answers)
-    curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$REGISTRY_ADDR/v2/" 2>/dev/null
+# _registry_probe: "STATUS ours|other": the status of GET /v2/, and whether the
+# answer carries this start's nonce header (another server on the port, such
+# as an earlier registry, would answer too).
+_registry_probe() {
+    local hdrs code
+    hdrs=$(curl -s -D - -o /dev/null -m 2 "http://$REGISTRY_ADDR/v2/" 2>/dev/null | tr -d '\r')
+    code=$(printf '%s\n' "$hdrs" | awk 'NR == 1 { print $2 }')
+    case $hdrs in
+    *"X-Helmq-Registry-Instance: $_registry_nonce"*) echo "${code:-000} ours" ;;
+    *) echo "${code:-000} other" ;;
+    esac
 }
 
 _registry_launch() { # PORT -> 0 up, 1 failed, 2 port taken (retry another)
     local port=$1 want=200 code end
     [ -n "$_registry_auth" ] && want=401
+    _registry_nonce=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
     _registry_write_config "$port" || return 1
     REGISTRY_ADDR=127.0.0.1:$port
     printf -- '--- %s docker-registry serve on %s\n' "$(date -u +%FT%TZ)" "$REGISTRY_ADDR" >>"$REGISTRY_DIR/registry.log"
@@ -134,8 +145,8 @@ _registry_launch() { # PORT -> 0 up, 1 failed, 2 port taken (retry another)
     REGISTRY_PID=$!
     end=$((SECONDS + ${REGISTRY_START_TIMEOUT:-15}))
     while :; do
-        code=$(_registry_http_code)
-        [ "$code" = "$want" ] && return 0
+        code=$(_registry_probe)
+        [ "$code" = "$want ours" ] && return 0
         if ! kill -0 "$REGISTRY_PID" 2>/dev/null; then
             wait "$REGISTRY_PID" 2>/dev/null
             local rc=$?
@@ -146,7 +157,7 @@ _registry_launch() { # PORT -> 0 up, 1 failed, 2 port taken (retry another)
             return 1
         fi
         if [ "$SECONDS" -ge "$end" ]; then
-            _registry_err "docker-registry (pid $REGISTRY_PID) did not answer GET http://$REGISTRY_ADDR/v2/ with $want within ${REGISTRY_START_TIMEOUT:-15} s (last status: ${code:-none})"
+            _registry_err "docker-registry (pid $REGISTRY_PID) did not answer GET http://$REGISTRY_ADDR/v2/ with $want within ${REGISTRY_START_TIMEOUT:-15} s (last answer: ${code:-none})"
             _registry_log_tail
             registry_stop
             return 1
