@@ -6,6 +6,7 @@
 # version, a missing chart and an unreachable registry (printed as
 # diagnostics), data kept across a restart, start failures reported with the
 # registry's log, and the htpasswd mode with a helm registry config file.
+# shellcheck disable=SC2030,SC2031,SC2119 # subshells keep their registry settings on purpose
 . "$(dirname "$0")/lib/tap.sh"
 . "$(dirname "$0")/lib/common.sh"
 . tests/lib/registry.sh

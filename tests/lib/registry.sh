@@ -79,6 +79,7 @@ print(crypt.crypt(os.environ["REG_PASS"], crypt.mksalt(crypt.METHOD_BLOWFISH, ro
             _registry_err "cannot make a bcrypt hash for --auth"
             return 1
         }
+        # shellcheck disable=SC2016 # a literal $2 (bcrypt's prefix)
         case $hash in '$2'*) ;; *) _registry_err "crypt gave no bcrypt hash: '$hash'"; return 1 ;; esac
         printf '%s:%s\n' "$user" "$hash" >"$REGISTRY_DIR/registry.htpasswd"
         auth_block="auth:
@@ -168,7 +169,7 @@ _registry_launch() { # PORT -> 0 up, 1 failed, 2 port taken (retry another)
 
 registry_start() { # registry_start RUN_DIR [--port PORT] [--auth USER:PASS]
     [ $# -ge 1 ] || { _registry_err "usage: registry_start RUN_DIR [--port PORT] [--auth USER:PASS]"; return 2; }
-    local dir=$1 port= port_try tries rc
+    local dir=$1 port='' port_try tries rc
     shift
     _registry_auth=
     while [ $# -gt 0 ]; do
@@ -219,9 +220,9 @@ registry_start() { # registry_start RUN_DIR [--port PORT] [--auth USER:PASS]
 
 registry_stop() {
     [ -n "$REGISTRY_PID" ] || return 0
-    local i
+    local _
     kill "$REGISTRY_PID" 2>/dev/null
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$REGISTRY_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -232,7 +233,10 @@ registry_stop() {
 }
 
 registry_restart() { # same RUN_DIR, port, data and credentials
-    [ -n "${REGISTRY_DIR:-}" ] && [ -n "$_registry_port" ] || { _registry_err "registry_restart: no registry was started"; return 1; }
+    if [ -z "${REGISTRY_DIR:-}" ] || [ -z "$_registry_port" ]; then
+        _registry_err "registry_restart: no registry was started"
+        return 1
+    fi
     local auth=$_registry_auth
     registry_stop
     if [ -n "$auth" ]; then
@@ -262,13 +266,13 @@ registry_push_charts() { # registry_push_charts [CHART_SRC_DIR]
     while read -r name version app; do
         case $name in '' | '#'*) continue ;; esac
         pkg=$out/$name-$version.tgz
-        "$REGISTRY_HELM" package "$src/$name" --version "$version" --app-version "$app" -d "$out" \
-            >"$REGISTRY_DIR/helm-package.out" 2>&1 && [ -s "$pkg" ] || {
+        if ! "$REGISTRY_HELM" package "$src/$name" --version "$version" --app-version "$app" -d "$out" </dev/null \
+            >"$REGISTRY_DIR/helm-package.out" 2>&1 || [ ! -s "$pkg" ]; then
             _registry_err "helm package $src/$name --version $version --app-version $app failed:"
             sed 's/^/registry:   /' "$REGISTRY_DIR/helm-package.out" >&2
             return 1
-        }
-        "$REGISTRY_HELM" push "$pkg" "oci://$REGISTRY_ADDR/charts" --plain-http \
+        fi
+        "$REGISTRY_HELM" push "$pkg" "oci://$REGISTRY_ADDR/charts" --plain-http </dev/null \
             --registry-config "$HELM_REGISTRY_CONFIG" >"$REGISTRY_DIR/helm-push.out" 2>&1 || {
             _registry_err "helm push $pkg oci://$REGISTRY_ADDR/charts --plain-http failed:"
             sed 's/^/registry:   /' "$REGISTRY_DIR/helm-push.out" >&2
