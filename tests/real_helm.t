@@ -122,7 +122,7 @@ is "$left" 0 "nothing of it is left in the cluster"
 is "$(helm_secrets $NS never)" "" "and no helm release Secret"
 is "$(ev_field '[.history[] | .status] | join(" ")')" "failed uninstalled" \
     "helmq's history keeps the failed revision, then the atomic uninstall"
-like "$(ev_field .errorMessage)" "context deadline exceeded|timed out" "the message is helm's own timeout"
+like "$(ev_field .errorMessage)" "context deadline exceeded" "the message is helm's own timeout"
 
 # ---------------------------------------------------------------- a failing hook Job with waitForJobs
 id=$(send install $(install_args hookfail $NS) --timeout 60 --wait-for-jobs \
@@ -131,7 +131,7 @@ ev=$(wait_terminal "$id" 120)
 diag "failing hook: $(ev_field .errorMessage)"
 is "$(ev_field '[.eventType,.errorCode,.status] | join(" ")')" "failed HELM_FAILED failed" \
     "an install whose hook Job fails fails (HELM_FAILED), the release failed"
-like "$(ev_field .errorMessage)" "BackoffLimitExceeded|job failed|hook" "with helm's message about the Job"
+like "$(ev_field .errorMessage)" "BackoffLimitExceeded" "with helm's message about the Job"
 is "$(helm_ status hookfail -n $NS -o json | jq -r .info.status)" failed "helm's storage says failed too"
 
 # ---------------------------------------------------------------- a chart or version missing from the registry
@@ -154,7 +154,7 @@ ev=$(wait_terminal "$id" 60)
 diag "registry down: $(ev_field .errorMessage)"
 is "$(ev_field '[.eventType,.errorCode] | join(" ")')" "failed REGISTRY_UNAVAILABLE" \
     "with the registry down an install fails with REGISTRY_UNAVAILABLE (not retried forever)"
-registry_start "$T/cluster/registry" >>"$T/cluster.log" 2>&1 || bail "the registry did not come back"
+registry_restart >>"$T/cluster.log" 2>&1 || bail "the registry did not come back"
 export HELMQ_CHART_REPO
 id=$(send install regdown -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0 --app-version 2.0.0)
 ev=$(wait_terminal "$id" 120)
@@ -186,7 +186,7 @@ kill -9 "$WORKER_PID"
 wait "$WORKER_PID" 2>/dev/null
 # The machine went down with it: helm dies too, leaving pending-upgrade.
 for e in /proc/[0-9]*/environ; do
-    if tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "HELMQ_COMMAND_ID=$id"; then
+    if { tr '\0' '\n' <"$e"; } 2>/dev/null | grep -qx "HELMQ_COMMAND_ID=$id"; then
         p=${e#/proc/}; kill -9 "${p%/environ}" 2>/dev/null
     fi
 done
@@ -209,7 +209,7 @@ unlike "$(ev_field .errorMessage)" "in progress" "and no 'in progress' error rea
 wait_projected "$id"
 for r in crash regdown; do
     rid=$(ev_field .releaseId)
-    [ "$r" = regdown ] && rid=$(psql_q "select release_id from helmq.releases where release_name = 'regdown' and status <> 'uninstalled'")
+    [ "$r" = regdown ] && rid=$(psql_q "select release_id from helmq.releases where release_name = 'regdown' and status = 'deployed'")
     helm_rows=$(helm_ history $r -n $NS -o json | jq -r '.[] | "\(.revision) \(.chart | sub("^matih-ai-service-"; ""))"')
     proj_rows=$("$HELMQ_BIN/helmq" releases history "$rid" | jq -r '.[] | "\(.revision) \(.chartVersion)"' | sort -n)
     is "$proj_rows" "$helm_rows" "$r: the projection's history equals helm's (revision, chart version)"

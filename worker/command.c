@@ -173,9 +173,20 @@ static void rstate_from_helm(rstate_t *s, command_t *c) {
     /* The appVersion the sender gave is the one the seed's history shows. */
     const char *app = is_install_or_upgrade(c) && !c->helm_failed ? jstr(c->doc, "appVersion") : NULL;
     snprintf(s->app, sizeof(s->app), "%s", app && *app ? app : h->app_version);
-    free(s->redacted);
-    s->redacted = NULL;
-    values_digest_redact(h->config, s->digest, &s->redacted);
+    if (h->config) {
+        /* helm showed the values (install/upgrade -o json): digest them. */
+        free(s->redacted);
+        s->redacted = NULL;
+        values_digest_redact(h->config, s->digest, &s->redacted);
+    } else if (strcmp(c->op, "rollback") == 0 && c->rollback_digest) {
+        /* helm history shows no values: a rollback's are those of the
+         * revision it went back to, as the ledger recorded them. Otherwise
+         * (an atomic or unlocking rollback to the deployed revision, a
+         * failure) the registry's, loaded by rstate_from_registry, stand. */
+        snprintf(s->digest, sizeof(s->digest), "%s", c->rollback_digest);
+        free(s->redacted);
+        s->redacted = c->rollback_redacted ? strdup(c->rollback_redacted) : NULL;
+    }
     if (strcmp(s->status, "deployed") == 0)
         s->deployed = s->revision;
 }
@@ -582,8 +593,8 @@ static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb n
     c->helm_next = (void (*)(void))next;
     c->helm_argv = *argv;
     *argv = (helm_argv_t){0};
-    /* helm status changes nothing: a crash while it runs needs no waiting */
-    c->helm_records = c->helm_argv.argc > 1 && strcmp(c->helm_argv.argv[1], "status") != 0;
+    /* helm history (the status step) changes nothing: a crash while it runs needs no waiting */
+    c->helm_records = c->helm_argv.argc > 1 && strcmp(c->helm_argv.argv[1], "history") != 0;
     c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
     pool_acquire(c, helm_launch);
 }
@@ -1251,6 +1262,14 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
     c->ledger = strcmp(state, "running") == 0 ? field_json(res, 4) : NULL;
     json_t *target = field_json(res, 5);
     c->rollback_default = target ? jint(target, "revision") : 0;
+    free(c->rollback_digest);
+    free(c->rollback_redacted);
+    c->rollback_digest = c->rollback_redacted = NULL;
+    if (target && jstr(target, "values_digest")) {
+        c->rollback_digest = strdup(jstr(target, "values_digest"));
+        c->rollback_redacted =
+            jstr(target, "values_redacted") ? strdup(jstr(target, "values_redacted")) : NULL;
+    }
     json_decref(target);
     const json_t *given = json_object_get(c->doc, "revision");
     if (strcmp(c->op, "rollback") == 0 && json_is_integer(given))
@@ -1348,6 +1367,8 @@ void command_free(command_t *c) {
     free(c->dlq_error);
     free(c->dlq_reason);
     json_decref(c->doc);
+    free(c->rollback_digest);
+    free(c->rollback_redacted);
     json_decref(c->release);
     json_decref(c->ledger);
     json_decref(c->new_release);

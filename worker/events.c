@@ -85,9 +85,57 @@ static void copy_str(char *dst, size_t size, const json_t *v) {
     snprintf(dst, size, "%s", json_is_string(v) ? json_string_value(v) : "");
 }
 
+/* Whether s is a SemVer version (MAJOR.MINOR.PATCH, then -pre or +build). */
+static int looks_semver(const char *s) {
+    for (int part = 0; part < 3; part++) {
+        if (!isdigit((unsigned char)*s))
+            return 0;
+        while (isdigit((unsigned char)*s))
+            s++;
+        if (part < 2 && *s++ != '.')
+            return 0;
+    }
+    return *s == '\0' || *s == '-' || *s == '+';
+}
+
+/* helm history's "chart" is NAME-VERSION: the version is what follows the
+ * first '-' after which a SemVer version starts (chart names hold no dots;
+ * versions may hold '-'). */
+static void split_chart(const char *chart, helm_release_t *rel) {
+    for (const char *p = strchr(chart, '-'); p; p = strchr(p + 1, '-')) {
+        if (looks_semver(p + 1)) {
+            snprintf(rel->chart_name, sizeof(rel->chart_name), "%.*s", (int)(p - chart), chart);
+            snprintf(rel->chart_version, sizeof(rel->chart_version), "%s", p + 1);
+            return;
+        }
+    }
+    snprintf(rel->chart_name, sizeof(rel->chart_name), "%s", chart);
+}
+
+/* helm history -o json's last entry: revision, status, chart, app_version,
+ * description. No values: config stays NULL. */
+static int history_parse(const json_t *arr, helm_release_t *rel) {
+    const json_t *last = json_array_get(arr, json_array_size(arr) - 1);
+    if (!json_is_object(last) || !json_is_integer(json_object_get(last, "revision")))
+        return -1;
+    rel->revision = (int)json_integer_value(json_object_get(last, "revision"));
+    copy_str(rel->status, sizeof(rel->status), json_object_get(last, "status"));
+    copy_str(rel->description, sizeof(rel->description), json_object_get(last, "description"));
+    copy_str(rel->app_version, sizeof(rel->app_version), json_object_get(last, "app_version"));
+    const json_t *chart = json_object_get(last, "chart");
+    if (json_is_string(chart))
+        split_chart(json_string_value(chart), rel);
+    return 0;
+}
+
 int helm_release_parse(const char *text, helm_release_t *rel) {
     memset(rel, 0, sizeof(*rel));
     json_t *root = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    if (json_is_array(root)) {
+        int rc = history_parse(root, rel);
+        json_decref(root);
+        return rc;
+    }
     if (!json_is_object(root) || !json_is_integer(json_object_get(root, "version"))) {
         json_decref(root);
         return -1;

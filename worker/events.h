@@ -32,7 +32,9 @@ typedef struct helm_release {
     json_t *config; /* user-supplied values (new reference, may be NULL) */
 } helm_release_t;
 
-/* Parses helm's release JSON (text). Returns 0 or -1 when it is not one. */
+/* Parses helm's release JSON (text: install/upgrade -o json, with the values
+ * in config), or helm history -o json (its last revision; config NULL).
+ * Returns 0 or -1 when it is neither. */
 int helm_release_parse(const char *text, helm_release_t *rel);
 void helm_release_clear(helm_release_t *rel);
 

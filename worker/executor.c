@@ -143,8 +143,11 @@ void helm_argv_operation(helm_argv_t *a, const helm_conf_t *hc, const char *op, 
 void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const json_t *cmd, int revision,
                       long timeout_s) {
     char buf[32];
+    int status = strcmp(sub, "status") == 0;
     helm_argv_push(a, hc->helm);
-    helm_argv_push(a, sub);
+    /* The release's state is asked of helm history --max 1: real helm's
+     * status -o json leaves out the chart (name, version, appVersion). */
+    helm_argv_push(a, status ? "history" : sub);
     helm_argv_push(a, jstr(cmd, "releaseName"));
     if (revision > 0) {
         snprintf(buf, sizeof(buf), "%d", revision);
@@ -153,7 +156,9 @@ void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, co
     helm_argv_push(a, "--namespace");
     helm_argv_push(a, jstr(cmd, "namespace"));
     push_globals(a, hc);
-    if (strcmp(sub, "status") == 0) {
+    if (status) {
+        helm_argv_push(a, "--max");
+        helm_argv_push(a, "1");
         helm_argv_push(a, "--output");
         helm_argv_push(a, "json");
     } else {

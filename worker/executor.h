@@ -97,7 +97,8 @@ void helm_push_chart(helm_argv_t *a, const char *repo, const char *chart);
 void helm_argv_operation(helm_argv_t *a, const helm_conf_t *hc, const char *op, const json_t *cmd,
                          const char *values_file, int rollback_to, long timeout_s);
 
-/* The worker's own follow-up commands: "status" (--output json), and the
+/* The worker's own follow-up commands: "status" (the release's latest
+ * revision, as helm history --max 1 --output json), and the
  * atomic / unlock "rollback" (to revision, with --wait) and "uninstall"
  * (with --wait and --timeout). */
 void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const json_t *cmd, int revision,

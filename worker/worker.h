@@ -67,6 +67,7 @@ struct command {
     json_t *ledger; /* the ledger row at begin */
     char release_id[UUID_STR_LEN];
     int base_revision, base_deployed, rollback_default;
+    char *rollback_digest, *rollback_redacted; /* the rollback target's values, as the ledger has them */
     /* helm */
     helm_run_t *run;
     int has_slot;                    /* holds a slot of the helm pool (command.c) */
