@@ -585,7 +585,7 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     w->nkeys_buckets = 4096;
     w->keys = calloc(w->nkeys_buckets, sizeof(rkey_t *));
 
-    rd_kafka_conf_t *pc = kafka_conf_new(cfg, brokers, errstr, errstr_size);
+    rd_kafka_conf_t *pc = kafka_producer_conf_new(cfg, brokers, errstr, errstr_size);
     if (!pc)
         return -1;
     if (kafka_conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
