@@ -142,7 +142,7 @@ static int publish(const config_t *cfg, const char *key, const unsigned char *bu
                    const char *command_id) {
     char errstr[512];
     const char *topic = config_get(cfg, "commands-topic");
-    rd_kafka_conf_t *conf = kafka_conf_new(cfg, config_get(cfg, "brokers"), errstr, sizeof(errstr));
+    rd_kafka_conf_t *conf = kafka_producer_conf_new(cfg, config_get(cfg, "brokers"), errstr, sizeof(errstr));
     if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
         kafka_conf_set(conf, "message.timeout.ms", config_get(cfg, "delivery-timeout-ms"), errstr,
                        sizeof(errstr)) < 0) {

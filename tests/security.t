@@ -27,7 +27,8 @@ PWNED_BEFORE=$(ls -d /tmp/pwned* 2>/dev/null)
 # directly (the worker must validate on its own); prints the commandId.
 bypass() {
     "$HELMQ_BIN/helmq" encode <"$1" >"$1.avro" || return 1
-    kcat -b "$HELMQ_BROKERS" -P -t helm.release.commands -k bypass "$1.avro" || return 1
+    kcat -b "$HELMQ_BROKERS" -X partitioner=murmur2_random -P -t helm.release.commands \
+        -k "$(jq -r '.tenantId + "/" + .namespace + "/" + .releaseName' "$1")" "$1.avro" || return 1
     jq -r .commandId "$1"
 }
 # base_cmd OVERRIDES_JQ: a valid install of release "base" in tenant-a, changed by the jq filter.

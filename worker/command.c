@@ -5,11 +5,15 @@
  *
  * Every step is a callback on the loop: a ledger call (db.h), a helm process
  * (executor.h) or a delivery report (dispatch.c). A command redelivered after
- * it finished republishes its recorded terminal event and runs no helm; one
- * interrupted by a crash (ledger state "running") is reconciled against
- * helm's own record of the release. */
+ * it finished runs no helm: it republishes its recorded terminal event, or,
+ * once its release has moved on, its outcome with the release's current state
+ * (replay_current); one interrupted by a crash (ledger state "running") is
+ * reconciled against helm's own record of the release. A commandId is one
+ * command: other content under it is refused (IDEMPOTENCY_CONFLICT), and so
+ * is a record whose key is not its command's (KEY_MISMATCH). */
 #include "worker.h"
 
+#include "cmddoc.h"
 #include "codec.h"
 #include "log.h"
 #include "util.h"
@@ -29,8 +33,8 @@
 #define NAME_IN_USE_TEXT "cannot re-use a name that is still in use"
 
 static const char SQL_BEGIN[] =
-    "SELECT state, terminal_event, release, namespace_owner, command, rollback_target "
-    "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8)";
+    "SELECT state, terminal_event, release, namespace_owner, command, rollback_target, moved_on "
+    "FROM helmq_worker.command_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 static const char SQL_START[] =
     "SELECT started, owner_tenant FROM helmq_worker.command_start($1, $2, $3, $4, $5, $6, $7, $8)";
 static const char SQL_HELM_STARTED[] = "SELECT helmq_worker.command_helm_started($1, $2, $3, $4, $5, $6)";
@@ -222,7 +226,7 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     char errstr[512], eid[UUID_STR_LEN];
     const json_t *d = c->doc;
     int rejected = strcmp(c->event_type, "rejected") == 0;
-    event_id(c->id, "terminal", eid);
+    event_id(c->id, c->event_kind[0] ? c->event_kind : "terminal", eid);
     /* Event strings must be UTF-8, or the event does not encode and is lost:
      * the bounded copies may have cut a character, and helm's output (in
      * messages and descriptions) need not be UTF-8 at all. */
@@ -294,10 +298,17 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
     dispatch_command_done(c);
 }
 
+/* The terminal event goes out under the command's key, so that it follows
+ * the release's other events on their partition; a command whose record key
+ * is not its own is answered under the record key (see KEY_MISMATCH). */
 static void publish_terminal(command_t *c) {
     c->phase = PHASE_PUBLISH;
-    dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event, c->event_len,
-                     NULL, on_terminal_delivered);
+    if (c->key_mismatch)
+        dispatch_produce(c->w, c->w->events_topic, c, c->kafka_key, c->kafka_key_len, c->event, c->event_len,
+                         NULL, on_terminal_delivered);
+    else
+        dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event,
+                         c->event_len, NULL, on_terminal_delivered);
 }
 
 static void publish_started(command_t *c) {
@@ -1225,6 +1236,60 @@ static json_t *field_json(const PGresult *res, int col) {
     return json_loads(PQgetvalue(res, 0, col), 0, NULL);
 }
 
+/* A finished command delivered again after its release moved on: its
+ * recorded terminal event, republished as it is, would become the newest
+ * event on the key with a state that is no longer the release's. Rewrites
+ * c->event into the command's outcome (eventType, errorCode, errorMessage,
+ * who and when it was asked) carrying the release's current state from
+ * the registry row rel, with no history (its revisions were published with
+ * the first event) and an eventId of its own, the same for every delivery
+ * while the release stays as it is. A rejected command stays rejected: its
+ * status stays "rejected", as a fresh rejection's would. Returns 0 or -1. */
+static int replay_current(command_t *c, const json_t *rel) {
+    char errstr[256], kind[96], eid[UUID_STR_LEN];
+    codec_type_t type;
+    json_t *ev = NULL;
+    if (!rel || codec_decode(c->event, c->event_len, &type, &ev, errstr, sizeof(errstr)) != 0 ||
+        type != CODEC_EVENT) {
+        json_decref(ev);
+        return -1;
+    }
+    const char *rid = jstr(rel, "release_id");
+    int rejected = strcmp(jstr(ev, "eventType") ? jstr(ev, "eventType") : "", "rejected") == 0;
+    snprintf(kind, sizeof(kind), "current/%s/%d/%s", rid ? rid : "-", jint(rel, "revision"),
+             jstr(rel, "updated_at") ? jstr(rel, "updated_at") : "-");
+    event_id(c->id, kind, eid);
+    json_object_set_new(ev, "eventId", json_string(eid));
+    json_object_set_new(ev, "occurredAt", json_integer(now_ms()));
+    if (!rejected) {
+        json_object_set_new(ev, "releaseId", str_or_null(rid));
+        json_object_set_new(ev, "status", str_or_null(jstr(rel, "status")));
+    }
+    json_object_set_new(ev, "revision", json_integer(jint(rel, "revision")));
+    static const char *const fields[][2] = {{"chartName", "chart_name"},
+                                            {"chartVersion", "chart_version"},
+                                            {"appVersion", "app_version"},
+                                            {"description", "description"},
+                                            {"reason", "reason"},
+                                            {"valuesDigest", "values_digest"},
+                                            {"valuesRedacted", "values_redacted"}};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        json_object_set_new(ev, fields[i][0], str_or_null(jstr(rel, fields[i][1])));
+    json_object_set_new(ev, "history", json_array());
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = codec_encode(CODEC_EVENT, ev, &buf, &len, errstr, sizeof(errstr));
+    json_decref(ev);
+    if (rc < 0) {
+        cmd_log(c, LOG_LEVEL_ERROR, "cannot encode its outcome with the current state: %s", errstr);
+        return -1;
+    }
+    free(c->event);
+    c->event = buf;
+    c->event_len = len;
+    return 0;
+}
+
 static void on_begin(void *arg, const PGresult *res, const char *err) {
     command_t *c = arg;
     if (err || PQntuples(res) != 1) {
@@ -1237,6 +1302,16 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
     const char *state = PQgetvalue(res, 0, 0);
     if (db_undone_runs(worker_db(c->w, key_name(c))) > 0)
         c->lock_holds_unsure = 1; /* a rolled-back run took the lock too */
+    if (strcmp(state, "conflict") == 0) {
+        /* Nothing of the command that owns the commandId is told: not its
+         * key, tenant or outcome. */
+        snprintf(c->event_kind, sizeof(c->event_kind), "conflict/%.64s", c->digest);
+        reject(c, 0, "IDEMPOTENCY_CONFLICT",
+               "commandId %s belongs to another command (a command's identity is its content: a retry must "
+               "resend the same command, only requestedAt may differ); use a new commandId",
+               c->id);
+        return;
+    }
     if (strcmp(state, "finished") == 0) {
         size_t n = 0;
         unsigned char *ev = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);
@@ -1244,7 +1319,26 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
         memcpy(c->event, ev, n);
         c->event_len = n;
         PQfreemem(ev);
-        cmd_log(c, LOG_LEVEL_INFO, "already finished: republishing its recorded outcome, running no helm");
+        if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+            cmd_log(c, LOG_LEVEL_INFO,
+                    "already finished: republishing its recorded outcome, running no helm");
+            publish_terminal(c);
+            return;
+        }
+        json_t *rel = field_json(res, 2);
+        int rc = replay_current(c, rel);
+        json_decref(rel);
+        if (rc < 0) {
+            /* Its old event would be a stale newest state: say nothing. */
+            cmd_log(c, LOG_LEVEL_ERROR,
+                    "already finished, its release has moved on, and its outcome cannot "
+                    "be rebuilt: publishing nothing");
+            dispatch_command_done(c);
+            return;
+        }
+        cmd_log(c, LOG_LEVEL_INFO,
+                "already finished, and its release has moved on since: publishing its recorded outcome with "
+                "the release's current state, running no helm");
         publish_terminal(c);
         return;
     }
@@ -1297,15 +1391,16 @@ static void begin(command_t *c) {
     snprintf(offset, sizeof(offset), "%lld", (long long)c->offset);
     const json_t *rev = json_object_get(c->doc, "revision");
     snprintf(rollback_to, sizeof(rollback_to), "%d", json_is_integer(rev) ? (int)json_integer_value(rev) : 0);
-    const char *values[8] = {c->id,
+    const char *values[9] = {c->id,
                              key_name(c),
                              c->op,
                              jstr(c->doc, "namespace"),
                              c->w->commands_topic,
                              partition,
                              offset,
-                             json_is_integer(rev) ? rollback_to : NULL};
-    db_query(worker_db(c->w, key_name(c)), SQL_BEGIN, 8, values, NULL, NULL, on_begin, c);
+                             json_is_integer(rev) ? rollback_to : NULL,
+                             c->digest};
+    db_query(worker_db(c->w, key_name(c)), SQL_BEGIN, 9, values, NULL, NULL, on_begin, c);
 }
 
 /* --- DLQ --------------------------------------------------------------------------------- */
@@ -1333,6 +1428,36 @@ static void send_to_dlq(command_t *c) {
 
 /* --- entry points ------------------------------------------------------------------------- */
 
+/* Whether the record's key is the command's own, tenantId/namespace/
+ * releaseName: byte for byte, but the tenant's UUID in any case (the
+ * command's was lowered, cmddoc_canonical_ids). */
+static int key_matches(const command_t *c) {
+    const char *own = key_name(c);
+    size_t n = strlen(own), t = strcspn(own, "/");
+    return c->kafka_key && c->kafka_key_len == n && strncasecmp(c->kafka_key, own, t) == 0 &&
+           memcmp(c->kafka_key + t, own + t, n - t) == 0;
+}
+
+/* A command whose record key disagrees with its fields: the producer
+ * partitioned it as another release (or by nothing), so it may be out of
+ * order with that release's commands; never run. Answered under the record
+ * key: in order with what that producer sent on that key, and without adding
+ * an event to the release's own key (whose newest event must stay its
+ * state). Its event id is its own (kind key-mismatch/KEY-DIGEST), not the
+ * one the well-keyed command would get. */
+static void reject_key_mismatch(command_t *c) {
+    char shown[600], key_digest[65];
+    int cut = 0;
+    log_escape(shown, sizeof(shown), c->kafka_key ? c->kafka_key : "", c->kafka_key_len, &cut);
+    sha256_hex(c->kafka_key ? c->kafka_key : "", c->kafka_key_len, key_digest);
+    snprintf(c->event_kind, sizeof(c->event_kind), "key-mismatch/%.64s", key_digest);
+    c->key_mismatch = 1;
+    reject(c, 0, "KEY_MISMATCH",
+           "the record key %s%s%s%s is not the command's tenantId/namespace/releaseName %s: producers key a "
+           "command by its release",
+           c->kafka_key ? "\"" : "(none)", shown, cut ? "..." : "", c->kafka_key ? "\"" : "", key_name(c));
+}
+
 void command_run(command_t *c) {
     validate_error_t verr;
     if (c->dlq_error) {
@@ -1343,6 +1468,12 @@ void command_run(command_t *c) {
         reject(c, 0, "INVALID_FIELD", "invalid %s (rule %s): %s", verr.field, verr.rule, verr.message);
         return;
     }
+    if (!key_matches(c)) {
+        reject_key_mismatch(c);
+        return;
+    }
+    if (cmddoc_digest(c->doc, c->digest) < 0)
+        abort(); /* out of memory */
     begin(c);
 }
 

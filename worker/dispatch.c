@@ -305,25 +305,36 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
     p->count++;
     w->buffered++;
 
-    if (rc != 0) {
-        c->dlq_error = strdup(errstr);
-        c->dlq_reason = strdup(codec_strerror(rc));
-        snprintf(c->id, sizeof(c->id), "-");
-        log_warn("%s[%d]@%lld: undecodable record (%s: %s): to the DLQ", w->commands_topic, (int)m->partition,
-                 (long long)m->offset, c->dlq_reason, errstr);
-        command_run(c);
-    } else {
-        char key[512];
+    const char *reason = rc != 0 ? codec_strerror(rc) : NULL;
+    if (rc == 0) {
         /* Keyed, locked and recorded by the canonical ids, whatever the case
          * the sender used (the record's own Kafka key keeps it). */
         cmddoc_canonical_ids(doc);
+        const char *id = json_string_value(json_object_get(doc, "commandId"));
+        if (!id || !uuid_valid(id)) {
+            /* Not identifiable: no event can name it (an event's commandId
+             * is a UUID), no ledger row can hold it. */
+            char shown[160];
+            int cut = 0;
+            log_escape(shown, sizeof(shown), id ? id : "", id ? strlen(id) : 0, &cut);
+            snprintf(errstr, sizeof(errstr), "commandId is not a UUID: \"%s\"%s", shown, cut ? "..." : "");
+            reason = "invalid-command-id";
+            json_decref(doc);
+            doc = NULL;
+        }
+    }
+    if (reason) {
+        c->dlq_error = strdup(errstr);
+        c->dlq_reason = strdup(reason);
+        snprintf(c->id, sizeof(c->id), "-");
+        log_warn("%s[%d]@%lld: %s record (%s: %s): to the DLQ", w->commands_topic, (int)m->partition,
+                 (long long)m->offset, rc != 0 ? "undecodable" : "unidentifiable", c->dlq_reason, errstr);
+        command_run(c);
+    } else {
+        char key[512];
         c->doc = doc;
         c->op = json_string_value(json_object_get(doc, "operation"));
-        /* A commandId too long to be a UUID is kept as its longest prefix of
-         * whole UTF-8 characters that fits: the rejection names it, and the
-         * event that carries it must stay valid UTF-8. */
-        const char *id = json_string_value(json_object_get(doc, "commandId"));
-        utf8_copy(c->id, sizeof(c->id), id ? id : "");
+        snprintf(c->id, sizeof(c->id), "%s", json_string_value(json_object_get(doc, "commandId")));
         command_key_string(doc, key, sizeof(key));
         rkey_t *k = key_get(w, key);
         c->key = k;
@@ -585,7 +596,7 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     w->nkeys_buckets = 4096;
     w->keys = calloc(w->nkeys_buckets, sizeof(rkey_t *));
 
-    rd_kafka_conf_t *pc = kafka_conf_new(cfg, brokers, errstr, errstr_size);
+    rd_kafka_conf_t *pc = kafka_producer_conf_new(cfg, brokers, errstr, errstr_size);
     if (!pc)
         return -1;
     if (kafka_conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) < 0 ||

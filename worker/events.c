@@ -5,42 +5,121 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Namespace of helmq's version-5 event ids (a fixed random UUID). */
 #define HELMQ_EVENT_NS "6f1c3a9e-2b7d-4e58-9a41-0c2d5e7f8b13"
 
-static char *redact_keys[32];
-static int redact_count = -1;
+/* A comma-separated list, lower-cased (at most 64 entries). */
+typedef struct keylist {
+    char *items[64];
+    int count; /* -1: not set yet (the default applies) */
+} keylist_t;
 
-void values_set_redact_keys(const char *list) {
-    for (int i = 0; i < redact_count; i++)
-        free(redact_keys[i]);
-    redact_count = 0;
+static keylist_t allow_keys = {.count = -1}, redact_keys = {.count = -1};
+
+static void keylist_set(keylist_t *l, const char *list) {
+    for (int i = 0; i < l->count; i++)
+        free(l->items[i]);
+    l->count = 0;
     char *copy = strdup(list ? list : "");
     char *save = NULL;
-    for (char *t = strtok_r(copy, ", ", &save); t && redact_count < 32; t = strtok_r(NULL, ", ", &save)) {
+    for (char *t = strtok_r(copy, ", ", &save); t && l->count < 64; t = strtok_r(NULL, ", ", &save)) {
         for (char *p = t; *p; p++)
             *p = (char)tolower((unsigned char)*p);
-        redact_keys[redact_count++] = strdup(t);
+        l->items[l->count++] = strdup(t);
     }
     free(copy);
 }
 
+void values_set_allow_keys(const char *list) {
+    keylist_set(&allow_keys, list);
+}
+
+void values_set_redact_keys(const char *list) {
+    keylist_set(&redact_keys, list);
+}
+
+static void lower_copy(char *out, size_t size, const char *in) {
+    size_t i = 0;
+    for (; in[i] && i + 1 < size; i++)
+        out[i] = (char)tolower((unsigned char)in[i]);
+    out[i] = '\0';
+}
+
+/* Whether the key's whole value is secret (a fragment of the redact list). */
 static int key_is_secret(const char *key) {
     char lower[256];
-    size_t i = 0;
-    if (redact_count < 0)
-        values_set_redact_keys("password,secret,token,key,credential");
-    for (; key[i] && i + 1 < sizeof(lower); i++)
-        lower[i] = (char)tolower((unsigned char)key[i]);
-    lower[i] = '\0';
-    for (int k = 0; k < redact_count; k++)
-        if (strstr(lower, redact_keys[k]))
+    if (redact_keys.count < 0)
+        values_set_redact_keys(VALUES_REDACT_KEYS_DEFAULT);
+    lower_copy(lower, sizeof(lower), key);
+    for (int k = 0; k < redact_keys.count; k++)
+        if (strstr(lower, redact_keys.items[k]))
             return 1;
     return 0;
 }
 
-static json_t *redact(const json_t *v, int depth) {
+/* Whether the key's strings may be shown (on the allowlist). */
+static int key_is_allowed(const char *key) {
+    if (allow_keys.count < 0)
+        values_set_allow_keys(VALUES_ALLOW_KEYS_DEFAULT);
+    if (!key || strlen(key) >= 256)
+        return 0;
+    for (int k = 0; k < allow_keys.count; k++)
+        if (strcasecmp(key, allow_keys.items[k]) == 0)
+            return 1;
+    return 0;
+}
+
+/* A run of at least min characters of [A-Za-z0-9_-] starting at s. */
+static size_t b64url_run(const char *s, size_t min) {
+    size_t n = 0;
+    while (isalnum((unsigned char)s[n]) || s[n] == '_' || s[n] == '-')
+        n++;
+    return n >= min ? n : 0;
+}
+
+int values_string_looks_secret(const char *s) {
+    static const char *const words[] = {"password", "passwd", "pwd=",    "secret",  "token=",
+                                        "key=",     "apikey", "api_key", "bearer ", "-----begin"};
+    char lower[4096];
+    lower_copy(lower, sizeof(lower), s);
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strstr(lower, words[i]))
+            return 1;
+    for (const char *p = s; *p; p++) {
+        /* user:pass@ (a URL's user information, a DSN): a ':' before an '@'
+         * within one token (no '/', space or quote between them); a URL's
+         * user@ without a password too. */
+        if (*p == '@') {
+            const char *q = p;
+            while (q > s && !strchr("/ \t\"'=,;", q[-1]))
+                q--;
+            if (memchr(q, ':', (size_t)(p - q)) || (q >= s + 3 && strncmp(q - 3, "://", 3) == 0))
+                return 1;
+        }
+        /* An AWS access key id: AKIA or ASIA and 16 upper-case letters or digits. */
+        if ((strncmp(p, "AKIA", 4) == 0 || strncmp(p, "ASIA", 4) == 0)) {
+            int n = 0;
+            while (n < 16 && (isupper((unsigned char)p[4 + n]) || isdigit((unsigned char)p[4 + n])))
+                n++;
+            if (n == 16)
+                return 1;
+        }
+        /* A JWT: three base64url parts joined by dots, the first a JSON header. */
+        if (strncmp(p, "eyJ", 3) == 0 && (p == s || !isalnum((unsigned char)p[-1]))) {
+            size_t a = b64url_run(p, 10);
+            size_t b = a && p[a] == '.' ? b64url_run(p + a + 1, 10) : 0;
+            if (b && p[a + 1 + b] == '.' && b64url_run(p + a + 2 + b, 10))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* The redacted copy of v, the value of key (NULL at the top; an array's
+ * elements have the array's key). */
+static json_t *redact(const json_t *v, const char *key, int depth) {
     if (depth > 64)
         return json_string(REDACTED);
     if (json_is_object(v)) {
@@ -48,17 +127,21 @@ static json_t *redact(const json_t *v, int depth) {
         const char *k;
         json_t *c;
         json_object_foreach((json_t *)v, k, c) {
-            json_object_set_new(out, k, key_is_secret(k) ? json_string(REDACTED) : redact(c, depth + 1));
+            json_object_set_new(out, k, key_is_secret(k) ? json_string(REDACTED) : redact(c, k, depth + 1));
         }
         return out;
     }
     if (json_is_array(v)) {
         json_t *out = json_array();
         for (size_t i = 0; i < json_array_size(v); i++)
-            json_array_append_new(out, redact(json_array_get(v, i), depth + 1));
+            json_array_append_new(out, redact(json_array_get(v, i), key, depth + 1));
         return out;
     }
-    return json_deep_copy(v);
+    if (json_is_string(v))
+        return key_is_allowed(key) && !values_string_looks_secret(json_string_value(v))
+                   ? json_deep_copy(v)
+                   : json_string(REDACTED);
+    return json_deep_copy(v); /* numbers, booleans, null */
 }
 
 int values_digest_redact(const json_t *values, char digest[65], char **redacted) {
@@ -66,7 +149,7 @@ int values_digest_redact(const json_t *values, char digest[65], char **redacted)
     if (!values || !json_is_object(values))
         values = empty = json_object();
     char *canon = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
-    json_t *r = redact(values, 0);
+    json_t *r = redact(values, NULL, 0);
     *redacted = r ? json_dumps(r, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(r);
     json_decref(empty);

@@ -2,8 +2,10 @@
  * helm's release JSON, deterministic event ids.
  *
  * Events never carry raw values: only the sha256 of the values' canonical
- * JSON (compact, sorted keys) and a copy whose secret-looking keys have their
- * values replaced by "[REDACTED]". */
+ * JSON (compact, sorted keys) and a redacted copy, redacted by default: every
+ * string is replaced by "[REDACTED]" unless its key is on the allowlist and
+ * the string does not look like a secret; under a secret-looking key the
+ * whole value goes, whatever its type. */
 #ifndef HELMQ_EVENTS_H
 #define HELMQ_EVENTS_H
 
@@ -13,9 +15,31 @@
 
 #define REDACTED "[REDACTED]"
 
-/* Sets the key fragments that mark a value secret (comma-separated,
- * case-insensitive substrings; default "password,secret,token,key,credential"). */
+/* The keys whose string values stay visible (exact names, any case). */
+#define VALUES_ALLOW_KEYS_DEFAULT                                                                            \
+    "image,repository,tag,pullPolicy,replicaCount,enabled,name,type,port,targetPort,protocol,host,hosts,"    \
+    "path,"                                                                                                  \
+    "pathType,cpu,memory,size,storageClass,storageClassName,ingressClassName,serviceAccountName,schedule,"   \
+    "logLevel,version,appVersion,region"
+/* Fragments of keys whose whole value is secret, numbers and objects too. */
+#define VALUES_REDACT_KEYS_DEFAULT                                                                           \
+    "password,passwd,pwd,secret,token,key,credential,auth,cert,private,session,cookie,salt,signature,dsn"
+
+/* Sets the allowlist: comma-separated key names (case-insensitive, exact)
+ * whose string values are shown when they do not look secret; every other
+ * string leaf is redacted. An array's elements go by the array's key.
+ * Default VALUES_ALLOW_KEYS_DEFAULT. */
+void values_set_allow_keys(const char *list);
+
+/* Sets the key fragments that make a whole value secret, whatever its type
+ * and even on the allowlist (comma-separated, case-insensitive substrings).
+ * Default VALUES_REDACT_KEYS_DEFAULT. */
 void values_set_redact_keys(const char *list);
+
+/* Whether a string looks like a secret whatever its key: a URL with user
+ * information (scheme://user:pass@host), a DSN's user:pass@host or
+ * password=..., a PEM block, a JWT, an AWS access key id. */
+int values_string_looks_secret(const char *s);
 
 /* Digest (hex sha256 of the canonical JSON) and redacted copy (JSON text,
  * malloc'd) of values, a JSON object. Returns 0 or -1 (out of memory). */

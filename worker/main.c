@@ -51,8 +51,13 @@ static const config_opt_t worker_opts[] = {
      "dead-letter topic for undecodable commands"},
     {"protected-namespaces", 0, "HELMQ_PROTECTED_NAMESPACES", CONFIG_STRING, "",
      "comma-separated namespaces refused besides kube-system, kube-public, kube-node-lease, default"},
-    {"redact-keys", 0, "HELMQ_REDACT_KEYS", CONFIG_STRING, "password,secret,token,key,credential",
-     "value keys containing any of these (case-insensitive) are redacted in events"},
+    {"values-allow-keys", 0, "HELMQ_VALUES_ALLOW_KEYS", CONFIG_STRING, VALUES_ALLOW_KEYS_DEFAULT,
+     "value keys (exact names, any case) whose strings events and the projection show; every other string is "
+     "redacted, and so is any string that looks like a secret (URL or DSN credentials, password=, PEM, JWT, "
+     "AWS key id)"},
+    {"redact-keys", 0, "HELMQ_REDACT_KEYS", CONFIG_STRING, VALUES_REDACT_KEYS_DEFAULT,
+     "value keys containing any of these (case-insensitive) have their whole value redacted, numbers and "
+     "objects too, even when on the allowlist"},
     {"timeout-grace-ms", 0, "HELMQ_TIMEOUT_GRACE_MS", CONFIG_INT, "2000",
      "after a command's timeout, wait this long before SIGTERM to helm's process group"},
     {"kill-grace-ms", 0, "HELMQ_KILL_GRACE_MS", CONFIG_INT, "10000", "SIGKILL this long after the SIGTERM"},
@@ -268,6 +273,7 @@ int main(int argc, char **argv) {
     w.max_buffered = (int)config_int(&cfg, "max-buffered");
     w.protected_ns = split_list(config_get(&cfg, "protected-namespaces"), &w.protected_count);
     values_set_redact_keys(config_get(&cfg, "redact-keys"));
+    values_set_allow_keys(config_get(&cfg, "values-allow-keys"));
     if (w.concurrency < 1 || w.max_buffered < 1) {
         log_error("--concurrency and --max-buffered must be at least 1");
         return 2;

@@ -49,11 +49,14 @@ struct command {
     size_t kafka_key_len;
     void *raw; /* the record value, kept for the DLQ */
     size_t raw_len;
-    char *dlq_error; /* set when the record cannot be decoded */
+    char *dlq_error; /* set when the record cannot be decoded or identified */
     char *dlq_reason;
-    json_t *doc; /* the decoded command (natural JSON) */
+    json_t *doc;         /* the decoded command (natural JSON) */
+    char digest[65];     /* its content's digest (cmddoc_digest): the ledger's idempotency check */
+    int key_mismatch;    /* its record key is not its own: the rejection goes out under the record key */
+    char event_kind[96]; /* the terminal event id's kind (event_id); empty: "terminal" */
     const char *op;
-    char id[96]; /* commandId: lower case when a UUID; an invalid one cut to whole UTF-8 characters */
+    char id[96]; /* commandId, a UUID in lower case ("-" for a dead letter: not a UUID, or undecodable) */
     command_phase_t phase;
     int orphan; /* its partition was revoked: finish, but store no offset */
     int reconcile;

@@ -54,3 +54,5 @@ if [ ! -x "$root/build/tools/helm" ] || [ ! -x "$root/build/tools/kubectl" ]; th
     bash "$root/tests/lib/install-real-helm.sh" "$root/build/tools/helm" ||
         echo "deps: real helm could not be installed (the conformance test will say so)" >&2
 fi
+# kafkajs, the Kafka client tests/partitioning.t checks helmq's partitioning against.
+bash "$root/tests/lib/node-deps.sh" >/dev/null || echo "deps: kafkajs could not be installed (partitioning.t will skip)" >&2

@@ -551,7 +551,8 @@ int main(int argc, char **argv) {
     }
     const char *listen = config_get(&cfg, "listen");
 
-    rd_kafka_conf_t *conf = kafka_conf_new(&cfg, config_get(&cfg, "brokers"), errstr, sizeof(errstr));
+    rd_kafka_conf_t *conf =
+        kafka_producer_conf_new(&cfg, config_get(&cfg, "brokers"), errstr, sizeof(errstr));
     if (!conf || kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) < 0 ||
         kafka_conf_set(conf, "message.timeout.ms", "30000", errstr, sizeof(errstr)) < 0) {
         log_error("kafka: %s", errstr);

@@ -57,3 +57,24 @@ int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *
     cmddoc_canonical_ids(doc);
     return 0;
 }
+
+int cmddoc_digest(const json_t *doc, char out[65]) {
+    json_t *copy = json_deep_copy(doc);
+    if (!copy)
+        return -1;
+    json_object_del(copy, "requestedAt"); /* a re-send is stamped anew */
+    const char *values = json_string_value(json_object_get(copy, "valuesOverride"));
+    json_t *v = values ? json_loads(values, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    char *canon = v ? json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (canon)
+        json_object_set_new(copy, "valuesOverride", json_string(canon));
+    free(canon);
+    json_decref(v);
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+    if (!text)
+        return -1;
+    sha256_hex(text, strlen(text), out);
+    free(text);
+    return 0;
+}

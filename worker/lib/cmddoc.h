@@ -24,4 +24,14 @@ int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *
  * calls it; the worker calls it on every decoded command, whoever sent it. */
 void cmddoc_canonical_ids(json_t *doc);
 
+/* The digest (hex sha256, 65 bytes with the NUL) of a command's content, the
+ * idempotency check of its commandId: doc's canonical JSON (compact, sorted
+ * keys, valuesOverride's JSON text in its canonical form too) without
+ * requestedAt, which a re-send of the same command stamps anew. Everything
+ * else (tenant, release, operation and its fields, performedBy, description,
+ * releaseId) is the command: the same commandId with any of it different is
+ * another command. doc is the natural JSON after cmddoc_canonical_ids.
+ * Returns 0, or -1 when out of memory. */
+int cmddoc_digest(const json_t *doc, char out[65]);
+
 #endif

@@ -224,7 +224,7 @@ void config_usage_markdown(const config_opt_t *opts, FILE *out) {
     fprintf(out, "| flag | environment | default | meaning |\n|---|---|---|---|\n");
     for (int i = 0; opts[i].name; i++) {
         const config_opt_t *o = &opts[i];
-        char flag[64] = "", env[96] = "", def[160] = "";
+        char flag[64] = "", env[96] = "", def[1024] = "";
         if (o->short_name)
             snprintf(flag, sizeof(flag), " (`-%c`)", o->short_name);
         if (o->env)

@@ -25,10 +25,15 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, ch
     return 0;
 }
 
-rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr, size_t errstr_size) {
+/* The configuration of kafka_conf_new; producer: partition keys as Java does. */
+static rd_kafka_conf_t *conf_new(const config_t *c, const char *brokers, int producer, char *errstr,
+                                 size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (brokers && kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) < 0)
+        goto fail;
+    /* Before the pass-through properties, so that -X partitioner=... wins. */
+    if (producer && kafka_conf_set(conf, "partitioner", KAFKA_PARTITIONER, errstr, errstr_size) < 0)
         goto fail;
     for (int i = 0; c && i < c->kafka_count; i++) {
         char *kv = strdup(c->kafka_props[i]);
@@ -47,4 +52,13 @@ rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *er
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+rd_kafka_conf_t *kafka_conf_new(const config_t *c, const char *brokers, char *errstr, size_t errstr_size) {
+    return conf_new(c, brokers, 0, errstr, errstr_size);
+}
+
+rd_kafka_conf_t *kafka_producer_conf_new(const config_t *c, const char *brokers, char *errstr,
+                                         size_t errstr_size) {
+    return conf_new(c, brokers, 1, errstr, errstr_size);
 }
