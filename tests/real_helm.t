@@ -49,7 +49,7 @@ is "$(jq -r .status.readyReplicas <<<"$d")" 2 "and is ready (helm waited for it)
 is "$(jq -r '.spec.template.spec.containers[0].resources.limits.cpu' <<<"$d")" 2 "the seed's resources reached the pod template"
 is "$(kube_count $NS services $REL) $(kube_count $NS configmaps $REL)" "1 1" "the chart's Service and ConfigMap exist"
 is "$(helm_secrets $NS $REL)" "1:deployed" "helm's release Secret v1 is deployed"
-is "$(helm_ list -n $NS -o json | jq -r '.[] | [.name,.status,.revision,.chart,.app_version] | join(" ")')" \
+is "$(helm_ list -n $NS -o json | jq -r --arg r $REL '.[] | select(.name == $r) | [.name,.status,.revision,.chart,.app_version] | join(" ")')" \
     "$REL deployed 1 matih-ai-service-1.0.0 2.0.0" "helm list shows the release"
 is "$(jq -r '.metadata.labels["app.kubernetes.io/managed-by"]' <<<"$d")" Helm "the Deployment is managed by Helm"
 

@@ -12,6 +12,7 @@
  * command: other content under it is refused (IDEMPOTENCY_CONFLICT), and so
  * is a record whose key is not its command's (KEY_MISMATCH). */
 #include "worker.h"
+#include "tenant_access.h"
 
 #include "cmddoc.h"
 #include "codec.h"
@@ -44,6 +45,7 @@ static const char SQL_FINISH[] =
 static void begin(command_t *c);
 static void finish(command_t *c);
 static void run_operation(command_t *c);
+static void tenant_access_setup(command_t *c);
 static void after_failure(command_t *c);
 static void reconcile(command_t *c);
 
@@ -920,6 +922,38 @@ static void run_operation(command_t *c) {
     helm_step(c, &a, command_timeout(c), on_operation);
 }
 
+/* --- the tenant's access, before an install ------------------------------------------- */
+
+static void on_tenant_access(command_t *c, helm_run_t *run) {
+    char e[1024];
+    if (run->exit_status == 0 && !run->term_signal && !run->timed_out) {
+        run_operation(c);
+        return;
+    }
+    /* Nothing of the install ran: the namespace could not be set up for the
+     * tenant with the worker's own identity (its rights, the cluster). */
+    snprintf(c->helm_error, sizeof(c->helm_error), "%s", helm_error_text(run, e, sizeof(e)));
+    cmd_log(c, LOG_LEVEL_ERROR, "setting up namespace %s for the tenant failed: %s",
+            jstr(c->doc, "namespace"), c->helm_error);
+    outcome(
+        c, "failed", "TENANT_ACCESS_FAILED",
+        "the worker could not set up namespace %s for the tenant (release %s): %s; the install did not run",
+        jstr(c->doc, "namespace"), TENANT_ACCESS_RELEASE, c->helm_error);
+    rstate_t s;
+    rstate_from_registry(&s, NULL);
+    snprintf(s.status, sizeof(s.status), "uninstalled");
+    conclude(c, &s, 1);
+}
+
+/* The worker's own helm sets up the namespace (the tenant's service account
+ * and Role) before the install's helm, which acts as that account. */
+static void tenant_access_setup(command_t *c) {
+    helm_argv_t a = {0};
+    c->phase = PHASE_HELM;
+    tenant_access_argv(&a, &c->w->helmc, jstr(c->doc, "namespace"), 60);
+    helm_step(c, &a, 60, on_tenant_access);
+}
+
 /* --- reconciliation of an interrupted command ------------------------------------------ */
 
 static void reconcile_status(command_t *c) {
@@ -1130,7 +1164,10 @@ static void on_started(void *arg, const PGresult *res, const char *err) {
         return;
     }
     publish_started(c);
-    run_operation(c);
+    if (strcmp(c->op, "install") == 0 && c->w->helmc.impersonate)
+        tenant_access_setup(c);
+    else
+        run_operation(c);
 }
 
 /* Records that helm is about to run; an install first claims its namespace

@@ -76,8 +76,25 @@ static const char *jstr(const json_t *cmd, const char *k) {
     return json_string_value(json_object_get(cmd, k));
 }
 
-/* helm's global flags that say which cluster and registry credentials. */
-static void push_globals(helm_argv_t *a, const helm_conf_t *hc) {
+/* helm acts as the tenant: its service account in the release's namespace
+ * (tenant_access.h), when hc->impersonate is set. */
+static void push_identity(helm_argv_t *a, const helm_conf_t *hc, const char *ns) {
+    char buf[512];
+    if (!hc->impersonate || !ns)
+        return;
+    snprintf(buf, sizeof(buf), "system:serviceaccount:%s:%s", ns, hc->tenant_account);
+    helm_argv_push(a, "--kube-as-user");
+    helm_argv_push(a, buf);
+    helm_argv_push(a, "--kube-as-group");
+    helm_argv_push(a, "system:serviceaccounts");
+    snprintf(buf, sizeof(buf), "system:serviceaccounts:%s", ns);
+    helm_argv_push(a, "--kube-as-group");
+    helm_argv_push(a, buf);
+    helm_argv_push(a, "--kube-as-group");
+    helm_argv_push(a, "system:authenticated");
+}
+
+void helm_push_cluster(helm_argv_t *a, const helm_conf_t *hc) {
     if (hc->kubeconfig && *hc->kubeconfig) {
         helm_argv_push(a, "--kubeconfig");
         helm_argv_push(a, hc->kubeconfig);
@@ -109,8 +126,11 @@ void helm_argv_operation(helm_argv_t *a, const helm_conf_t *hc, const char *op, 
     }
     helm_argv_push(a, "--namespace");
     helm_argv_push(a, jstr(cmd, "namespace"));
-    push_globals(a, hc);
-    if (strcmp(op, "install") == 0)
+    helm_push_cluster(a, hc);
+    push_identity(a, hc, jstr(cmd, "namespace"));
+    /* Acting as the tenant, helm may not create namespaces: the worker has
+     * set the namespace up before (tenant_access.h). */
+    if (strcmp(op, "install") == 0 && !hc->impersonate)
         helm_argv_push(a, "--create-namespace");
     if (chart_op) {
         helm_argv_push(a, "--version");
@@ -155,7 +175,8 @@ void helm_argv_simple(helm_argv_t *a, const helm_conf_t *hc, const char *sub, co
     }
     helm_argv_push(a, "--namespace");
     helm_argv_push(a, jstr(cmd, "namespace"));
-    push_globals(a, hc);
+    helm_push_cluster(a, hc);
+    push_identity(a, hc, jstr(cmd, "namespace"));
     if (status) {
         helm_argv_push(a, "--max");
         helm_argv_push(a, "1");
@@ -855,6 +876,10 @@ const char *helm_failure_code(const char *text) {
         return "TIMEOUT";
     if (strstr(text, "Kubernetes cluster unreachable"))
         return "CLUSTER_UNAVAILABLE";
+    /* The cluster refused: the chart reached beyond the tenant's namespace
+     * (its RBAC, as the tenant's service account). */
+    if (strstr(text, "is forbidden: "))
+        return "FORBIDDEN";
     if (mentions(text, unreachable))
         return mentions(text, registry) ? "REGISTRY_UNAVAILABLE" : "CLUSTER_UNAVAILABLE";
     if (!strstr(text, "release: not found") && mentions(text, missing))

@@ -80,7 +80,15 @@ typedef struct helm_conf {
     const char *kube_context;    /* --kube-context */
     const char *registry_config; /* --registry-config: registry credentials (helm registry login) */
     int plain_http;              /* --plain-http on install/upgrade: an OCI registry over plain HTTP */
+    int impersonate;             /* helm acts as the tenant's service account (tenant_access.h) */
+    const char *tenant_account;  /* that account's name in each namespace */
+    const char *tenant_chart;    /* the tenant-access chart's directory (tenant_access_chart_write) */
 } helm_conf_t;
+
+/* Pushes the global flags that say which cluster and registry credentials
+ * (--kubeconfig, --kube-context, --registry-config: the worker's own
+ * identity), when set. */
+void helm_push_cluster(helm_argv_t *a, const helm_conf_t *hc);
 
 /* Chart reference for chart in repo (HELMQ_CHART_REPO): "oci://..." gives
  * REPO/CHART; an http(s) URL gives CHART with --repo URL; a directory gives
@@ -189,7 +197,8 @@ const char *helm_error_text(const helm_run_t *run, char *buf, size_t size);
  * (helm's own --timeout fired while it waited), CHART_NOT_FOUND (the chart or
  * the version is not in the registry), REGISTRY_UNAVAILABLE (the chart
  * registry could not be reached), CLUSTER_UNAVAILABLE (the Kubernetes API
- * could not be reached), or HELM_FAILED. A static string. */
+ * could not be reached), FORBIDDEN (the cluster's RBAC refused what the chart
+ * asked, as the tenant), or HELM_FAILED. A static string. */
 const char *helm_failure_code(const char *text);
 
 #endif

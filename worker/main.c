@@ -5,12 +5,14 @@
  * process with its timeout and atomic rollback, and ends in exactly one
  * terminal event on the events topic. See dispatch.c and command.c. */
 #include "worker.h"
+#include "tenant_access.h"
 
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,12 @@ static const config_opt_t worker_opts[] = {
      "default)"},
     {"plain-http", 0, "HELMQ_REGISTRY_PLAIN_HTTP", CONFIG_BOOL, "false",
      "the OCI chart registry speaks plain HTTP, not HTTPS (helm --plain-http)"},
+    {"tenant-identity", 0, "HELMQ_TENANT_IDENTITY", CONFIG_BOOL, "true",
+     "helm acts as the tenant: it impersonates the tenant's service account in the release's namespace, "
+     "which the worker sets up before an install (false: helm runs with the worker's own identity, for a "
+     "single-tenant cluster)"},
+    {"tenant-service-account", 0, "HELMQ_TENANT_SERVICE_ACCOUNT", CONFIG_STRING, "helmq-tenant",
+     "the tenant's service account in each namespace, which helm impersonates"},
     {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
      "helm processes running at once (different releases)"},
     {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "2",
@@ -152,6 +160,7 @@ static char **split_list(const char *s, int *count) {
 static int print_argv(int argc, char **argv) {
     json_error_t jerr;
     const char *plain = getenv("HELMQ_REGISTRY_PLAIN_HTTP");
+    const char *identity = getenv("HELMQ_TENANT_IDENTITY");
     helm_conf_t hc = {
         .helm = getenv("HELMQ_HELM") ? getenv("HELMQ_HELM") : "helm",
         .chart_repo = getenv("HELMQ_CHART_REPO"),
@@ -159,7 +168,13 @@ static int print_argv(int argc, char **argv) {
         .kube_context = getenv("HELMQ_KUBE_CONTEXT"),
         .registry_config = getenv("HELMQ_REGISTRY_CONFIG"),
         .plain_http = plain && (strcmp(plain, "true") == 0 || strcmp(plain, "1") == 0),
+        .impersonate = !identity || strcmp(identity, "true") == 0 || strcmp(identity, "1") == 0,
+        .tenant_account =
+            getenv("HELMQ_TENANT_SERVICE_ACCOUNT") ? getenv("HELMQ_TENANT_SERVICE_ACCOUNT") : "helmq-tenant",
     };
+    char chart[4096] = "";
+    if (hc.impersonate && tenant_access_chart_write(getenv("TMPDIR"), chart, sizeof(chart)) == 0)
+        hc.tenant_chart = chart;
     json_t *cmd = json_loadf(stdin, 0, &jerr);
     if (!json_is_object(cmd) || !json_string_value(json_object_get(cmd, "operation"))) {
         fprintf(stderr, "helmq-worker argv: stdin must be a command as JSON (with \"operation\"): %s\n",
@@ -172,14 +187,17 @@ static int print_argv(int argc, char **argv) {
                        ? (long)json_integer_value(json_object_get(cmd, "timeout"))
                        : 300;
     const json_t *rev = json_object_get(cmd, "revision");
-    helm_argv_t a[4];
+    helm_argv_t a[5];
     memset(a, 0, sizeof(a));
+    int n = 4;
     helm_argv_operation(&a[0], &hc, op, cmd, argc > 2 ? argv[2] : "/tmp/values.json",
                         json_is_integer(rev) ? (int)json_integer_value(rev) : 1, timeout);
     helm_argv_simple(&a[1], &hc, "status", cmd, 0, timeout);
     helm_argv_simple(&a[2], &hc, "rollback", cmd, 1, timeout);
     helm_argv_simple(&a[3], &hc, "uninstall", cmd, 0, timeout);
-    for (int i = 0; i < 4; i++) {
+    if (hc.impersonate && strcmp(op, "install") == 0) /* the namespace's set-up before the install */
+        tenant_access_argv(&a[n++], &hc, json_string_value(json_object_get(cmd, "namespace")), 60);
+    for (int i = 0; i < n; i++) {
         json_t *arr = json_array();
         for (int k = 0; k < a[i].argc; k++)
             json_array_append_new(arr, json_string(a[i].argv[k]));
@@ -189,6 +207,7 @@ static int print_argv(int argc, char **argv) {
         json_decref(arr);
         helm_argv_free(&a[i]);
     }
+    tenant_access_chart_remove(chart);
     json_decref(cmd);
     return 0;
 }
@@ -261,6 +280,8 @@ int main(int argc, char **argv) {
     w.helmc.kube_context = config_get(&cfg, "kube-context");
     w.helmc.registry_config = config_get(&cfg, "registry-config");
     w.helmc.plain_http = config_bool(&cfg, "plain-http");
+    w.helmc.impersonate = config_bool(&cfg, "tenant-identity");
+    w.helmc.tenant_account = config_get(&cfg, "tenant-service-account");
     w.tmpdir = config_get(&cfg, "tmpdir");
     w.commands_topic = config_get(&cfg, "commands-topic");
     w.events_topic = config_get(&cfg, "events-topic");
@@ -279,6 +300,18 @@ int main(int argc, char **argv) {
         return 2;
     }
     check_helm(w.helmc.helm);
+    char tenant_chart[4096] = "";
+    if (w.helmc.impersonate) {
+        if (tenant_access_chart_write(w.tmpdir, tenant_chart, sizeof(tenant_chart)) < 0) {
+            log_error("cannot write the tenant-access chart under %s: %s", w.tmpdir, strerror(errno));
+            return 1;
+        }
+        w.helmc.tenant_chart = tenant_chart;
+        log_info("helm acts as each tenant's service account %s (namespaces set up by release %s)",
+                 w.helmc.tenant_account, TENANT_ACCESS_RELEASE);
+    } else {
+        log_warn("--tenant-identity=false: helm runs with the worker's own identity for every tenant");
+    }
 
     w.ndbs = (int)config_int(&cfg, "db-connections");
     if (w.ndbs < 1 || w.ndbs > 64) {
@@ -329,6 +362,7 @@ int main(int argc, char **argv) {
         free(w.protected_ns[i]);
     free(w.protected_ns);
     free(w.keys);
+    tenant_access_chart_remove(tenant_chart);
     codec_term();
     config_free(&cfg);
     return w.exit_code;

@@ -134,7 +134,7 @@ KAFKA_ARGS=(-X session.timeout.ms=6000 -X heartbeat.interval.ms=500)
 worker_start() { # worker_start LOG ARGS...   (env: the caller's)
     local log=$1
     shift
-    HELMQ_BROKERS=$B "$BIN/helmq-worker" --helm "$NOOP" --chart-repo oci://registry.example/charts \
+    HELMQ_BROKERS=$B "$BIN/helmq-worker" --helm "$NOOP" --chart-repo oci://registry.example/charts --tenant-identity=false \
         --tmpdir "$T/tmp" "${KAFKA_ARGS[@]}" "$@" >>"$log" 2>&1 &
     WORKER_PID=$!
     WORKER_LOG=$log

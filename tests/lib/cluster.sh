@@ -12,6 +12,7 @@
 #                         HELMQ_REGISTRY_PLAIN_HTTP   true (the registry speaks plain HTTP)
 #                         HELM_CACHE_HOME, HELM_CONFIG_HOME, HELM_DATA_HOME  under DIR/helm
 #                         KUBECTL                     build/tools/kubectl (kubectl 1.31)
+#                         HELMQ_TENANT_IDENTITY       true (helm acts as the tenant's service account)
 #                       Returns non-zero with a message when something did not start.
 #   cluster_stop        stop both (also safe when only one started)
 #   kubectl_ ARGS...    kubectl against the emulator
@@ -36,6 +37,7 @@ cluster_start() { # cluster_start DIR
     registry_start "$dir/registry" || { echo "cluster: the chart registry did not start" >&2; return 1; }
     registry_push_charts || { echo "cluster: the test charts could not be pushed" >&2; return 1; }
     export HELMQ_REGISTRY_PLAIN_HTTP=true
+    export HELMQ_TENANT_IDENTITY=true
 }
 
 cluster_stop() {

@@ -71,6 +71,7 @@ stack_up() {
         mkdir -p "$HELM_SIM_STATE"
         [ -f "$HELM_SIM_STATE/charts.json" ] || echo '{"matih-ai-service": {"1.0.0": {"appVersion": "2.0.0"}, "1.1.0": {"appVersion": "2.1.0"}}}' >"$HELM_SIM_STATE/charts.json"
         export HELMQ_CHART_REPO=${HELMQ_CHART_REPO:-oci://registry.example/charts}
+        export HELMQ_TENANT_IDENTITY=false # the simulated helm models no cluster RBAC
         HELM_NOTE="SIMULATED helm (tests/helm-sim/helm, state in $HELM_SIM_STATE; HELMQ_RUN_HELM=sim): no cluster is touched."
     elif [ -z "${HELMQ_HELM:-}" ]; then
         # Real helm against the project's emulated Kubernetes API, charts in a

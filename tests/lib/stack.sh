@@ -27,6 +27,9 @@ stack_start() {
     echo '{"matih-ai-service": {"1.0.0": {"appVersion": "2.0.0"}, "1.1.0": {"appVersion": "2.1.0"}, "1.2.0": {"appVersion": "2.2.0"}}}' \
         >"$HELM_SIM_STATE/charts.json"
     export HELMQ_HELM="$HELMQ_ROOT/tests/helm-sim/helm"
+    # The simulated helm models no cluster RBAC: helm acting as the tenant is
+    # shown with real helm against the emulated cluster (cluster.sh turns it on).
+    export HELMQ_TENANT_IDENTITY=false
     export HELMQ_CHART_REPO="oci://registry.example/charts"
     export HELMQ_GROUP_ID="helmq-worker-test"
     export HELMQ_TIMEOUT_GRACE_MS=${HELMQ_TIMEOUT_GRACE_MS:-500}
