@@ -17,9 +17,11 @@ static const char chart_yaml[] =
     "type: application\n"
     "version: 1.0.0\n";
 
-/* What a tenant's charts may do in their own namespace: the namespaced kinds
- * applications deploy. No RBAC kinds (a tenant cannot grant itself more), no
- * namespaces and nothing cluster-scoped (a Role cannot grant those anyway). */
+/* The tenant's service account and a RoleBinding granting it, in this
+ * namespace only, the ClusterRole of the same name, which the operator
+ * applies once (docs/rbac/: the namespaced kinds applications deploy; no RBAC
+ * kinds, nothing cluster-scoped). Binding a ClusterRole needs only the
+ * worker's "bind" on that one ClusterRole, not its permissions. */
 static const char access_yaml[] =
     "apiVersion: v1\n"
     "kind: ServiceAccount\n"
@@ -31,35 +33,6 @@ static const char access_yaml[] =
     "    app.kubernetes.io/part-of: helmq\n"
     "---\n"
     "apiVersion: rbac.authorization.k8s.io/v1\n"
-    "kind: Role\n"
-    "metadata:\n"
-    "  name: {{ .Values.serviceAccount }}\n"
-    "  namespace: {{ .Release.Namespace }}\n"
-    "  labels:\n"
-    "    app.kubernetes.io/managed-by: Helm\n"
-    "    app.kubernetes.io/part-of: helmq\n"
-    "rules:\n"
-    "- apiGroups: [\"\"]\n"
-    "  resources: [configmaps, secrets, services, serviceaccounts, pods, pods/log, endpoints, events,\n"
-    "              persistentvolumeclaims]\n"
-    "  verbs: [\"*\"]\n"
-    "- apiGroups: [apps]\n"
-    "  resources: [deployments, statefulsets, replicasets, daemonsets]\n"
-    "  verbs: [\"*\"]\n"
-    "- apiGroups: [batch]\n"
-    "  resources: [jobs, cronjobs]\n"
-    "  verbs: [\"*\"]\n"
-    "- apiGroups: [networking.k8s.io]\n"
-    "  resources: [ingresses, networkpolicies]\n"
-    "  verbs: [\"*\"]\n"
-    "- apiGroups: [autoscaling]\n"
-    "  resources: [horizontalpodautoscalers]\n"
-    "  verbs: [\"*\"]\n"
-    "- apiGroups: [policy]\n"
-    "  resources: [poddisruptionbudgets]\n"
-    "  verbs: [\"*\"]\n"
-    "---\n"
-    "apiVersion: rbac.authorization.k8s.io/v1\n"
     "kind: RoleBinding\n"
     "metadata:\n"
     "  name: {{ .Values.serviceAccount }}\n"
@@ -69,7 +42,7 @@ static const char access_yaml[] =
     "    app.kubernetes.io/part-of: helmq\n"
     "roleRef:\n"
     "  apiGroup: rbac.authorization.k8s.io\n"
-    "  kind: Role\n"
+    "  kind: ClusterRole\n"
     "  name: {{ .Values.serviceAccount }}\n"
     "subjects:\n"
     "- kind: ServiceAccount\n"

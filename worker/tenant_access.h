@@ -5,10 +5,12 @@
  * system:serviceaccount:NS:ACCOUNT, --kube-as-group for the service-account
  * groups), so the cluster's RBAC confines a chart to that namespace. Before
  * an install, the worker itself (its own identity, never the chart's) sets up
- * the namespace: it creates it, the service account and a Role/RoleBinding
- * granting the account the namespaced kinds charts deploy, through a small
- * chart of its own installed as release helmq-tenant-access in that
- * namespace (helm upgrade --install: idempotent, and removable with helm). */
+ * the namespace: it creates it, the service account and a RoleBinding that
+ * grants the account, in that namespace only, the ClusterRole of the same
+ * name (the namespaced kinds charts deploy; applied once by the operator,
+ * docs/rbac/), through a small chart of its own installed as release
+ * helmq-tenant-access in that namespace (helm upgrade --install: idempotent,
+ * and removable with helm). */
 #ifndef HELMQ_TENANT_ACCESS_H
 #define HELMQ_TENANT_ACCESS_H
 
