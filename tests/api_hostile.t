@@ -115,6 +115,33 @@ enc=$(printf '%%%02X' "'${RID:0:1}")${RID:1}
 is "$(c "$B/$enc" | cut -d' ' -f1)" 200 "a UUID with a percent-encoded digit decodes to the same release (200)"
 is "$(c "$B/$RID/" | cut -d' ' -f1)" 200 "a trailing slash is ignored"
 
+# --- every 400 carries error, field and rule ------------------------------------------
+# post BODY_FILE_OR_TEXT: prints "STATUS BODY" for a POST of the install endpoint.
+post() { curl -s -o "$T/body" -w '%{http_code}' -H "Authorization: Bearer $ACME_TOKEN" --data-binary "$1" "$B"; printf ' '; cat "$T/body"; }
+seed() { jq -c "$1" tests/fixtures/seed-install.json; }
+four() { # four NAME "STATUS BODY" FIELD RULE [ERROR_SUBSTRING]
+    is "${2%% *}" 400 "$1: 400"
+    is "$(jq -r '[has("error"), has("field"), has("rule")] | all' <<<"${2#* }")" true "$1: error, field and rule present"
+    is "$(jq -r '"\(.field) \(.rule)"' <<<"${2#* }")" "$3 $4" "$1: field $3, rule $4"
+    [ -z "${5:-}" ] || like "$(jq -r .error <<<"${2#* }")" "$5" "$1: says $5"
+}
+four "a JSON syntax error" "$(post '{"tenantId": ')" null json "not valid JSON: line 1, column"
+four "a body that is not an object" "$(post '[1]')" null json-object "must be a JSON object"
+four "a body that is not UTF-8" "$(post "$(printf '{"description": "caf\xe9"}')")" null json "not valid JSON"
+four "an invalid release name" "$(post "$(seed '.releaseName="Bad_Name"')")" releaseName helm-release-name
+four "chartVersion v1.0.0" "$(post "$(seed '.chartVersion="v1.0.0"')")" chartVersion semver "SemVer 2.0.0"
+four "chartVersion 1.0" "$(post "$(seed '.chartVersion="1.0"')")" chartVersion semver
+four "another operation in the body" "$(post "$(seed '.operation="upgrade"')")" operation operation
+four "valuesOverride an array" "$(post "$(seed '.valuesOverride=[1]')")" valuesOverride json-object
+four "a releaseId that is not a UUID" "$(post "$(seed '.releaseId="nope"')")" releaseId uuid
+four "an unknown field" "$(post "$(seed '.colour=1')")" colour unknown-field
+four "a timeout of the wrong type" "$(post "$(seed '.timeout="600"')")" timeout type
+d() { curl -s -o "$T/body" -w '%{http_code}' -X DELETE -H "Authorization: Bearer $ADMIN_TOKEN" "$B/$RID?reason=$1"; printf ' '; cat "$T/body"; }
+four "an uninstall reason that is not UTF-8" "$(d 'caf%E9')" reason utf-8
+four "an uninstall reason with an encoded NUL" "$(d 'a%00b')" reason utf-8
+four "an uninstall reason with a control character" "$(d 'a%0Ab')" reason no-control-characters
+is "$(curl -s -H "Authorization: Bearer $ADMIN_TOKEN" "$B/$RID" | jq -r .status)" deployed "none of them uninstalled the release"
+
 # --- half-close: the client shuts down its write side after the request ---------------
 got=$($PY - "$PORT" "$(get "$P/$RID")" "$RID" <<'PY'
 import socket, sys

@@ -190,6 +190,17 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
 }
 
 /* The next connection that is up and not swamped, in turn; NULL when none. */
+/* 400 naming the field (null for the body as a whole) and the rule. */
+static void reply_invalid(pending_t *p, const validate_error_t *verr) {
+    int whole = strcmp(verr->field, "-") == 0;
+    char msg[700];
+    if (whole)
+        snprintf(msg, sizeof(msg), "%s", verr->message);
+    else
+        snprintf(msg, sizeof(msg), "invalid %s: %s", verr->field, verr->message);
+    reply_error(p, 400, msg, whole ? NULL : verr->field, verr->rule);
+}
+
 static db_t *api_db(api_t *a) {
     for (int i = 0; i < a->ndbs; i++) {
         db_t *db = a->dbs[a->next_db++ % a->ndbs];
@@ -325,15 +336,13 @@ static void send_command(pending_t *p, json_t *doc) {
     char errstr[512];
     validate_error_t verr;
     if (validate_command(doc, &verr) < 0) {
-        char msg[700];
-        snprintf(msg, sizeof(msg), "invalid %s: %s", verr.field, verr.message);
-        reply_error(p, 400, msg, verr.field, verr.rule);
+        reply_invalid(p, &verr);
         return;
     }
     unsigned char *buf;
     size_t len;
     if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {
-        reply_error(p, 400, errstr, NULL, "schema");
+        reply_error(p, 400, errstr, NULL, "schema"); /* field null: the schema's message names it */
         return;
     }
     char key[512];
@@ -354,14 +363,19 @@ static void send_command(pending_t *p, json_t *doc) {
 }
 
 static void post_install(pending_t *p) {
-    char errstr[512];
+    validate_error_t verr;
     json_error_t jerr;
     json_t *doc = json_loadb(p->req->body, p->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        validate_fail(&verr, "-", "json", "the body is not valid JSON: line %d, column %d: %s", jerr.line,
+                      jerr.column, jerr.text);
+        reply_invalid(p, &verr);
+        return;
+    }
     if (!json_is_object(doc)) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "the body must be a JSON object: %s", doc ? "not an object" : jerr.text);
         json_decref(doc);
-        reply_error(p, 400, msg, "-", "json");
+        validate_fail(&verr, "-", "json-object", "the body must be a JSON object");
+        reply_invalid(p, &verr);
         return;
     }
     /* The principal is who performs it; the API chooses the ids. */
@@ -375,26 +389,27 @@ static void post_install(pending_t *p) {
     if (!p->tok->admin && !tenant)
         json_object_set_new(doc, "tenantId", json_string(p->tok->tenant));
     json_object_del(doc, "commandId");
-    const char *rid = json_string_value(json_object_get(doc, "releaseId"));
-    if (!rid || !uuid_valid(rid)) {
+    const json_t *rid = json_object_get(doc, "releaseId");
+    if (!rid || json_is_null(rid)) { /* one given is validated, never replaced */
         uuid_v4(p->release_id);
         json_object_set_new(doc, "releaseId", json_string(p->release_id));
     }
-    if (cmddoc_prepare(doc, "install", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+    if (cmddoc_prepare(doc, "install", p->tok->principal, &verr) < 0) {
         json_decref(doc);
-        reply_error(p, 400, errstr, NULL, NULL);
+        reply_invalid(p, &verr);
         return;
     }
-    /* As prepared: a given releaseId in its canonical lower case. */
-    snprintf(p->release_id, sizeof(p->release_id), "%s",
-             json_string_value(json_object_get(doc, "releaseId")));
+    /* As prepared: a given releaseId in its canonical lower case (one that is
+     * not a UUID is refused by send_command's validation). */
+    const char *prepared_rid = json_string_value(json_object_get(doc, "releaseId"));
+    snprintf(p->release_id, sizeof(p->release_id), "%s", prepared_rid ? prepared_rid : "");
     send_command(p, doc);
     json_decref(doc);
 }
 
 static void on_release_for_delete(void *arg, const PGresult *res, const char *err) {
     pending_t *p = arg;
-    char errstr[256];
+    validate_error_t verr;
     if (err) {
         log_error("query failed: %s", err);
         reply_error(p, 500, "database error", NULL, NULL);
@@ -413,9 +428,9 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
                   "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
     if (p->reason)
         json_object_set_new(doc, "reason", json_string(p->reason));
-    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, &verr) < 0) {
         json_decref(doc);
-        reply_error(p, 400, errstr, NULL, NULL);
+        reply_invalid(p, &verr);
         return;
     }
     send_command(p, doc);
@@ -578,7 +593,13 @@ static void handle(http_req_t *req, void *ctx) {
     } else if (strcmp(m, "DELETE") == 0) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", id);
         uuid_lower(p->release_id); /* the canonical form the answer and the command carry */
-        p->reason = httpd_query_param(req, "reason");
+        size_t reason_len = 0;
+        p->reason = httpd_query_param(req, "reason", &reason_len);
+        validate_error_t verr;
+        if (p->reason && validate_utf8("reason", p->reason, reason_len, &verr) < 0) {
+            reply_invalid(p, &verr); /* jansson would drop it: the uninstall would lose its reason */
+            return;
+        }
         api_query(p, SQL_FOR_DELETE, id, on_release_for_delete);
     } else {
         reply_method(p, ALLOW_RELEASE);

@@ -161,7 +161,7 @@ static int hexval(char ch) {
 
 /* Percent-decodes s[0..n) into a new string (plus_space: '+' is a space);
  * lenient: a malformed escape stays as it is. For query parameters. */
-static char *pct_decode(const char *s, size_t n, int plus_space) {
+static char *pct_decode(const char *s, size_t n, int plus_space, size_t *out_len) {
     char *out = malloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
@@ -174,6 +174,8 @@ static char *pct_decode(const char *s, size_t n, int plus_space) {
         }
     }
     *o = '\0';
+    if (out_len)
+        *out_len = (size_t)(o - out);
     return out;
 }
 
@@ -487,14 +489,14 @@ void httpd_error(http_req_t *req, int status, const char *message, const char *f
     json_decref(e);
 }
 
-char *httpd_query_param(const http_req_t *req, const char *name) {
+char *httpd_query_param(const http_req_t *req, const char *name, size_t *len) {
     size_t nl = strlen(name);
     const char *q = req->query;
     while (q && *q) {
         const char *amp = strchr(q, '&');
         size_t seg = amp ? (size_t)(amp - q) : strlen(q);
         if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
-            return pct_decode(q + nl + 1, seg - nl - 1, 1);
+            return pct_decode(q + nl + 1, seg - nl - 1, 1, len);
         q = amp ? amp + 1 : NULL;
     }
     return NULL;

@@ -58,8 +58,10 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
  * a 400 always carries "field" and "rule", null when not given. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
 
-/* The value of name in the request's query string (decoded, malloc'd), or NULL. */
-char *httpd_query_param(const http_req_t *req, const char *name);
+/* The value of name in the request's query string (decoded, '+' as a space,
+ * malloc'd), or NULL. Its decoded length goes to *len (when len is not NULL):
+ * an encoded NUL makes it longer than strlen, for the caller to refuse. */
+char *httpd_query_param(const http_req_t *req, const char *name, size_t *len);
 
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);
