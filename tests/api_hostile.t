@@ -172,7 +172,11 @@ is "$got" 20 "20 of 20 half-closed requests get their answer, then EOF"
 psql_q "BEGIN; LOCK TABLE helmq.releases IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;" >/dev/null &
 LOCK_PID=$!
 at_exit "kill $LOCK_PID"
-sleep 0.5
+for _ in $(seq 1 100); do # until the lock is held, not merely asked for
+    [ "$(psql_q "SELECT count(*) FROM pg_locks WHERE relation = 'helmq.releases'::regclass
+                 AND mode = 'AccessExclusiveLock' AND granted")" = 1 ] && break
+    sleep 0.1
+done
 t0=$(date +%s%N)
 r=$(curl -s -D "$T/h" -o "$T/body" -w '%{http_code}' -m 20 -H "Authorization: Bearer $ADMIN_TOKEN" "$B/$RID")
 ms=$((($(date +%s%N) - t0) / 1000000))
