@@ -11,6 +11,7 @@
 #include "util.h"
 #include "validate.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CLI_MAX_DOCUMENT (4 * 1024 * 1024)
+#define CLI_MAX_DOCUMENT (4 * 1024 * 1024) /* a command document given with -f */
 
 static const config_opt_t send_opts[] = {
     {"file", 'f', NULL, CONFIG_STRING, NULL,
@@ -93,34 +94,62 @@ static void send_usage(const char *verb) {
     config_usage(send_opts, stdout);
 }
 
-static json_t *load_document(const char *path, char *errstr, size_t errstr_size) {
+/* Reads path (- for stdin) as a JSON object for field ("-" for the command
+ * document itself): at most max bytes, whose limit (max, as the check uses it)
+ * the message names. Returns a new reference, or NULL with *err filled (rule
+ * "read", "max-size", "json" with jansson's line and column, or
+ * "json-object"). */
+static json_t *load_document(const char *path, const char *field, size_t max, validate_error_t *err) {
     size_t len;
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
-        snprintf(errstr, errstr_size, "%s: cannot open", path);
+        validate_fail(err, field, "read", "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    char *text = cli_read_all(f, CLI_MAX_DOCUMENT, &len);
+    char *text = cli_read_all(f, max, &len);
+    int io_error = !text && ferror(f);
     if (f != stdin)
         fclose(f);
     if (!text) {
-        snprintf(errstr, errstr_size, "%s: cannot read (or more than %d bytes)", path, CLI_MAX_DOCUMENT);
+        if (io_error)
+            validate_fail(err, field, "read", "%s: cannot read", path);
+        else
+            validate_fail(err, field, "max-size", "%s is larger than the limit of %zu bytes (%zu KiB)%s",
+                          path, max, max / 1024, strcmp(field, "-") == 0 ? " for a command document" : "");
         return NULL;
     }
     json_error_t jerr;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!doc) {
-        snprintf(errstr, errstr_size, "%s: invalid JSON at line %d, column %d: %s", path, jerr.line,
-                 jerr.column, jerr.text);
+        validate_fail(err, field, "json", "%s: invalid JSON at line %d, column %d: %s", path, jerr.line,
+                      jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(doc)) {
-        snprintf(errstr, errstr_size, "%s: the document must be a JSON object", path);
+        validate_fail(err, field, "json-object", "%s: the document must be a JSON object", path);
         json_decref(doc);
         return NULL;
     }
     return doc;
+}
+
+/* Prints err the way every refusal of input is printed; returns EXIT_USAGE. */
+static int refuse(const char *verb, const validate_error_t *err) {
+    if (strcmp(err->field, "-") == 0)
+        fprintf(stderr, "helmq %s: invalid input (rule %s): %s\n", verb, err->rule, err->message);
+    else
+        fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb, err->field, err->rule, err->message);
+    return EXIT_USAGE;
+}
+
+/* Sets doc[field] to the text v of a flag (or argument), refusing what is not
+ * UTF-8: jansson would turn it into a missing field, silently. */
+static int set_text(json_t *doc, const char *field, const char *v, validate_error_t *err) {
+    if (validate_utf8(field, v, strlen(v), err) < 0)
+        return -1;
+    json_object_set_new(doc, field, json_string(v));
+    return 0;
 }
 
 typedef struct delivery {
@@ -306,21 +335,26 @@ int cli_send(const char *verb, int argc, char **argv) {
         goto out;
     }
 
+    validate_error_t verr;
     const char *file = config_get(&cfg, "file");
-    doc = file ? load_document(file, errstr, sizeof(errstr)) : json_object();
+    doc = file ? load_document(file, "-", CLI_MAX_DOCUMENT, &verr) : json_object();
     if (!doc) {
-        fprintf(stderr, "helmq %s: %s\n", verb, errstr);
-        rc = EXIT_USAGE;
+        rc = refuse(verb, &verr);
         goto out;
     }
-    if (cfg.nargs == 1)
-        json_object_set_new(doc, "releaseName", json_string(cfg.args[0]));
+    if (cfg.nargs == 1 && set_text(doc, "releaseName", cfg.args[0], &verr) < 0) {
+        rc = refuse(verb, &verr);
+        goto out;
+    }
     for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
         const char *v = config_get(&cfg, flag_fields[i].flag);
-        if (v)
+        if (v && flag_fields[i].integer) {
             json_object_set_new(doc, flag_fields[i].field,
-                                flag_fields[i].integer ? json_integer(config_int(&cfg, flag_fields[i].flag))
-                                                       : json_string(v));
+                                json_integer(config_int(&cfg, flag_fields[i].flag)));
+        } else if (v && set_text(doc, flag_fields[i].field, v, &verr) < 0) {
+            rc = refuse(verb, &verr);
+            goto out;
+        }
     }
     if (config_get(&cfg, "atomic"))
         json_object_set_new(doc, "atomic", json_boolean(config_bool(&cfg, "atomic")));
@@ -329,31 +363,38 @@ int cli_send(const char *verb, int argc, char **argv) {
     const char *values_file = config_get(&cfg, "values");
     const char *values_text = config_get(&cfg, "set-values");
     if (values_file || values_text) {
-        json_t *values = values_file ? load_document(values_file, errstr, sizeof(errstr))
-                                     : json_loads(values_text, JSON_REJECT_DUPLICATES, NULL);
-        if (!values || !json_is_object(values)) {
-            fprintf(stderr, "helmq %s: valuesOverride: %s\n", verb,
-                    values_file ? errstr : "--set-values must be a JSON object (rule json-object)");
-            json_decref(values);
-            rc = EXIT_USAGE;
+        /* The text as given: validate_values checks it as valuesOverride is
+         * checked everywhere (syntax with line and column, object, size of
+         * the compact form, depth). A file may be pretty-printed, so it is
+         * read up to the document limit; its compact form is what counts. */
+        json_t *values = values_file ? load_document(values_file, "valuesOverride", CLI_MAX_DOCUMENT, &verr)
+                                     : validate_values(values_text, &verr);
+        if (!values) {
+            if (values_file && strcmp(verr.rule, "max-size") == 0)
+                validate_fail(
+                    &verr, "valuesOverride", "max-size",
+                    "%s is larger than %d bytes: valuesOverride may be at most %d bytes (%d KiB) of "
+                    "compact JSON",
+                    values_file, CLI_MAX_DOCUMENT, VALIDATE_VALUES_MAX_BYTES,
+                    VALIDATE_VALUES_MAX_BYTES / 1024);
+            rc = refuse(verb, &verr);
             goto out;
         }
         json_object_set_new(doc, "valuesOverride", values);
     }
     const char *by = config_get(&cfg, "performed-by");
-    if (by)
-        json_object_set_new(doc, "performedBy", json_string(by));
+    if (by && set_text(doc, "performedBy", by, &verr) < 0) {
+        rc = refuse(verb, &verr);
+        goto out;
+    }
     struct passwd *pw = getpwuid(geteuid());
-    if (cmddoc_prepare(doc, verb, pw ? pw->pw_name : "unknown", errstr, sizeof(errstr)) < 0) {
-        fprintf(stderr, "helmq %s: invalid %s\n", verb, errstr);
-        rc = EXIT_USAGE;
+    if (cmddoc_prepare(doc, verb, pw ? pw->pw_name : "unknown", &verr) < 0) {
+        rc = refuse(verb, &verr);
         goto out;
     }
 
-    validate_error_t verr;
     if (validate_command(doc, &verr) < 0) {
-        fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb, verr.field, verr.rule, verr.message);
-        rc = EXIT_USAGE;
+        rc = refuse(verb, &verr);
         goto out;
     }
     if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {

@@ -78,6 +78,33 @@ bad "timeout too large" "invalid timeout (rule range)" install -f $SEED --timeou
 bad "unknown field" 'invalid colour (rule unknown-field)' install -f <(sed 's/"atomic"/"colour": 1, "atomic"/' $SEED)
 bad "unknown flag" "unknown option --colour" install -f $SEED --colour red
 bad "operation mismatch" 'operation is not "upgrade"' upgrade -f <(sed 's/{/{"operation":"install",/' $SEED)
+# Issue 21: text that is not UTF-8 is refused, never sent as null; SemVer 2.0.0
+# strictly; JSON syntax errors with jansson's line and column; size messages
+# naming the limit that is checked.
+bad "description not UTF-8" "invalid description (rule utf-8)" install -f $SEED --description "$(printf 'caf\xe9')"
+bad "release name argument not UTF-8" "invalid releaseName (rule utf-8)" install -f $SEED "$(printf 'a\xff')"
+bad "performedBy not UTF-8" "invalid performedBy (rule utf-8)" install -f $SEED --performed-by "$(printf '\xc3')"
+bad "reason not UTF-8" "invalid reason (rule utf-8)" uninstall acme -t 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b -n tenant-acme --reason "$(printf 'x\xfe')"
+for v in 1.0 v1.0.0 01.0.0 1.0.0-01 1.0.0+ '>=1.0.0' 1.0.0.0; do
+    bad "chartVersion $v" "invalid chartVersion (rule semver)" install -f $SEED --chart-version "$v"
+done
+like "$("$HELMQ_BIN/helmq" install -f $SEED --chart-version v1.0.0 2>&1)" "SemVer 2.0.0 version such as 1.2.3" \
+    "the semver message says SemVer 2.0.0 with an example"
+for v in 1.0.0 0.0.0 1.2.3-rc.1 1.0.0-alpha.0a+build.007 10.20.30-0; do
+    out=$("$HELMQ_BIN/helmq" install -f $SEED --chart-version "$v" --dry-run 2>&1)
+    is "$?" 0 "chartVersion $v is SemVer 2.0.0: accepted"
+done
+bad "--set-values syntax error" "invalid valuesOverride (rule json): valuesOverride is not valid JSON: line 1, column" \
+    install -f $SEED --set-values '{"a": '
+bad "--set-values an array" "invalid valuesOverride (rule json-object)" install -f $SEED --set-values '[1,2,3]'
+printf '{"a": 1,\n "b": }\n' >"$T/values-bad.json"
+bad "--values syntax error" "invalid valuesOverride (rule json): $T/values-bad.json: invalid JSON at line 2, column" \
+    install -f $SEED --values "$T/values-bad.json"
+bad "values too large: the limit named" "more than the limit of 524288 bytes (512 KiB)" install -f $SEED --values "$T/big.json"
+$PY -c 'import json; print(json.dumps({"blob": "x" * 5000000}))' >"$T/huge.json"
+bad "values file over the read limit: the values limit named" "valuesOverride may be at most 524288 bytes (512 KiB)" \
+    install -f $SEED --values "$T/huge.json"
+bad "document over its limit: that limit named" "larger than the limit of 4194304 bytes" install -f "$T/huge.json"
 is "$(kcat_count helm.release.commands)" 3 "none of the bad inputs reached the topic"
 
 # A failed delivery is an error (closed port, short timeout).

@@ -93,7 +93,6 @@ static void command_round_trip(const json_t *doc, const char *origin) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     json_error_t jerr;
-    char err[512];
     json_t *doc = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc)
         return 0;
@@ -114,10 +113,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             json_object_set_new(cmd, "commandId", json_string("8a4c7a3e-6b47-4c5e-9d2f-6f3f0f1c2b11"));
         if (!json_object_get(cmd, "requestedAt"))
             json_object_set_new(cmd, "requestedAt", json_integer(1764000000000));
-        if (cmddoc_prepare(cmd, verb, "fuzz", err, sizeof(err)) == 0)
+        validate_error_t perr;
+        if (cmddoc_prepare(cmd, verb, "fuzz", &perr) == 0)
             command_round_trip(cmd, "prepared");
-        else if (!err[0])
-            fuzz_fail("cmddoc_prepare failed without a message");
+        else if (!perr.field[0] || !perr.rule[0] || !perr.message[0])
+            fuzz_fail("cmddoc_prepare failed without naming a field, a rule and why");
         json_decref(cmd);
     }
     json_decref(doc);

@@ -2,8 +2,18 @@
 # make run / make demo: the whole service on embedded defaults.
 #
 #   run.sh serve   start what is missing (broker, PostgreSQL, helm), then the
-#                  worker and the projector; print where everything is; stream
-#                  the logs; on Ctrl-C (or SIGTERM) stop everything it started.
+#                  worker, the projector and the HTTP API; print where
+#                  everything is; stream the logs; on Ctrl-C (or SIGTERM) stop
+#                  everything it started. When the worker, the projector or
+#                  the API exits, say so loudly and start it again, after 1 s,
+#                  2 s, 4 s ... up to 30 s while it keeps dying
+#                  (HELMQ_RUN_RESTART=0: stop everything instead, as before).
+#                  The embedded broker is not restarted: it keeps nothing on
+#                  disk, so its topics and queued commands are gone with it.
+#   run.sh restart worker|projector|api
+#                  restart one component of the running `make run` (SIGTERM:
+#                  the worker finishes the helm it runs first) and wait until
+#                  it is back.
 #   run.sh demo    the seed's story end to end against the running stack, or
 #                  against one it starts (and stops) itself.
 #
@@ -34,6 +44,7 @@ cleanup() {
     local i
     for ((i = ${#started_pids[@]} - 1; i >= 0; i--)); do
         p=${started_pids[$i]}
+        [ -n "$p" ] || continue # a component that is down, waiting to restart
         kill -TERM "$p" 2>/dev/null
         for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null
@@ -41,8 +52,79 @@ cleanup() {
     done
     [ -n "$started_pg" ] && pg_stop "$started_pg" >/dev/null 2>&1
     [ -n "${started_cluster:-}" ] && cluster_stop >/dev/null 2>&1
-    rm -f "$RUN/env.sh" "$RUN/pids"
+    rm -f "$RUN/env.sh" "$RUN/pids" "$RUN"/*.pid "$RUN"/restart.*
     [ "${#started_pids[@]}" -gt 0 ] && say "stopped everything make $mode started"
+}
+
+# The components make run supervises: NAME -> pid ("" while down), its slot in
+# started_pids (so cleanup stops the current process, in the same order),
+# when it started, its current backoff and when it is due to start again.
+declare -A comp_pid comp_slot comp_since comp_backoff comp_due
+
+start_component() { # start_component worker|projector|api
+    local name=$1
+    case "$name" in
+    worker) "$BIN/helmq-worker" --http-listen "${HELMQ_WORKER_HTTP:-127.0.0.1:0}" >>"$RUN/worker.log" 2>&1 & ;;
+    projector) "$BIN/helmq-projector" --http-listen "${HELMQ_PROJECTOR_HTTP:-127.0.0.1:0}" >>"$RUN/projector.log" 2>&1 & ;;
+    api) "$BIN/helmq-api" --listen "$API_LISTEN" --tokens-file "$RUN/api-tokens" >>"$RUN/api.log" 2>&1 & ;;
+    esac
+    comp_pid[$name]=$!
+    comp_since[$name]=$SECONDS
+    if [ -z "${comp_slot[$name]:-}" ]; then
+        comp_slot[$name]=${#started_pids[@]}
+        started_pids+=($!)
+    else
+        started_pids[${comp_slot[$name]}]=$!
+    fi
+    echo "$!" >"$RUN/$name.pid"
+    echo "${started_pids[*]}" >"$RUN/pids"
+}
+
+# Watches the components until make run stops: one that exits is restarted
+# (see the top of this file); a restart asked by `run.sh restart` is at once.
+supervise() {
+    local name pid rc b
+    while :; do
+        if [ -n "${BROKER_PID:-}" ] && ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            say "!!! helmq-broker exited: the embedded broker is volatile, its topics and every queued command are gone; stopping"
+            exit 1
+        fi
+        for name in "${!comp_pid[@]}"; do
+            pid=${comp_pid[$name]}
+            if [ -n "$pid" ]; then
+                kill -0 "$pid" 2>/dev/null && continue
+                wait "$pid" 2>/dev/null
+                rc=$?
+                comp_pid[$name]=""
+                started_pids[${comp_slot[$name]}]=""
+                echo "${started_pids[*]}" >"$RUN/pids" # still running: stack_running holds
+                if [ -f "$RUN/restart.$name" ]; then
+                    rm -f "$RUN/restart.$name"
+                    say "helmq-$name stopped on request (status $rc); starting it again"
+                    comp_due[$name]=$SECONDS
+                    continue
+                fi
+                if [ "${HELMQ_RUN_RESTART:-1}" = 0 ]; then
+                    tail -20 "$RUN/$name.log" >&2
+                    say "!!! helmq-$name exited (status $rc); stopping everything (HELMQ_RUN_RESTART=0)"
+                    exit 1
+                fi
+                # Ran a minute or more: a new failure, start over at 1 s.
+                b=${comp_backoff[$name]:-0}
+                [ $((SECONDS - comp_since[$name])) -ge 60 ] && b=0
+                b=$((b ? b * 2 : 1))
+                [ "$b" -gt 30 ] && b=30
+                comp_backoff[$name]=$b
+                comp_due[$name]=$((SECONDS + b))
+                tail -5 "$RUN/$name.log" >&2
+                say "!!! helmq-$name EXITED (status $rc); restarting it in ${b}s (log $RUN/$name.log; HELMQ_RUN_RESTART=0 stops everything instead)"
+            elif [ "$SECONDS" -ge "${comp_due[$name]}" ]; then
+                start_component "$name"
+                say "helmq-$name started again: pid ${comp_pid[$name]}"
+            fi
+        done
+        sleep 0.5
+    done
 }
 
 stack_up() {
@@ -50,10 +132,13 @@ stack_up() {
         rm -f "$RUN/broker.addr"
         "$BIN/helmq-broker" --address-file "$RUN/broker.addr" >"$RUN/broker.out" 2>"$RUN/broker.log" &
         started_pids+=($!)
+        BROKER_PID=$!
         for _ in $(seq 1 100); do [ -s "$RUN/broker.addr" ] && break; sleep 0.1; done
         [ -s "$RUN/broker.addr" ] || { cat "$RUN/broker.log" >&2; say "helmq-broker did not start"; exit 1; }
         export HELMQ_BROKERS=$(cat "$RUN/broker.addr")
-        BROKER_NOTE="embedded helmq-broker (librdkafka mock cluster) at $HELMQ_BROKERS"
+        BROKER_NOTE="embedded helmq-broker (librdkafka mock cluster) at $HELMQ_BROKERS
+               VOLATILE: it keeps nothing on disk; when it stops, its topics and every
+               command not yet run are gone (use real Kafka for anything that matters)"
     else
         BROKER_NOTE="Kafka at $HELMQ_BROKERS (from HELMQ_BROKERS)"
     fi
@@ -91,12 +176,13 @@ stack_up() {
     else
         HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
     fi
-    "$BIN/helmq-worker" --http-listen "${HELMQ_WORKER_HTTP:-127.0.0.1:0}" >"$RUN/worker.log" 2>&1 &
-    started_pids+=($!)
-    WORKER_PID=$!
-    "$BIN/helmq-projector" --http-listen "${HELMQ_PROJECTOR_HTTP:-127.0.0.1:0}" >"$RUN/projector.log" 2>&1 &
-    started_pids+=($!)
-    PROJECTOR_PID=$!
+    : >"$RUN/worker.log"
+    : >"$RUN/projector.log"
+    : >"$RUN/api.log"
+    start_component worker
+    WORKER_PID=${comp_pid[worker]}
+    start_component projector
+    PROJECTOR_PID=${comp_pid[projector]}
     # The HTTP API, with an admin token and one for the seed's tenant.
     if [ ! -s "$RUN/api-tokens" ]; then
         umask 077
@@ -108,14 +194,18 @@ stack_up() {
         umask 022
     fi
     API_LISTEN=${HELMQ_API_LISTEN:-127.0.0.1:8080}
-    "$BIN/helmq-api" --listen "$API_LISTEN" --tokens-file "$RUN/api-tokens" >"$RUN/api.log" 2>&1 &
-    API_PID=$!
+    start_component api
+    API_PID=${comp_pid[api]}
     sleep 0.3
     if kill -0 "$API_PID" 2>/dev/null; then
-        started_pids+=("$API_PID")
         ADMIN_TOKEN=$(awk '$3 == "admin" {print $1}' "$RUN/api-tokens")
         API_NOTE="http://$API_LISTEN/api/v1/helm/releases (tokens in $RUN/api-tokens; log $RUN/api.log)"
     else
+        # Not supervised: it would fail the same way again (the port is taken).
+        wait "$API_PID" 2>/dev/null
+        unset 'comp_pid[api]'
+        started_pids[${comp_slot[api]}]=""
+        rm -f "$RUN/api.pid"
         API_NOTE="not started: $(tail -1 "$RUN/api.log") (set HELMQ_API_LISTEN=127.0.0.1:PORT)"
         ADMIN_TOKEN=""
     fi
@@ -158,10 +248,14 @@ Next, in another terminal:
   helmq events
   curl -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/summary
   make demo                     # the seed's whole story, step by step
-${started_cluster:+  kubectl get deploy,svc -n tenant-acme     # the release in the emulated cluster
-  helm list -A                  # helm's own view (build/tools/helm, on PATH after source)
-  helm push CHART.tgz $HELMQ_CHART_REPO --plain-http   # publish a chart of your own
-}
+$CLUSTER_NEXT
+If the worker, the projector or the API dies, make run says so and starts it again
+(after 1 s, then longer while it keeps dying; HELMQ_RUN_RESTART=0 stops everything
+instead). To restart one yourself:
+  bash tests/lib/run.sh restart worker      # or projector, api
+The embedded broker is not restarted: it is volatile, and stopping make run (or the
+broker dying) loses its topics and every command not yet run.
+
 Ctrl-C stops everything make run started. Logs follow.
 
 EOM
@@ -185,8 +279,36 @@ serve)
     print_where
     tail -n +1 -F "$RUN/worker.log" "$RUN/projector.log" &
     tail_pid=$!
-    while kill -0 "$WORKER_PID" 2>/dev/null && kill -0 "$PROJECTOR_PID" 2>/dev/null; do sleep 1; done
-    say "a helmq process exited; stopping"
+    supervise
+    ;;
+restart)
+    name=${2:-}
+    case "$name" in
+    worker | projector | api) ;;
+    *)
+        echo "usage: run.sh restart worker|projector|api" >&2
+        exit 2
+        ;;
+    esac
+    if ! [ -f "$RUN/env.sh" ] || ! [ -s "$RUN/$name.pid" ]; then
+        say "no running make run with a helmq-$name in $RUN"
+        exit 1
+    fi
+    old=$(cat "$RUN/$name.pid")
+    touch "$RUN/restart.$name"
+    kill -TERM "$old" 2>/dev/null
+    say "asked helmq-$name (pid $old) to stop; make run starts it again"
+    # The worker may take its --drain-timeout-ms (60 s) to finish running helm.
+    for _ in $(seq 1 1000); do
+        new=$(cat "$RUN/$name.pid" 2>/dev/null)
+        if [ -n "$new" ] && [ "$new" != "$old" ] && kill -0 "$new" 2>/dev/null; then
+            say "helmq-$name restarted: pid $new"
+            exit 0
+        fi
+        sleep 0.1
+    done
+    rm -f "$RUN/restart.$name"
+    say "helmq-$name did not come back within 100 s; see $RUN/$name.log"
     exit 1
     ;;
 demo)
@@ -206,7 +328,7 @@ demo)
     exit $rc
     ;;
 *)
-    echo "usage: run.sh serve|demo" >&2
+    echo "usage: run.sh serve|demo|restart worker|projector|api" >&2
     exit 2
     ;;
 esac

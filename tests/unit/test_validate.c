@@ -65,6 +65,37 @@ int main(void) {
     expect("install", "chartName", NULL, "chartName", "required");
     expect("install", "chartName", "\"--post-renderer\"", "chartName", "chart-name");
     expect("install", "chartVersion", "\"latest\"", "chartVersion", "semver");
+    /* SemVer 2.0.0, strictly (issue 21): three numbers, no 'v', no leading zeros. */
+    static const char *const not_semver[] = {"1.0",      "v1.0.0", "01.0.0", "1.00.0",
+                                             "1.0.0-01", "1.0.0-", "1.0.0+", "1.0.0-a..b",
+                                             "1.0.0.0",  "=1.0.0", "1.0.0 ", "^1.2.3"};
+    for (size_t i = 0; i < sizeof(not_semver) / sizeof(not_semver[0]); i++) {
+        char lit[64];
+        snprintf(lit, sizeof(lit), "\"%s\"", not_semver[i]);
+        expect("install", "chartVersion", lit, "chartVersion", "semver");
+    }
+    static const char *const semver[] = {"0.0.0",
+                                         "1.2.3",
+                                         "10.20.30",
+                                         "1.0.0-alpha",
+                                         "1.0.0-alpha.1",
+                                         "1.0.0-0.3.7",
+                                         "1.0.0-x.7.z.92",
+                                         "1.0.0-alpha+001",
+                                         "1.0.0+20130313144700",
+                                         "1.0.0-beta+exp.sha.5114f85",
+                                         "1.0.0-0a.-"};
+    for (size_t i = 0; i < sizeof(semver) / sizeof(semver[0]); i++) {
+        json_t *c = base("install");
+        json_object_set_new(c, "chartVersion", json_string(semver[i]));
+        is_int(validate_command(c, &e), 0, "chartVersion %s is SemVer 2.0.0 (%s)", semver[i], e.message);
+        json_decref(c);
+    }
+    is_int(validate_utf8("description", "caf\xc3\xa9", 5, &e), 0, "UTF-8 text passes validate_utf8");
+    ok(validate_utf8("description", "caf\xe9", 4, &e) == -1 && strcmp(e.rule, "utf-8") == 0 &&
+           strcmp(e.field, "description") == 0,
+       "Latin-1 text is refused, naming the field and rule utf-8: %s", e.message);
+    ok(validate_utf8("reason", "a\0b", 3, &e) == -1, "an embedded NUL is refused");
     expect("install", "valuesOverride", "\"[1,2]\"", "valuesOverride", "json-object");
     expect("install", "valuesOverride", "\"{oops\"", "valuesOverride", "json");
     expect("install", "timeout", "0", "timeout", "range");
@@ -87,6 +118,11 @@ int main(void) {
     text[big] = '\0';
     ok(validate_values(text, &e) == NULL && strcmp(e.rule, "max-size") == 0, "oversize values refused: %s",
        e.message);
+    ok(strstr(e.message, "524288 bytes (512 KiB)") != NULL, "the message names the limit checked: %s",
+       e.message);
+    ok(validate_values("{\"a\":\n 1,}", &e) == NULL && strcmp(e.rule, "json") == 0 &&
+           strstr(e.message, "line 2, column") != NULL,
+       "a syntax error names jansson's line and column: %s", e.message);
     free(text);
     char deep[256] = "";
     for (int i = 0; i < 40; i++)

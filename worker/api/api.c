@@ -35,6 +35,8 @@ static const config_opt_t api_opts[] = {
      "PostgreSQL connection string or URI"},
     {"db-connections", 0, "HELMQ_API_DB_CONNECTIONS", CONFIG_INT, "4",
      "PostgreSQL connections, used in turn"},
+    {"db-timeout-ms", 0, "HELMQ_API_DB_TIMEOUT_MS", CONFIG_INT, "5000",
+     "a request waits this long for PostgreSQL, then gets 503 (at once when no connection is up)"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
      "topic commands are published to"},
@@ -47,6 +49,8 @@ static const config_opt_t api_opts[] = {
 };
 
 #define PREFIX "/api/v1/helm/releases"
+#define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
+#define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
 
 typedef struct token {
     char *token, *principal;
@@ -54,12 +58,16 @@ typedef struct token {
     int admin;
 } token_t;
 
+typedef struct pending pending_t;
+
 typedef struct api {
     uv_loop_t *loop;
     config_t *cfg;
     httpd_t *http;
     db_t **dbs; /* a small pool, used round-robin */
     int ndbs, next_db;
+    unsigned db_timeout_ms;
+    pending_t *db_waiting; /* requests whose query has not answered yet */
     rd_kafka_t *producer;
     rd_kafka_queue_t *queue;
     int wake_fd[2];
@@ -76,7 +84,11 @@ typedef struct api {
     double latency_sum;
 } api_t;
 
-typedef struct pending {
+/* A request being answered. One waiting on PostgreSQL is on api.db_waiting
+ * until its query's callback runs: when the query outlives db-timeout-ms,
+ * the request is answered 503 and req is NULL (abandoned), and the callback
+ * only frees it. */
+struct pending {
     api_t *api;
     http_req_t *req;
     const token_t *tok;
@@ -84,7 +96,10 @@ typedef struct pending {
     int status;
     char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
     char *reason;
-} pending_t;
+    db_cb on_row; /* the query's own callback */
+    uint64_t db_deadline;
+    pending_t *db_next, *db_prev;
+};
 
 static api_t A;
 
@@ -174,8 +189,95 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
     free(p);
 }
 
+/* The next connection that is up and not swamped, in turn; NULL when none. */
+/* 400 naming the field (null for the body as a whole) and the rule. */
+static void reply_invalid(pending_t *p, const validate_error_t *verr) {
+    int whole = strcmp(verr->field, "-") == 0;
+    char msg[700];
+    if (whole)
+        snprintf(msg, sizeof(msg), "%s", verr->message);
+    else
+        snprintf(msg, sizeof(msg), "invalid %s: %s", verr->field, verr->message);
+    reply_error(p, 400, msg, whole ? NULL : verr->field, verr->rule);
+}
+
 static db_t *api_db(api_t *a) {
-    return a->dbs[a->next_db++ % a->ndbs];
+    for (int i = 0; i < a->ndbs; i++) {
+        db_t *db = a->dbs[a->next_db++ % a->ndbs];
+        if (db_ready(db) && db_pending(db) < API_DB_QUEUE_MAX)
+            return db;
+    }
+    return NULL;
+}
+
+/* 503 with Retry-After: PostgreSQL is down, or did not answer in time. */
+static void reply_db_unavailable(pending_t *p, const char *detail) {
+    json_t *e = json_pack("{s:s,s:s}", "error", "database unavailable", "detail", detail);
+    char *s = json_dumps(e, JSON_COMPACT);
+    httpd_add_header(p->req, "Retry-After", API_RETRY_AFTER_S);
+    reply(p, 503, s);
+    free(s);
+    json_decref(e);
+}
+
+static void db_waiting_unlink(pending_t *p) {
+    if (p->db_prev)
+        p->db_prev->db_next = p->db_next;
+    else
+        p->api->db_waiting = p->db_next;
+    if (p->db_next)
+        p->db_next->db_prev = p->db_prev;
+    p->db_next = p->db_prev = NULL;
+}
+
+static void on_db_answer(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    db_waiting_unlink(p);
+    if (!p->req) { /* answered 503 meanwhile */
+        free(p->reason);
+        free(p);
+        return;
+    }
+    p->on_row(p, res, err);
+}
+
+/* Runs sql with (id, the token's tenant or NULL) for p; on_row answers. No
+ * connection up: 503 at once; no answer within db-timeout-ms: 503 then (the
+ * tick sweeps), instead of waiting for PostgreSQL to come back. */
+static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row) {
+    api_t *a = p->api;
+    db_t *db = api_db(a);
+    if (!db) {
+        reply_db_unavailable(p, "no connection to PostgreSQL is up; retry later");
+        return;
+    }
+    const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
+    p->on_row = on_row;
+    p->db_deadline = uv_now(a->loop) + a->db_timeout_ms;
+    p->db_next = a->db_waiting;
+    if (a->db_waiting)
+        a->db_waiting->db_prev = p;
+    a->db_waiting = p;
+    db_query(db, sql, 2, params, NULL, NULL, on_db_answer, p);
+}
+
+/* Answers 503 to requests whose query outlived db-timeout-ms. */
+static void db_waiting_sweep(api_t *a) {
+    uint64_t now = uv_now(a->loop);
+    for (pending_t *p = a->db_waiting; p; p = p->db_next) {
+        if (!p->req || now < p->db_deadline)
+            continue;
+        http_req_t *req = p->req;
+        count(a, 503, p->started);
+        json_t *e = json_pack("{s:s,s:s}", "error", "database unavailable", "detail",
+                              "PostgreSQL did not answer in time; retry later");
+        char *s = json_dumps(e, JSON_COMPACT);
+        httpd_add_header(req, "Retry-After", API_RETRY_AFTER_S);
+        httpd_respond(req, 503, "application/json", s, strlen(s));
+        free(s);
+        json_decref(e);
+        p->req = NULL; /* abandoned: on_db_answer frees p */
+    }
 }
 
 static int api_db_ready(const api_t *a) {
@@ -203,8 +305,7 @@ static void on_json_row(void *arg, const PGresult *res, const char *err) {
 }
 
 static void query_json(pending_t *p, const char *sql, const char *id) {
-    const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
-    db_query(api_db(p->api), sql, 2, params, NULL, NULL, on_json_row, p);
+    api_query(p, sql, id, on_json_row);
 }
 
 /* --- commands ----------------------------------------------------------------------- */
@@ -235,15 +336,13 @@ static void send_command(pending_t *p, json_t *doc) {
     char errstr[512];
     validate_error_t verr;
     if (validate_command(doc, &verr) < 0) {
-        char msg[700];
-        snprintf(msg, sizeof(msg), "invalid %s: %s", verr.field, verr.message);
-        reply_error(p, 400, msg, verr.field, verr.rule);
+        reply_invalid(p, &verr);
         return;
     }
     unsigned char *buf;
     size_t len;
     if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {
-        reply_error(p, 400, errstr, NULL, "schema");
+        reply_error(p, 400, errstr, NULL, "schema"); /* field null: the schema's message names it */
         return;
     }
     char key[512];
@@ -264,14 +363,19 @@ static void send_command(pending_t *p, json_t *doc) {
 }
 
 static void post_install(pending_t *p) {
-    char errstr[512];
+    validate_error_t verr;
     json_error_t jerr;
     json_t *doc = json_loadb(p->req->body, p->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        validate_fail(&verr, "-", "json", "the body is not valid JSON: line %d, column %d: %s", jerr.line,
+                      jerr.column, jerr.text);
+        reply_invalid(p, &verr);
+        return;
+    }
     if (!json_is_object(doc)) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "the body must be a JSON object: %s", doc ? "not an object" : jerr.text);
         json_decref(doc);
-        reply_error(p, 400, msg, "-", "json");
+        validate_fail(&verr, "-", "json-object", "the body must be a JSON object");
+        reply_invalid(p, &verr);
         return;
     }
     /* The principal is who performs it; the API chooses the ids. */
@@ -285,26 +389,27 @@ static void post_install(pending_t *p) {
     if (!p->tok->admin && !tenant)
         json_object_set_new(doc, "tenantId", json_string(p->tok->tenant));
     json_object_del(doc, "commandId");
-    const char *rid = json_string_value(json_object_get(doc, "releaseId"));
-    if (!rid || !uuid_valid(rid)) {
+    const json_t *rid = json_object_get(doc, "releaseId");
+    if (!rid || json_is_null(rid)) { /* one given is validated, never replaced */
         uuid_v4(p->release_id);
         json_object_set_new(doc, "releaseId", json_string(p->release_id));
     }
-    if (cmddoc_prepare(doc, "install", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+    if (cmddoc_prepare(doc, "install", p->tok->principal, &verr) < 0) {
         json_decref(doc);
-        reply_error(p, 400, errstr, NULL, NULL);
+        reply_invalid(p, &verr);
         return;
     }
-    /* As prepared: a given releaseId in its canonical lower case. */
-    snprintf(p->release_id, sizeof(p->release_id), "%s",
-             json_string_value(json_object_get(doc, "releaseId")));
+    /* As prepared: a given releaseId in its canonical lower case (one that is
+     * not a UUID is refused by send_command's validation). */
+    const char *prepared_rid = json_string_value(json_object_get(doc, "releaseId"));
+    snprintf(p->release_id, sizeof(p->release_id), "%s", prepared_rid ? prepared_rid : "");
     send_command(p, doc);
     json_decref(doc);
 }
 
 static void on_release_for_delete(void *arg, const PGresult *res, const char *err) {
     pending_t *p = arg;
-    char errstr[256];
+    validate_error_t verr;
     if (err) {
         log_error("query failed: %s", err);
         reply_error(p, 500, "database error", NULL, NULL);
@@ -323,9 +428,9 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
                   "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
     if (p->reason)
         json_object_set_new(doc, "reason", json_string(p->reason));
-    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, errstr, sizeof(errstr)) < 0) {
+    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, &verr) < 0) {
         json_decref(doc);
-        reply_error(p, 400, errstr, NULL, NULL);
+        reply_invalid(p, &verr);
         return;
     }
     send_command(p, doc);
@@ -384,22 +489,48 @@ static const char SQL_FOR_DELETE[] =
     "SELECT tenant_id, namespace, release_name, status FROM helmq.releases r "
     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
 
+/* 405 with the Allow header listing what the resource takes. */
+static void reply_method(pending_t *p, const char *allow) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "method not allowed: use %s", allow);
+    httpd_add_header(p->req, "Allow", allow);
+    reply_error(p, 405, msg, NULL, NULL);
+}
+
+#define ALLOW_GET "GET, HEAD"
+#define ALLOW_RELEASE "GET, HEAD, DELETE"
+
+/* Routes on the decoded path segments (httpd.h): /api/v1/helm/releases,
+ * then "", "summary", "tenant/:tenantId", ":releaseId" or
+ * ":releaseId/history". A trailing '/' is ignored. HEAD comes as GET. */
 static void handle(http_req_t *req, void *ctx) {
+    static const char *const prefix[] = {"api", "v1", "helm", "releases"};
     api_t *a = ctx;
-    const char *path = req->path, *m = req->method;
-    if (strcmp(path, "/healthz") == 0) {
-        health(a, req);
-        return;
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        metrics(a, req);
-        return;
-    }
+    const char *m = req->method;
+    char *const *seg = req->segments;
+    int nseg = req->nsegments;
+    if (nseg > 0 && seg[nseg - 1][0] == '\0')
+        nseg--;
     pending_t *p = calloc(1, sizeof(*p));
     p->api = a;
     p->req = req;
     p->started = uv_now(a->loop);
-    if (strncmp(path, PREFIX, strlen(PREFIX)) != 0 || (path[strlen(PREFIX)] && path[strlen(PREFIX)] != '/')) {
+    if (nseg == 1 && (strcmp(seg[0], "healthz") == 0 || strcmp(seg[0], "metrics") == 0)) {
+        if (strcmp(m, "GET") != 0) {
+            reply_method(p, ALLOW_GET);
+            return;
+        }
+        if (seg[0][0] == 'h')
+            health(a, req);
+        else
+            metrics(a, req);
+        free(p);
+        return;
+    }
+    int matched = nseg >= 4;
+    for (int i = 0; matched && i < 4; i++)
+        matched = strcmp(seg[i], prefix[i]) == 0;
+    if (!matched) {
         reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
@@ -409,66 +540,69 @@ static void handle(http_req_t *req, void *ctx) {
                     NULL);
         return;
     }
-    const char *rest = path + strlen(PREFIX); /* "", "/summary", "/tenant/X", "/X", "/X/history" */
-    char id[128] = "", tail[32] = "";
-    if (*rest == '/')
-        rest++;
-    if (*rest == '\0') {
+    char *const *rest = seg + 4;
+    int nrest = nseg - 4;
+    if (nrest == 0) {
         if (strcmp(m, "POST") != 0) {
-            reply_error(p, 405, "use POST to install a release", NULL, NULL);
+            reply_method(p, "POST");
             return;
         }
         post_install(p);
         return;
     }
-    if (strcmp(rest, "summary") == 0) {
+    if (nrest == 1 && strcmp(rest[0], "summary") == 0) {
         if (strcmp(m, "GET") != 0) {
-            reply_error(p, 405, "method not allowed", NULL, NULL);
+            reply_method(p, ALLOW_GET);
             return;
         }
         if (!p->tok->admin) {
             reply_error(p, 403, "the summary is for administrators", NULL, NULL);
             return;
         }
-        const char *params[2] = {NULL, NULL};
-        db_query(api_db(a), SQL_SUMMARY, 2, params, NULL, NULL, on_json_row, p);
+        api_query(p, SQL_SUMMARY, NULL, on_json_row);
         return;
     }
-    if (strncmp(rest, "tenant/", 7) == 0) {
-        snprintf(id, sizeof(id), "%s", rest + 7);
+    if (nrest == 2 && strcmp(rest[0], "tenant") == 0) {
         if (strcmp(m, "GET") != 0) {
-            reply_error(p, 405, "method not allowed", NULL, NULL);
+            reply_method(p, ALLOW_GET);
             return;
         }
-        if (!uuid_valid(id)) {
-            reply_error(p, 400, "tenantId must be a UUID", "tenantId", "uuid");
+        if (!uuid_valid(rest[1])) {
+            reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
             return;
         }
-        query_json(p, SQL_TENANT, id);
+        query_json(p, SQL_TENANT, rest[1]);
         return;
     }
-    const char *slash = strchr(rest, '/');
-    snprintf(id, sizeof(id), "%.*s", slash ? (int)(slash - rest) : (int)strlen(rest), rest);
-    if (slash)
-        snprintf(tail, sizeof(tail), "%s", slash + 1);
-    if (!uuid_valid(id)) {
-        reply_error(p, 400, "releaseId must be a UUID", "releaseId", "uuid");
+    if (nrest > 2 || (nrest == 2 && strcmp(rest[1], "history") != 0)) {
+        reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
-    if (strcmp(tail, "history") == 0 && strcmp(m, "GET") == 0) {
-        query_json(p, SQL_HISTORY, id);
-    } else if (*tail == '\0' && strcmp(m, "GET") == 0) {
+    const char *id = rest[0];
+    if (!uuid_valid(id)) { /* exactly 36 characters: a decoded NUL never gets here */
+        reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
+        return;
+    }
+    if (nrest == 2) {
+        if (strcmp(m, "GET") != 0)
+            reply_method(p, ALLOW_GET);
+        else
+            query_json(p, SQL_HISTORY, id);
+    } else if (strcmp(m, "GET") == 0) {
         query_json(p, SQL_GET, id);
-    } else if (*tail == '\0' && strcmp(m, "DELETE") == 0) {
+    } else if (strcmp(m, "DELETE") == 0) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", id);
         uuid_lower(p->release_id); /* the canonical form the answer and the command carry */
-        p->reason = httpd_query_param(req, "reason");
-        const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
-        db_query(api_db(a), SQL_FOR_DELETE, 2, params, NULL, NULL, on_release_for_delete, p);
-    } else if (strcmp(tail, "history") == 0 || *tail == '\0') {
-        reply_error(p, 405, "method not allowed", NULL, NULL);
+        size_t reason_len = 0;
+        p->reason = httpd_query_param(req, "reason", &reason_len);
+        validate_error_t verr;
+        if (p->reason && validate_utf8("reason", p->reason, reason_len, &verr) < 0) {
+            reply_invalid(p, &verr); /* jansson would drop it: the uninstall would lose its reason */
+            return;
+        }
+        api_query(p, SQL_FOR_DELETE, id, on_release_for_delete);
     } else {
-        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        reply_method(p, ALLOW_RELEASE);
     }
 }
 
@@ -484,6 +618,7 @@ static void on_wake(uv_poll_t *h, int status, int events) {
 
 static void on_tick(uv_timer_t *t) {
     rd_kafka_poll(((api_t *)t->data)->producer, 0);
+    db_waiting_sweep(t->data);
 }
 
 static void closed(uv_handle_t *h) {
@@ -502,6 +637,16 @@ static void on_signal(uv_signal_t *s, int sig) {
     uv_close((uv_handle_t *)&a->sigint, closed);
     for (int i = 0; i < a->ndbs; i++)
         db_close(a->dbs[i]);
+    /* Closed connections drop their queries without callbacks: free the
+     * requests that waited on them (their connections are gone too). */
+    while (a->db_waiting) {
+        pending_t *p = a->db_waiting;
+        db_waiting_unlink(p);
+        if (p->req)
+            httpd_respond(p->req, 503, NULL, NULL, 0);
+        free(p->reason);
+        free(p);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -577,6 +722,11 @@ int main(int argc, char **argv) {
     a->ndbs = (int)config_int(&cfg, "db-connections");
     if (a->ndbs < 1 || a->ndbs > 64) {
         fprintf(stderr, "helmq-api: --db-connections must be 1..64\n");
+        return 2;
+    }
+    a->db_timeout_ms = (unsigned)config_int(&cfg, "db-timeout-ms");
+    if (config_int(&cfg, "db-timeout-ms") < 1) {
+        fprintf(stderr, "helmq-api: --db-timeout-ms must be at least 1\n");
         return 2;
     }
     a->dbs = calloc((size_t)a->ndbs, sizeof(db_t *));

@@ -20,34 +20,27 @@ void cmddoc_canonical_ids(json_t *doc) {
     }
 }
 
-int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *errstr, size_t errstr_size) {
+int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, validate_error_t *err) {
     const char *given = json_string_value(json_object_get(doc, "operation"));
-    if (json_object_get(doc, "operation") && (!given || strcmp(given, op) != 0)) {
-        snprintf(errstr, errstr_size, "operation: the document's operation is not \"%s\" (rule operation)",
-                 op);
-        return -1;
-    }
+    memset(err, 0, sizeof(*err));
+    if (json_object_get(doc, "operation") && (!given || strcmp(given, op) != 0))
+        return validate_fail(err, "operation", "operation", "the document's operation is not \"%s\"", op);
     json_object_set_new(doc, "operation", json_string(op));
     json_t *v = json_object_get(doc, "valuesOverride");
     if (v && !json_is_string(v)) {
-        if (!json_is_object(v)) {
-            snprintf(errstr, errstr_size, "valuesOverride: must be a JSON object (rule json-object)");
-            return -1;
-        }
+        if (!json_is_object(v))
+            return validate_fail(err, "valuesOverride", "json-object",
+                                 "valuesOverride must be a JSON object");
         char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-        if (!text) {
-            snprintf(errstr, errstr_size, "valuesOverride: cannot serialise (rule json-object)");
-            return -1;
-        }
+        if (!text)
+            return validate_fail(err, "valuesOverride", "json-object", "valuesOverride cannot be serialised");
         json_object_set_new(doc, "valuesOverride", json_string(text));
         free(text);
     }
     if (!json_object_get(doc, "commandId")) {
         char id[UUID_STR_LEN];
-        if (uuid_v4(id) < 0) {
-            snprintf(errstr, errstr_size, "commandId: cannot generate a UUID");
-            return -1;
-        }
+        if (uuid_v4(id) < 0)
+            return validate_fail(err, "commandId", "uuid", "cannot generate a UUID for commandId");
         json_object_set_new(doc, "commandId", json_string(id));
     }
     if (!json_object_get(doc, "performedBy") && performed_by)

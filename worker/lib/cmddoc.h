@@ -4,6 +4,8 @@
 #ifndef HELMQ_CMDDOC_H
 #define HELMQ_CMDDOC_H
 
+#include "validate.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -12,9 +14,9 @@
  * JSON text (compact, sorted keys: the same values give the same bytes and
  * digest), and fills commandId (a new UUID), performedBy (performed_by, when
  * doc has none) and requestedAt (now) when absent. Returns 0, or -1 with
- * errstr naming the field and rule. Validation is separate
- * (validate_command). */
-int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, char *errstr, size_t errstr_size);
+ * *err naming the field and the rule, as validation does. Validation is
+ * separate (validate_command). */
+int cmddoc_prepare(json_t *doc, const char *op, const char *performed_by, validate_error_t *err);
 
 /* Writes the UUID fields of doc (commandId, tenantId, releaseId) in their
  * canonical lower case, in place: a UUID is case-insensitive, so a tenant

@@ -32,6 +32,7 @@ struct http_conn {
     int answering;      /* a request is being answered */
     int keep_alive;
     int closing;
+    int eof; /* the client half-closed: answer what was asked, then close */
     char *url;
     size_t url_len;
     char *hdr_field;
@@ -58,6 +59,10 @@ static void req_free(http_req_t *r) {
     if (!r)
         return;
     free(r->path);
+    for (int i = 0; i < r->nsegments; i++)
+        free(r->segments[i]);
+    free(r->segments);
+    free(r->headers);
     free(r->query);
     free(r->authorization);
     free(r->content_type);
@@ -73,7 +78,7 @@ static void conn_fail(http_conn_t *c, int status, const char *message) {
     c->handed = r;
     c->answering = 1;
     c->keep_alive = 0;
-    httpd_error(r, status, message, NULL, NULL);
+    httpd_error(r, status, message, NULL, status == 400 ? "http" : NULL);
 }
 
 static int on_message_begin(http_parser *p) {
@@ -154,8 +159,9 @@ static int hexval(char ch) {
     return -1;
 }
 
-/* Percent-decodes s[0..n) into a new string (plus_space: '+' is a space). */
-static char *pct_decode(const char *s, size_t n, int plus_space) {
+/* Percent-decodes s[0..n) into a new string (plus_space: '+' is a space);
+ * lenient: a malformed escape stays as it is. For query parameters. */
+static char *pct_decode(const char *s, size_t n, int plus_space, size_t *out_len) {
     char *out = malloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
@@ -168,34 +174,98 @@ static char *pct_decode(const char *s, size_t n, int plus_space) {
         }
     }
     *o = '\0';
+    if (out_len)
+        *out_len = (size_t)(o - out);
     return out;
+}
+
+/* Percent-decodes one path segment s[0..n) strictly into a new string.
+ * Returns NULL with *why set when an escape is malformed or the segment
+ * decodes to a NUL or a '/' (which would cut a C string short or act as a
+ * separator the router never saw). */
+static char *segment_decode(const char *s, size_t n, const char **why) {
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            *o++ = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval(s[i + 1]) : -1, lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0) {
+            *why = "a '%' in the path must be followed by two hex digits";
+            free(out);
+            return NULL;
+        }
+        char ch = (char)(hi * 16 + lo);
+        if (ch == '\0' || ch == '/') {
+            *why = ch ? "a path segment must not hold an encoded '/' (%2F)"
+                      : "a path segment must not hold an encoded NUL (%00)";
+            free(out);
+            return NULL;
+        }
+        *o++ = ch;
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Splits r->path on '/' into decoded segments. Returns 0, or -1 with *why. */
+static int path_split(http_req_t *r, const char **why) {
+    const char *s = r->path;
+    if (*s == '/')
+        s++;
+    if (!*s)
+        return 0;
+    for (;;) {
+        const char *slash = strchr(s, '/');
+        size_t n = slash ? (size_t)(slash - s) : strlen(s);
+        char *seg = segment_decode(s, n, why);
+        if (!seg)
+            return -1;
+        r->segments = realloc(r->segments, sizeof(char *) * (size_t)(r->nsegments + 1));
+        if (!r->segments)
+            abort();
+        r->segments[r->nsegments++] = seg;
+        if (!slash)
+            return 0;
+        s = slash + 1;
+    }
 }
 
 static int on_message_complete(http_parser *p) {
     http_conn_t *c = p->data;
     http_req_t *r = c->req;
     struct http_parser_url u;
+    const char *why = NULL;
     http_parser_url_init(&u);
-    r->method = http_method_str((enum http_method)p->method);
+    r->head = p->method == HTTP_HEAD;
+    r->method = r->head ? "GET" : http_method_str((enum http_method)p->method);
     if (!c->url || http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
         r->path = strdup("");
         r->query = strdup("");
     } else {
-        r->path = pct_decode(c->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len, 0);
+        r->path = strndup(c->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
         r->query = (u.field_set & (1 << UF_QUERY))
                        ? strndup(c->url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
                        : strdup("");
     }
+    int bad_path = path_split(r, &why) < 0;
     if (!r->body)
         r->body = strdup("");
     r->conn = c;
-    c->keep_alive = http_should_keep_alive(p);
+    c->keep_alive = http_should_keep_alive(p) && !c->eof;
     c->answering = 1;
     c->handed = r;
     c->req = NULL;
     uv_timer_stop(&c->timer);
     http_parser_pause(p, 1); /* one request at a time: the rest waits in pending */
-    c->h->handler(r, c->h->ctx);
+    if (bad_path)
+        httpd_error(r, 400, why, "path", "path-segment");
+    else
+        c->h->handler(r, c->h->ctx);
     return 0;
 }
 
@@ -224,6 +294,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     http_conn_t *c = (http_conn_t *)s;
+    if (n == UV_EOF && !c->closing) {
+        /* The client half-closed (shutdown(SHUT_WR)) or closed: it may still
+         * read. A request being answered, or complete requests waiting in
+         * pending, are answered first; then the connection closes. */
+        free(buf->base);
+        c->eof = 1;
+        c->keep_alive = 0;
+        uv_read_stop(s);
+        if (!c->answering && !c->pending_len)
+            conn_close(c);
+        return;
+    }
     if (n < 0) {
         free(buf->base);
         conn_close(c);
@@ -301,7 +383,7 @@ static void on_written(uv_write_t *w, int status) {
     free(wr);
     if (c->closing)
         return;
-    if (status < 0 || !c->keep_alive) {
+    if (status < 0 || (!c->keep_alive && !c->eof)) {
         conn_close(c);
         return;
     }
@@ -321,7 +403,11 @@ static void resume(http_conn_t *c) {
         feed(c, p, n);
         free(p);
     }
-    if (!c->closing && !c->answering)
+    if (c->closing || c->answering)
+        return;
+    if (c->eof) /* nothing more will come: every complete request was answered */
+        conn_close(c);
+    else
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -343,6 +429,19 @@ static const char *reason(int status) {
     }
 }
 
+void httpd_add_header(http_req_t *req, const char *name, const char *value) {
+    size_t n = strlen(name) + strlen(value) + 4;
+    char *line = malloc(n + 1);
+    if (!line)
+        abort();
+    snprintf(line, n + 1, "%s: %s\r\n", name, value);
+    for (char *q = line; q < line + n - 2; q++)
+        if (*q == '\r' || *q == '\n')
+            *q = ' '; /* no header injection */
+    req->headers = append(req->headers, &req->headers_len, line, n);
+    free(line);
+}
+
 void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len) {
     http_conn_t *c = req->conn;
     if (c)
@@ -353,17 +452,23 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
     }
     char head[512];
     int hn = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n",
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s",
                       status, reason(status), content_type ? content_type : "application/json",
                       body ? len : 0, c->keep_alive ? "keep-alive" : "close",
                       status == 401 ? "WWW-Authenticate: Bearer realm=\"helmq\"\r\n" : "");
+    /* A HEAD answer has the headers of the GET answer and no body. */
+    size_t body_len = body && !req->head ? len : 0;
+    size_t total = (size_t)hn + req->headers_len + 2 + body_len;
     write_req_t *wr = calloc(1, sizeof(*wr));
-    wr->buf = malloc((size_t)hn + (body ? len : 0));
+    wr->buf = malloc(total);
     memcpy(wr->buf, head, (size_t)hn);
-    if (body && len)
-        memcpy(wr->buf + hn, body, len);
+    if (req->headers_len)
+        memcpy(wr->buf + hn, req->headers, req->headers_len);
+    memcpy(wr->buf + (size_t)hn + req->headers_len, "\r\n", 2);
+    if (body_len)
+        memcpy(wr->buf + (size_t)hn + req->headers_len + 2, body, body_len);
     wr->conn = c;
-    uv_buf_t b = uv_buf_init(wr->buf, (unsigned)((size_t)hn + (body ? len : 0)));
+    uv_buf_t b = uv_buf_init(wr->buf, (unsigned)total);
     req_free(req);
     if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         free(wr->buf);
@@ -374,24 +479,24 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
 
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {
     json_t *e = json_pack("{s:s}", "error", message);
-    if (field)
-        json_object_set_new(e, "field", json_string(field));
-    if (rule)
-        json_object_set_new(e, "rule", json_string(rule));
+    if (field || status == 400)
+        json_object_set_new(e, "field", field ? json_string(field) : json_null());
+    if (rule || status == 400)
+        json_object_set_new(e, "rule", rule ? json_string(rule) : json_null());
     char *s = json_dumps(e, JSON_COMPACT);
     httpd_respond(req, status, "application/json", s, strlen(s));
     free(s);
     json_decref(e);
 }
 
-char *httpd_query_param(const http_req_t *req, const char *name) {
+char *httpd_query_param(const http_req_t *req, const char *name, size_t *len) {
     size_t nl = strlen(name);
     const char *q = req->query;
     while (q && *q) {
         const char *amp = strchr(q, '&');
         size_t seg = amp ? (size_t)(amp - q) : strlen(q);
         if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
-            return pct_decode(q + nl + 1, seg - nl - 1, 1);
+            return pct_decode(q + nl + 1, seg - nl - 1, 1, len);
         q = amp ? amp + 1 : NULL;
     }
     return NULL;

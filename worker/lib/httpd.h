@@ -5,7 +5,13 @@
  * manages connections: keep-alive, one request at a time per connection
  * (pipelined requests wait their turn), a body size limit (413), an idle and
  * request timeout (408), and responses that may be sent later, from another
- * callback (a database query, a Kafka delivery report). */
+ * callback (a database query, a Kafka delivery report). A client that
+ * half-closes after its request (shutdown(SHUT_WR)) still gets its answer;
+ * the connection closes after it. HEAD is answered as GET without the body.
+ *
+ * The path is split on literal '/' first, then each segment is
+ * percent-decoded strictly: a malformed escape, or a segment that decodes to
+ * a NUL or a '/', is answered 400 here and never reaches the handler. */
 #ifndef HELMQ_HTTPD_H
 #define HELMQ_HTTPD_H
 
@@ -17,13 +23,18 @@ typedef struct http_conn http_conn_t;
 
 typedef struct http_req {
     http_conn_t *conn;   /* NULL once the client went away: responding is then a no-op */
-    const char *method;  /* "GET", "POST", ... */
-    char *path;          /* decoded path, without the query */
+    const char *method;  /* "GET", "POST", ...; "GET" for a HEAD request too */
+    int head;            /* a HEAD request: httpd_respond sends no body */
+    char *path;          /* the path as sent (not decoded), without the query */
+    char **segments;     /* the path's segments between '/', each percent-decoded */
+    int nsegments;       /* "/" has none; "/a/" has "a" and "" */
     char *query;         /* the raw query string (after '?'), or "" */
     char *authorization; /* the Authorization header, or NULL */
     char *content_type;
     char *body; /* NUL-terminated */
     size_t body_len;
+    char *headers; /* extra response header lines (httpd_add_header) */
+    size_t headers_len;
     void *data; /* the handler's */
 } http_req_t;
 
@@ -36,13 +47,21 @@ typedef void (*httpd_handler)(http_req_t *req, void *ctx);
 httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsigned timeout_ms,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size);
 
-/* Answers req (and frees it). body may be NULL for an empty body. */
+/* Adds "name: value" to req's answer (before httpd_respond or httpd_error);
+ * name and value are copied and must hold no CR or LF. */
+void httpd_add_header(http_req_t *req, const char *name, const char *value);
+
+/* Answers req (and frees it). body may be NULL for an empty body. A HEAD
+ * request gets the headers only, with the Content-Length of body. */
 void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len);
-/* Answers with a JSON error document {"error": message[, "field", "rule"]}. */
+/* Answers with a JSON error document {"error": message[, "field", "rule"]};
+ * a 400 always carries "field" and "rule", null when not given. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
 
-/* The value of name in the request's query string (decoded, malloc'd), or NULL. */
-char *httpd_query_param(const http_req_t *req, const char *name);
+/* The value of name in the request's query string (decoded, '+' as a space,
+ * malloc'd), or NULL. Its decoded length goes to *len (when len is not NULL):
+ * an encoded NUL makes it longer than strlen, for the caller to refuse. */
+char *httpd_query_param(const http_req_t *req, const char *name, size_t *len);
 
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);

@@ -22,13 +22,27 @@ typedef struct validate_error {
 
 /* Checks every rule on cmd: required fields, no unknown fields, UUIDs, helm's
  * release-name rule (at most 53 characters), DNS-1123 label namespace (at
- * most 63), chart name and SemVer chart version, valuesOverride a JSON object
+ * most 63), chart name and a strict SemVer 2.0.0 chart version
+ * (MAJOR.MINOR.PATCH[-prerelease][+build], no leading zeros, no 'v': helm
+ * itself takes ranges and a 'v', a command names one version), valuesOverride a JSON object
  * within size and depth limits, 0 < timeout <= VALIDATE_TIMEOUT_MAX, text
  * fields without control characters. Returns 0, or -1 with *err filled. */
 int validate_command(const json_t *cmd, validate_error_t *err);
 
 /* Parses a valuesOverride text into a JSON object (new reference), or NULL
- * with *err filled (not JSON, not an object, too large or too deep). */
+ * with *err filled (not JSON: with jansson's line, column and message; not an
+ * object; larger than VALIDATE_VALUES_MAX_BYTES; deeper than
+ * VALIDATE_VALUES_MAX_DEPTH). */
 json_t *validate_values(const char *text, validate_error_t *err);
+
+/* Checks that the text s[0..len) given for field (a flag, a query parameter:
+ * input that has not been through a JSON parser) is well-formed UTF-8 without
+ * a NUL. Returns 0, or -1 with *err filled (rule "utf-8"). */
+int validate_utf8(const char *field, const char *s, size_t len, validate_error_t *err);
+
+/* Fills *err (field, rule, then a printf message) and returns -1: for callers
+ * that refuse input with the same shape of error. */
+int validate_fail(validate_error_t *err, const char *field, const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif
