@@ -23,6 +23,8 @@ import random
 import re
 import signal
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -2171,9 +2173,38 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
+    ssl_ctx = None  # --tls: a connection whose first byte is a TLS handshake is served over TLS
+
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().server_bind()
+
+    def finish_request(self, request, client_address):
+        """Runs in the connection's thread. With --tls the port speaks both: TLS (what clients
+        using the kubeconfig speak: client-go sends credentials only over TLS) and plain HTTP
+        (curl http://..., as before), told apart by the first byte (0x16: a TLS handshake)."""
+        conn = request
+        if self.ssl_ctx is not None:
+            try:
+                request.settimeout(60)
+                first = request.recv(1, socket.MSG_PEEK)
+                request.settimeout(None)
+            except OSError:
+                return
+            if first == b"\x16":
+                try:
+                    conn = self.ssl_ctx.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    log("debug", "TLS handshake from %s failed: %s" % (client_address[0], e))
+                    return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            if conn is not request:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -2772,13 +2803,38 @@ class Handler(BaseHTTPRequestHandler):
 
 # --------------------------------------------------------------------------- main
 
-def write_kubeconfig(path, server, token):
+def ensure_tls_cert(state_dir, host):
+    """STATE_DIR/tls.crt and tls.key: a self-signed certificate (also its own CA) for 127.0.0.1,
+    localhost and the listen host, made once with the openssl command and kept across restarts."""
+    crt, key = os.path.join(state_dir, "tls.crt"), os.path.join(state_dir, "tls.key")
+    if os.path.exists(crt) and os.path.exists(key):
+        return crt, key
+    san = ["IP:127.0.0.1", "IP:::1", "DNS:localhost"]
+    if host and host not in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::"):
+        san.append(("IP:" if re.match(r"^[0-9.]+$|:", host) else "DNS:") + host)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key + ".tmp", "-out", crt + ".tmp", "-days", "3650",
+                    "-subj", "/CN=kube-emulator", "-addext", "subjectAltName=" + ",".join(san),
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,digitalSignature,keyCertSign"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.chmod(key + ".tmp", 0o600)
+    os.replace(key + ".tmp", key)
+    os.replace(crt + ".tmp", crt)
+    return crt, key
+
+
+def write_kubeconfig(path, server, token, ca_file=None):
+    ca = ""
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            ca = "\n    certificate-authority-data: " + base64.b64encode(f.read()).decode()
     text = """apiVersion: v1
 kind: Config
 clusters:
 - name: helmq-emulator
   cluster:
-    server: %s
+    server: %s%s
 contexts:
 - name: helmq-emulator
   context:
@@ -2791,7 +2847,7 @@ users:
 - name: helmq-admin
   user:
     token: %s
-""" % (server, token)
+""" % (server, ca, token)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -2837,6 +2893,11 @@ def main(argv):
                     help="requests without a bearer token: admin (default, as before: all-powerful), "
                          "anonymous (the real API's default: user system:anonymous, group "
                          "system:unauthenticated, so only /version, /healthz, ...) or reject (401)")
+    ap.add_argument("--tls", action="store_true",
+                    help="also accept TLS on the port (sniffed per connection; plain HTTP keeps working) "
+                         "with a self-signed certificate made by openssl in STATE_DIR (tls.crt, tls.key); "
+                         "the kubeconfig then says https:// with that CA. Needed for a kubeconfig's token "
+                         "or impersonation to be sent at all: client-go sends credentials only over TLS")
     ap.add_argument("--authorization", choices=["RBAC", "AlwaysAllow"], default="RBAC",
                     help="RBAC (default) or AlwaysAllow (no authorization at all)")
     args = ap.parse_args(argv)
@@ -2890,10 +2951,23 @@ def main(argv):
         return 1
     addr = "%s:%d" % srv.server_address[:2]
     url = "http://" + addr
+    ca_file = None
+    if args.tls:
+        try:
+            ca_file, key_file = ensure_tls_cert(args.state_dir, host)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(ca_file, key_file)
+            ctx.set_alpn_protocols(["http/1.1"])
+        except (OSError, ssl.SSLError, subprocess.CalledProcessError) as e:
+            print("kube-emulator: --tls: cannot make or load the certificate: %s %s" % (
+                e, getattr(e, "stderr", b"") or b""), file=sys.stderr)
+            return 1
+        srv.ssl_ctx = ctx
+        url = "https://" + addr
     threading.Thread(target=ctrl.run, name="controllers", daemon=True).start()
     threading.Thread(target=store.saver, name="saver", daemon=True).start()
     if args.kubeconfig_out:
-        write_kubeconfig(args.kubeconfig_out, url, args.token)
+        write_kubeconfig(args.kubeconfig_out, url, args.token, ca_file)
     if args.address_file:
         write_atomic(args.address_file, addr + "\n")
     print("kube-emulator listening on %s (state %s)" % (url, args.state_dir), flush=True)

@@ -19,7 +19,10 @@
 #                  --token-auth-file, re-read on change: no restart), writes a kubeconfig
 #                  for it to OUT (mode 600) and prints the token. The user has only what RBAC
 #                  (Roles/ClusterRoles bound to it or its groups) grants, plus
-#                  system:authenticated's discovery.
+#                  system:authenticated's discovery. Start the emulator with --tls for the
+#                  token to be used at all: client-go sends a kubeconfig's credentials (and
+#                  --as/--kube-as-user impersonation) only over TLS; over plain http:// every
+#                  kubectl/helm request arrives without them.
 #
 # The admin kubeconfig's user (token KUBE_ADMIN_TOKEN, exported) is in system:masters and
 # may do everything. Requests without a token are the admin too unless the emulator is
@@ -117,6 +120,10 @@ kube_kubeconfig_for() { # kube_kubeconfig_for NAME GROUPS OUT: prints the new to
         return 1
     fi
     case "$name$groups" in *'"'* | *$'\n'*) echo "kube_kubeconfig_for: no quotes or newlines in NAME/GROUPS" >&2; return 1 ;; esac
+    local server ca
+    # the admin kubeconfig's server and CA (https:// with --tls: client-go sends tokens only over TLS)
+    server=$(sed -n 's/^ *server: *//p' "$KUBE_RUN_DIR/kubeconfig")
+    ca=$(grep -m1 '^ *certificate-authority-data:' "$KUBE_RUN_DIR/kubeconfig")
     tok=helmq-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') || return 1
     printf '%s,"%s","%s","%s"\n' "$tok" "$name" "$name" "$groups" >>"$KUBE_RUN_DIR/tokens.csv" || return 1
     (
@@ -127,7 +134,8 @@ kind: Config
 clusters:
 - name: helmq-emulator
   cluster:
-    server: $KUBE_URL
+    server: $server${ca:+
+$ca}
 contexts:
 - name: helmq-emulator
   context:
