@@ -47,6 +47,7 @@ as_tenant() {
         -H "Impersonate-Group: system:serviceaccounts" -H "Impersonate-Group: system:serviceaccounts:tenant-a"
 }
 code() { echo "${1##* }"; }
+seen() { printf '%s: %s\n' "$1" "$(grep -v '^rc=' <<<"$2" | grep -v '^E[0-9]' | tr '\n' '|')" >>"$T/seen"; } # seen WHAT OUTPUT
 body() { echo "${1% *}"; }
 # st RESPONSE: "CODE kind apiVersion status reason" of a Status answer
 st() { echo "$(code "$1") $(body "$1" | jq -r '"\(.kind) \(.apiVersion) \(.status) \(.reason)"')"; }
@@ -82,6 +83,7 @@ is "$(msg "$r")" Unauthorized "... message Unauthorized"
 sed "s/token: .*/token: bogus-token/" "$ADMIN_KC" >"$T/bogus.kubeconfig"
 chmod 600 "$T/bogus.kubeconfig"
 out=$(kubectl --kubeconfig "$T/bogus.kubeconfig" get cm -n default 2>&1)
+seen "kubectl with an unknown token" "$out"
 like "$out" "error: You must be logged in to the server (the server has asked for the client to provide credentials)" "kubectl with an unknown token: must be logged in"
 BOGUS_HELM=$(helm --kubeconfig "$T/bogus.kubeconfig" list -n default 2>&1)
 like "$BOGUS_HELM" "the server has asked for the client to provide credentials" "helm with an unknown token: asked for credentials"
@@ -372,14 +374,18 @@ out=$(helm upgrade web "$CH" -n tenant-a "${AS_A[@]}" --set pinB=true 2>&1)
 UPGRADE_PIN=$out
 like "$out" 'configmaps "web-pinned" is forbidden' "an upgrade adding the pinned ConfigMap fails too"
 out=$(bad cr clusterRole)
+seen "helm install, ClusterRole" "$out"
 like "$out" 'clusterroles.rbac.authorization.k8s.io "cr-cr" is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot get resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope' \
     "a ClusterRole: Forbidden at the cluster scope"
 out=$(bad crb clusterRoleBinding)
+seen "helm install, ClusterRoleBinding" "$out"
 like "$out" 'clusterrolebindings.rbac.authorization.k8s.io "crb-crb" is forbidden' "a ClusterRoleBinding to cluster-admin: Forbidden"
 out=$(bad nsx namespace)
+seen "helm install, Namespace" "$out"
 like "$out" 'namespaces "nsx-ns" is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot get resource "namespaces" in API group "" in the namespace "nsx-ns"' \
     "a Namespace: Forbidden"
 out=$(bad crd crd)
+seen "helm install, CRD template" "$out"
 like "$out" 'customresourcedefinitions.apiextensions.k8s.io "widgets.evil.example.com" is forbidden' "a CRD template: Forbidden"
 cp "$CH/Chart.yaml" "$T/charts/crdchart/Chart.yaml"
 sed -i 's/^name: app/name: crdchart/' "$T/charts/crdchart/Chart.yaml"
@@ -400,9 +406,11 @@ HOOK=$(bad hook hookKubeSystem)
 like "$HOOK" 'jobs.batch "hook-hook" is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot delete resource "jobs" in API group "batch" in the namespace "kube-system"' \
     "a hook Job in kube-system: Forbidden (helm first deletes a previous hook: before-hook-creation)"
 out=$(bad rsec releaseSecretB)
+seen "helm install, release Secret in tenant-b" "$out"
 like "$out" 'secrets "sh.helm.release.v1.other.v1" is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot get resource "secrets" in API group "" in the namespace "tenant-b"' \
     "a Secret named like another release's in tenant-b: Forbidden"
 out=$(bad rbadmin roleBindingAdmin)
+seen "helm install, RoleBinding to cluster-admin" "$out"
 like "$out" 'rolebindings.rbac.authorization.k8s.io "rbadmin-admin" is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot get resource "rolebindings"' \
     "a RoleBinding to cluster-admin in tenant-a: Forbidden"
 for p in /apis/rbac.authorization.k8s.io/v1/clusterroles /apis/apiextensions.k8s.io/v1/customresourcedefinitions \
@@ -424,6 +432,7 @@ is "$(names /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings)
 diag "t=$((SECONDS - t_start)) s"
 # --- 8. RBAC escalation prevention
 out=$(kubectl create rolebinding pwn -n tenant-a --clusterrole cluster-admin --serviceaccount tenant-a:helmq-tenant "${KAS_A[@]}" 2>&1)
+seen "kubectl as the tenant: RoleBinding to cluster-admin" "$out"
 like "$out" 'rolebindings.rbac.authorization.k8s.io is forbidden: User "system:serviceaccount:tenant-a:helmq-tenant" cannot create resource "rolebindings" in API group "rbac.authorization.k8s.io" in the namespace "tenant-a"' \
     "the tenant identity cannot create a RoleBinding to cluster-admin"
 out=$(kw create rolebinding pwn -n tenant-a --clusterrole cluster-admin --user helmq-worker 2>&1)
@@ -456,6 +465,7 @@ like "$out" "created" "a user may create a Role granting what it holds (get conf
 out=$(ke create rolebinding cm-reader -n tenant-a --role cm-reader --user someone 2>&1)
 like "$out" "created" "... and bind it (holding its rules)"
 out=$(ke create role sec-reader -n tenant-a --verb get --resource secrets 2>&1)
+seen "kubectl: rb-editor creates a Role granting get secrets" "$out"
 like "$out" 'roles.rbac.authorization.k8s.io "sec-reader" is forbidden: user "rb-editor" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held:' \
     "... but not a Role granting get secrets"
 like "$out" '{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}' "... naming the missing rule"
@@ -470,14 +480,15 @@ diag "t=$((SECONDS - t_start)) s"
 # --- the emulator answered no 5xx
 ! grep -q ' 5[0-9][0-9] ' "$T/kube/kube.log"
 ok $? "the emulator logged no 5xx answer"
-diag "messages seen: install into tenant-b: $(grep -m1 Error <<<"$INSTALL_B")"
-diag "upgrade --install into tenant-b: $(grep -m1 Error <<<"$UPGRADE_B")"
-diag "install, pinned ConfigMap: $(grep -m1 Error <<<"$PIN")"
-diag "upgrade, pinned ConfigMap: $(grep -m1 Error <<<"$UPGRADE_PIN")"
-diag "crds/: $(grep -m1 Error <<<"$CRDDIR")"
-diag "hook in kube-system: $(grep -m1 Error <<<"$HOOK")"
-diag "worker with --kube-as-group: $(grep -m1 Error <<<"$WORKER_GROUPS")"
-diag "unknown token: $(grep -m1 Error <<<"$BOGUS_HELM")"
-diag "escalation: $(tr '\n' '|' <<<"$ESC_BIND")"
+seen "helm install into tenant-b" "$INSTALL_B"
+seen "helm upgrade --install into tenant-b" "$UPGRADE_B"
+seen "helm install, ConfigMap pinned to tenant-b" "$PIN"
+seen "helm upgrade, ConfigMap pinned to tenant-b" "$UPGRADE_PIN"
+seen "helm install, CRD in crds/" "$CRDDIR"
+seen "helm install, hook Job in kube-system" "$HOOK"
+seen "helm from the worker with --kube-as-group" "$WORKER_GROUPS"
+seen "helm with an unknown token" "$BOGUS_HELM"
+seen "kubectl: the worker binds cluster-admin" "$ESC_BIND"
+while IFS= read -r l; do diag "$l"; done <"$T/seen"
 diag "wall time $((SECONDS - t_start)) s"
 done_testing
