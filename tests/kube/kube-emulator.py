@@ -13,6 +13,7 @@ See tests/kube/README.md for what it supports and what it does not.
 import argparse
 import base64
 import collections
+import csv
 import datetime
 import hashlib
 import heapq
@@ -22,6 +23,8 @@ import random
 import re
 import signal
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -111,10 +114,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.name, self.kind, self.group, self.causes = name, kind, group, causes
+        self.empty_details = False
 
     def status(self):
         st = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-              "message": self.message, "reason": self.reason, "code": self.code}
+              "message": self.message, "reason": self.reason}
         det = {}
         if self.name is not None:
             det["name"] = self.name
@@ -124,8 +128,9 @@ class ApiError(Exception):
             det["kind"] = self.kind
         if self.causes:
             det["causes"] = self.causes
-        if det:
+        if det or self.empty_details:
             st["details"] = det
+        st["code"] = self.code  # the real API's field order: ... reason, details, code
         return st
 
 
@@ -160,8 +165,9 @@ def invalid(rt, name, field, detail):
 
 class RType:
     def __init__(self, group, version, kind, plural, namespaced, short=(), status=False,
-                 scale=False, generation=False, categories=(), crd=None):
+                 scale=False, generation=False, categories=(), crd=None, verbs=None, review=False):
         self.group, self.version, self.kind, self.plural = group, version, kind, plural
+        self.verbs, self.review = verbs, review  # review: a create-only kind answered, never stored
         self.namespaced, self.short, self.status, self.scale = namespaced, list(short), status, scale
         self.generation, self.categories, self.crd = generation, list(categories), crd
         self.singular = kind.lower()
@@ -218,6 +224,17 @@ def _builtin_types():
         RType("coordination.k8s.io", "v1", "Lease", "leases", True),
         RType("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ["sc"]),
         RType("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ["pc"]),
+        # access reviews (kubectl auth can-i / whoami): answered by the RBAC engine, never stored
+        RType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+              verbs=["create"], review=True),
+        RType("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", False,
+              verbs=["create"], review=True),
+        RType("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", True,
+              verbs=["create"], review=True),
+        RType("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+              verbs=["create"], review=True),
+        RType("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
+              verbs=["create"], review=True),
     ]
     return t
 
@@ -766,16 +783,309 @@ def decode_protobuf(body):
     return obj
 
 
-# --------------------------------------------------------------------------- authorization
+# --------------------------------------------------------------------------- authentication / authorization
 
-def authorize(user, groups, verb, resource, namespace, name, api_group=""):
+RBAC_GROUP = "rbac.authorization.k8s.io"
+MASTERS = "system:masters"
+AUTHENTICATED = "system:authenticated"
+UNAUTHENTICATED = "system:unauthenticated"
+ANONYMOUS = "system:anonymous"
+SA_PREFIX = "system:serviceaccount:"
+
+
+def sa_split(username):
+    """(namespace, name) of a service account's username system:serviceaccount:NS:NAME, else None."""
+    if not username.startswith(SA_PREFIX):
+        return None
+    rest = username[len(SA_PREFIX):].split(":")
+    if len(rest) != 2 or not rest[0] or not rest[1]:
+        return None
+    return rest[0], rest[1]
+
+
+def sa_groups(ns):
+    return ["system:serviceaccounts", "system:serviceaccounts:" + ns]
+
+
+def _bootstrap_rbac():
+    """The bootstrap ClusterRoles/ClusterRoleBindings of a real cluster that this emulator models
+    (created at start when missing; an admin may change or delete them afterwards)."""
+    lbl = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+    ann = {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+
+    def cr(name, rules):
+        return {"metadata": {"name": name, "labels": lbl, "annotations": ann}, "rules": rules}
+
+    def crb(name, role, groups):
+        return {"metadata": {"name": name, "labels": lbl, "annotations": ann},
+                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": g} for g in groups]}
+    roles = [
+        cr("cluster-admin", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                             {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+        cr("system:discovery", [{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
+                                                     "/openapi", "/openapi/*", "/readyz", "/version", "/version/"],
+                                 "verbs": ["get"]}]),
+        cr("system:public-info-viewer", [{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version",
+                                                              "/version/"], "verbs": ["get"]}]),
+        cr("system:basic-user", [{"apiGroups": ["authorization.k8s.io"],
+                                  "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                                  "verbs": ["create"]},
+                                 {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"],
+                                  "verbs": ["create"]}]),
+    ]
+    bindings = [
+        crb("cluster-admin", "cluster-admin", [MASTERS]),
+        crb("system:discovery", "system:discovery", [AUTHENTICATED]),
+        crb("system:public-info-viewer", "system:public-info-viewer", [AUTHENTICATED, UNAUTHENTICATED]),
+        crb("system:basic-user", "system:basic-user", [AUTHENTICATED]),
+    ]
+    return roles, bindings
+
+
+def _verb_ok(rule, verb):
+    verbs = rule.get("verbs") or []
+    return "*" in verbs or verb in verbs
+
+
+def rule_allows(rule, a):
+    """rbac/v1 RuleAllows: a is a dict verb/group/resource/sub/name (resource request) or verb/path."""
+    if not _verb_ok(rule, a["verb"]):
+        return False
+    if a.get("path") is not None:
+        for u in rule.get("nonResourceURLs") or []:
+            if u == "*" or u == a["path"] or (u.endswith("*") and a["path"].startswith(u[:-1])):
+                return True
+        return False
+    groups = rule.get("apiGroups") or []
+    if "*" not in groups and a["group"] not in groups:
+        return False
+    sub = a.get("sub") or ""
+    combined = a["resource"] + ("/" + sub if sub else "")
+    for r in rule.get("resources") or []:
+        if r == "*" or r == combined or (sub and r == "*/" + sub):
+            break
+    else:
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or a.get("name", "") in names
+
+
+def _breakdown(rule):
+    """One atom per group x resource x verb (x resourceName), or per URL x verb (rbac BreakdownRule)."""
+    out = []
+    for g in rule.get("apiGroups") or []:
+        for r in rule.get("resources") or []:
+            for v in rule.get("verbs") or []:
+                if rule.get("resourceNames"):
+                    for n in rule["resourceNames"]:
+                        out.append({"apiGroups": [g], "resources": [r], "resourceNames": [n], "verbs": [v]})
+                else:
+                    out.append({"apiGroups": [g], "resources": [r], "verbs": [v]})
+    for u in rule.get("nonResourceURLs") or []:
+        for v in rule.get("verbs") or []:
+            out.append({"nonResourceURLs": [u], "verbs": [v]})
+    return out
+
+
+def _rule_covers(owner, atom):
+    """rbac validation ruleCovers(owner, servant) for an atom of a broken-down rule."""
+    ov = owner.get("verbs") or []
+    if "*" not in ov and atom["verbs"][0] not in ov:
+        return False
+    if atom.get("nonResourceURLs"):
+        u = atom["nonResourceURLs"][0]
+        return any(o == "*" or o == u or (o.endswith("*") and u.startswith(o[:-1]))
+                   for o in owner.get("nonResourceURLs") or [])
+    og = owner.get("apiGroups") or []
+    if "*" not in og and atom["apiGroups"][0] not in og:
+        return False
+    orr = owner.get("resources") or []
+    r = atom["resources"][0]
+    if "*" not in orr and r not in orr:
+        if "/" not in r or "*/" + r.split("/", 1)[1] not in orr:
+            return False
+    on = owner.get("resourceNames") or []
+    if on:
+        an = atom.get("resourceNames") or []
+        if not an or an[0] not in on:
+            return False
+    return True
+
+
+def _q(v):
+    return '"%s"' % str(v).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _qlist(vs):  # Go's %q of a []string
+    return "[" + " ".join(_q(v) for v in vs) + "]"
+
+
+def compact_string(rule):
+    """rbacv1helpers.CompactString: {APIGroups:["apps"], Resources:["deployments"], Verbs:["get"]}."""
+    parts = []
+    for label, key in (("APIGroups", "apiGroups"), ("Resources", "resources"),
+                       ("NonResourceURLs", "nonResourceURLs"), ("ResourceNames", "resourceNames"),
+                       ("Verbs", "verbs")):
+        if rule.get(key):
+            parts.append("%s:%s" % (label, _qlist(rule[key])))
+    return "{" + ", ".join(parts) + "}"
+
+
+def _compact(atoms):
+    """CompactRules: atoms of one group+resource without resourceNames merged into one rule."""
+    out, simple = [], collections.OrderedDict()
+    for a in atoms:
+        if a.get("apiGroups") and not a.get("resourceNames"):
+            k = (a["apiGroups"][0], a["resources"][0])
+            if k in simple:
+                if a["verbs"][0] not in simple[k]["verbs"]:
+                    simple[k]["verbs"].append(a["verbs"][0])
+                continue
+            simple[k] = {"apiGroups": [k[0]], "resources": [k[1]], "verbs": list(a["verbs"])}
+            out.append(simple[k])
+        else:
+            out.append(a)
+    return out
+
+
+class Rbac:
+    """RBAC as the real authorizer evaluates it: system:masters is allowed everything (the
+    privileged-group authorizer); otherwise ClusterRoleBindings (in every namespace and at
+    the cluster scope) and the RoleBindings of the request's namespace grant the rules of the
+    Role/ClusterRole they reference to their User/Group/ServiceAccount subjects."""
+
+    def __init__(self, store):
+        self.store = store
+        self.gen = 1
+        self.built = 0
+        self.idx = None
+        store.listeners.append(self._on_event)
+
+    def _on_event(self, etype, rt, obj):
+        if rt.group == RBAC_GROUP:
+            self.gen += 1
+
+    def _index(self):
+        st = self.store
+        with st.lock:
+            if self.built == self.gen and self.idx is not None:
+                return self.idx
+            idx = {"crbs": [], "rbs": {}, "roles": {}, "croles": {}}
+            for (k, n, name), o in st.objs.items():
+                if k == RBAC_GROUP + "/clusterrolebindings":
+                    idx["crbs"].append(o)
+                elif k == RBAC_GROUP + "/rolebindings":
+                    idx["rbs"].setdefault(n, []).append(o)
+                elif k == RBAC_GROUP + "/roles":
+                    idx["roles"][(n, name)] = o
+                elif k == RBAC_GROUP + "/clusterroles":
+                    idx["croles"][name] = o
+            idx["crbs"].sort(key=lambda o: o["metadata"]["name"])
+            for v in idx["rbs"].values():
+                v.sort(key=lambda o: o["metadata"]["name"])
+            self.idx, self.built = idx, self.gen
+            return idx
+
+    @staticmethod
+    def _subject(binding, user, groups, binding_ns):
+        for s in binding.get("subjects") or []:
+            kind, name = s.get("kind"), s.get("name")
+            if kind == "User" and name == user:
+                return 'User "%s"' % name
+            if kind == "Group" and name in groups:
+                return 'Group "%s"' % name
+            if kind == "ServiceAccount":
+                ns = s.get("namespace") or binding_ns
+                if ns and user == "%s%s:%s" % (SA_PREFIX, ns, name):
+                    return 'ServiceAccount "%s/%s"' % (name, ns)
+        return None
+
+    def visit(self, user, groups, namespace):
+        """[(source description, rules)], [resolution errors] for user/groups in namespace ("" = cluster)."""
+        idx = self._index()
+        out, errs = [], []
+        for b in idx["crbs"]:
+            subj = self._subject(b, user, groups, "")
+            if subj is None:
+                continue
+            ref = b.get("roleRef") or {}
+            role = idx["croles"].get(ref.get("name")) if ref.get("kind") == "ClusterRole" else None
+            if role is None:
+                errs.append('clusterrole.rbac.authorization.k8s.io "%s" not found' % ref.get("name"))
+                continue
+            out.append(('ClusterRoleBinding "%s" of ClusterRole "%s" to %s'
+                        % (b["metadata"]["name"], ref.get("name"), subj), role.get("rules") or []))
+        if namespace:
+            for b in idx["rbs"].get(namespace, []):
+                subj = self._subject(b, user, groups, namespace)
+                if subj is None:
+                    continue
+                ref = b.get("roleRef") or {}
+                if ref.get("kind") == "Role":
+                    role = idx["roles"].get((namespace, ref.get("name")))
+                    miss = 'role.rbac.authorization.k8s.io "%s" not found' % ref.get("name")
+                else:
+                    role = idx["croles"].get(ref.get("name"))
+                    miss = 'clusterrole.rbac.authorization.k8s.io "%s" not found' % ref.get("name")
+                if role is None:
+                    errs.append(miss)
+                    continue
+                out.append(('RoleBinding "%s/%s" of %s "%s" to %s'
+                            % (b["metadata"]["name"], namespace, ref.get("kind"), ref.get("name"), subj),
+                            role.get("rules") or []))
+        return out, errs
+
+    def rules_for(self, user, groups, namespace):
+        sources, errs = self.visit(user, groups, namespace)
+        return [r for _, rules in sources for r in rules], errs
+
+    def authorize(self, user, groups, a):
+        if MASTERS in groups:
+            return True, ""
+        ns = a.get("namespace", "") if a.get("path") is None else ""
+        sources, errs = self.visit(user, groups, ns)
+        for desc, rules in sources:
+            for r in rules:
+                if rule_allows(r, a):
+                    return True, "RBAC: allowed by " + desc
+        return False, ("RBAC: [%s]" % ", ".join(errs) if len(errs) > 1 else "RBAC: " + errs[0]) if errs else ""
+
+    def confirm_no_escalation(self, user, groups, namespace, rules):
+        """None, or the real API's message when rules grant what user/groups do not hold in namespace."""
+        owner, errs = self.rules_for(user, groups, namespace)
+        missing = []
+        for rule in rules:
+            for atom in _breakdown(rule):
+                if not any(_rule_covers(o, atom) for o in owner):
+                    missing.append(atom)
+        if not missing:
+            return None
+        msg = "user %s (groups=%s) is attempting to grant RBAC permissions not currently held:\n%s" % (
+            _q(user), _qlist(groups), "\n".join(sorted({compact_string(r) for r in _compact(missing)})))
+        if errs:
+            msg += "; resolution errors: [%s]" % ", ".join(errs)
+        return msg
+
+
+_rbac = None  # the Rbac engine of the running server (main() installs it)
+
+
+def authorize(user, groups, verb, resource, namespace, name, api_group="", path=None):
     """The single authorization decision of every request: (allowed, reason).
 
-    user/groups come from the bearer token or the Impersonate-User/-Group headers;
-    verb is the Kubernetes verb (get list watch create update patch delete
-    deletecollection); resource may carry a subresource ("deployments/status").
-    Currently everything is allowed: RBAC enforcement plugs in here."""
-    return True, ""
+    user/groups are the authenticated (or impersonated) identity; verb is the Kubernetes
+    verb (get list watch create update patch delete deletecollection, impersonate, bind,
+    escalate) or, for a non-resource request (path set), the lower-case HTTP method;
+    resource may carry a subresource ("deployments/status"). Evaluated by the Rbac engine
+    of the running server; without one (the module imported, no server) everything is allowed."""
+    if _rbac is None:
+        return True, ""
+    if path is not None:
+        return _rbac.authorize(user, groups, {"verb": verb, "path": path})
+    res, _, sub = resource.partition("/")
+    return _rbac.authorize(user, groups, {"verb": verb, "group": api_group, "resource": res, "sub": sub,
+                                          "namespace": namespace or "", "name": name or ""})
 
 
 def forbidden(user, verb, resource, api_group, namespace, name, reason=""):
@@ -787,7 +1097,20 @@ def forbidden(user, verb, resource, api_group, namespace, name, reason=""):
         subject, user, verb, resource, api_group, where)
     if reason:
         msg += ": " + reason
-    return ApiError(403, "Forbidden", msg, name or "", base, api_group)
+    return ApiError(403, "Forbidden", msg, name or None, base, api_group)
+
+
+def forbidden_path(user, verb, path, reason=""):
+    msg = 'forbidden: User "%s" cannot %s path "%s"' % (user, verb, path)
+    if reason:
+        msg += ": " + reason
+    e = ApiError(403, "Forbidden", msg)
+    e.empty_details = True  # the real API answers "details":{} here
+    return e
+
+
+def unauthorized():
+    return ApiError(401, "Unauthorized", "Unauthorized")
 
 
 # --------------------------------------------------------------------------- store
@@ -1722,7 +2045,7 @@ def resource_list(reg, gv):
         if t.gv != gv:
             continue
         r = {"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-             "verbs": VERBS_NS if t.kind != "Event" or True else VERBS_NS,
+             "verbs": t.verbs or VERBS_NS,
              "storageVersionHash": hashlib.sha256(t.key.encode()).hexdigest()[:12]}
         if t.short:
             r["shortNames"] = t.short
@@ -1755,7 +2078,7 @@ def openapi_gv(reg, gv):
     paths = {}
     prefix = "/api/v1" if gv == "v1" else "/apis/" + gv
     for t in reg.all:
-        if t.gv != gv:
+        if t.gv != gv or t.review:
             continue
         p = "%s/%s%s/{name}" % (prefix, "namespaces/{namespace}/" if t.namespaced else "", t.plural)
         params = [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}},
@@ -1850,9 +2173,38 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
+    ssl_ctx = None  # --tls: a connection whose first byte is a TLS handshake is served over TLS
+
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().server_bind()
+
+    def finish_request(self, request, client_address):
+        """Runs in the connection's thread. With --tls the port speaks both: TLS (what clients
+        using the kubeconfig speak: client-go sends credentials only over TLS) and plain HTTP
+        (curl http://..., as before), told apart by the first byte (0x16: a TLS handshake)."""
+        conn = request
+        if self.ssl_ctx is not None:
+            try:
+                request.settimeout(60)
+                first = request.recv(1, socket.MSG_PEEK)
+                request.settimeout(None)
+            except OSError:
+                return
+            if first == b"\x16":
+                try:
+                    conn = self.ssl_ctx.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    log("debug", "TLS handshake from %s failed: %s" % (client_address[0], e))
+                    return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            if conn is not request:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1861,7 +2213,13 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     store = None
     ctrl = None
-    tokens = {}
+    tokens = {}  # bearer token -> (user, groups): the admin's and --user's
+    token_file = None  # --token-auth-file
+    _tf_lock = threading.Lock()
+    _tf_sig = None
+    _tf_users = {}
+    anonymous = "admin"  # requests without a token: admin | anonymous | reject (--anonymous)
+    _ident = ("admin", [MASTERS, AUTHENTICATED])
 
     def setup(self):
         super().setup()
@@ -1926,20 +2284,174 @@ class Handler(BaseHTTPRequestHandler):
                                "the emulator accepts YAML bodies only when they are JSON")
             raise bad_request("the body is not valid JSON: %s" % e)
 
-    def _user(self):
+    # -- authentication, impersonation
+    @classmethod
+    def _file_token(cls, tok):
+        """The token file (kube-apiserver's --token-auth-file CSV: token,user,uid,"group1,group2"),
+        re-read whenever it changes, so users can be added while the server runs."""
+        with cls._tf_lock:
+            try:
+                st = os.stat(cls.token_file)
+                sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                sig = None
+            if sig != cls._tf_sig:
+                users = {}
+                if sig is not None:
+                    try:
+                        with open(cls.token_file, newline="") as f:
+                            for row in csv.reader(f):
+                                if len(row) < 2 or not row[0].strip() or row[0].lstrip().startswith("#"):
+                                    continue
+                                groups = [g.strip() for g in (row[3] if len(row) > 3 else "").split(",") if g.strip()]
+                                users[row[0].strip()] = (row[1].strip(), groups + [AUTHENTICATED])
+                    except OSError as e:
+                        log("error", "cannot read the token file %s: %s" % (cls.token_file, e))
+                cls._tf_users, cls._tf_sig = users, sig
+            return cls._tf_users.get(tok)
+
+    def _authenticate(self):
         auth = self.headers.get("Authorization") or ""
-        user, groups = "admin", ["system:masters", "system:authenticated"]
-        if auth.startswith("Bearer "):
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
             tok = auth[7:].strip()
-            if tok in self.tokens:
-                user, groups = self.tokens[tok]
-        imp = self.headers.get("Impersonate-User")
-        if imp:
-            user = imp
-            groups = self.headers.get_all("Impersonate-Group") or []
-            if "system:authenticated" not in groups:
-                groups = groups + ["system:authenticated"]
-        return user, groups
+            ident = self.tokens.get(tok)
+            if ident is None and self.token_file:
+                ident = self._file_token(tok)
+            if ident is None:
+                raise unauthorized()
+            return ident
+        if self.anonymous == "admin":  # the emulator's historical default: no token = the admin
+            return "admin", [MASTERS, AUTHENTICATED]
+        if self.anonymous == "anonymous":  # the real API's default (--anonymous-auth=true)
+            return ANONYMOUS, [UNAUTHENTICATED]
+        raise unauthorized()
+
+    def _impersonate(self, user, groups):
+        """The real API's impersonation filter: every Impersonate-* header needs verb impersonate."""
+        h = self.headers
+        imp_user = (h.get("Impersonate-User") or "").strip()
+        imp_groups = [g for g in (h.get_all("Impersonate-Group") or [])]
+        extras = [(urllib.parse.unquote(k[len("Impersonate-Extra-"):].lower()), v) for k, v in h.items()
+                  if k.lower().startswith("impersonate-extra-")]
+        imp_uid = (h.get("Impersonate-Uid") or "").strip()
+        if not (imp_user or imp_groups or extras or imp_uid):
+            return user, groups
+        if not imp_user:
+            raise ApiError(500, "InternalError", 'Internal Server Error: "%s": requested groups/extra/uid '
+                           'without impersonating a user' % self.path)
+        checks = []
+        sa = sa_split(imp_user)
+        if sa:
+            checks.append(("serviceaccounts", "", sa[0], sa[1]))
+        else:
+            checks.append(("users", "", "", imp_user))
+        checks += [("groups", "", "", g) for g in imp_groups]
+        checks += [("userextras/" + k, "authentication.k8s.io", "", v) for k, v in extras]
+        if imp_uid:
+            checks.append(("uids", "authentication.k8s.io", "", imp_uid))
+        for res, grp, ns, name in checks:
+            allowed, reason = authorize(user, groups, "impersonate", res, ns, name, grp)
+            if not allowed:
+                raise forbidden(user, "impersonate", res, grp, ns, name, reason)
+        new_groups = list(imp_groups)
+        if sa and not imp_groups:  # a service account's groups are known: the server adds them
+            new_groups = sa_groups(sa[0])
+        if imp_user == ANONYMOUS:
+            if UNAUTHENTICATED not in new_groups:
+                new_groups.append(UNAUTHENTICATED)
+        elif AUTHENTICATED not in new_groups and UNAUTHENTICATED not in new_groups:
+            new_groups.append(AUTHENTICATED)
+        return imp_user, new_groups
+
+    def _user(self):
+        """The request's identity (user, groups), after authentication and impersonation."""
+        return self._ident
+
+    def _check_escalation(self, rt, ns, obj, url_name):
+        """RBAC's escalation prevention on a Role/ClusterRole/RoleBinding/ClusterRoleBinding write."""
+        if rt.group != RBAC_GROUP or _rbac is None or not isinstance(obj, dict):
+            return
+        user, groups = self._ident
+        if MASTERS in groups:
+            return
+        name = (obj.get("metadata") or {}).get("name") or url_name or ""
+        if rt.kind in ("Role", "ClusterRole"):
+            # the escalate check uses the URL's name: "" for a create, as the real API
+            if authorize(user, groups, "escalate", rt.plural, ns, url_name or "", RBAC_GROUP)[0]:
+                return
+            if rt.kind == "ClusterRole" and obj.get("aggregationRule"):
+                full = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                        {"nonResourceURLs": ["*"], "verbs": ["*"]}]
+                if _rbac.confirm_no_escalation(user, groups, ns, full) is not None:
+                    raise ApiError(403, "Forbidden", '%s "%s" is forbidden: must have cluster-admin privileges '
+                                   'to use the aggregationRule' % (rt.qual_plural(), name), name, rt.plural, rt.group)
+            rules = obj.get("rules") or []
+        else:
+            ref = obj.get("roleRef") or {}
+            ref_res = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            if authorize(user, groups, "bind", ref_res, ns, ref.get("name") or "", RBAC_GROUP)[0]:
+                return
+            ref_rt = self.store.reg.by_key[RBAC_GROUP + "/" + ref_res]
+            role = self.store.get(ref_rt, ns if ref_res == "roles" else "", ref.get("name") or "")
+            if role is None:
+                raise not_found(ref_rt, ref.get("name") or "")
+            rules = role.get("rules") or []
+        msg = _rbac.confirm_no_escalation(user, groups, ns, rules)
+        if msg is not None:
+            raise ApiError(403, "Forbidden", '%s "%s" is forbidden: %s' % (rt.qual_plural(), name, msg),
+                           name, rt.plural, rt.group)
+
+    def _review(self, rt, ns, body):
+        """SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview,
+        SelfSubjectRulesReview, SelfSubjectReview: answered, never stored."""
+        user, groups = self._ident
+        spec = body.get("spec") or {}
+        out = {"kind": rt.kind, "apiVersion": rt.gv, "metadata": dict(body.get("metadata") or {}),
+               "spec": spec}
+        out["metadata"]["creationTimestamp"] = None
+        if rt.kind == "SelfSubjectReview":
+            out.pop("spec")
+            out["status"] = {"userInfo": {"username": user, "groups": groups}}
+            return self._send(201, out)
+        if rt.kind == "SelfSubjectRulesReview":
+            rns = spec.get("namespace") or ""
+            rules, errs = _rbac.rules_for(user, groups, rns) if _rbac else \
+                ([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}], [])
+            st = {"resourceRules": [], "nonResourceRules": [], "incomplete": bool(errs)}
+            for r in rules:
+                if r.get("resources"):
+                    rr = {"verbs": r.get("verbs") or [], "apiGroups": r.get("apiGroups") or [],
+                          "resources": r["resources"]}
+                    if r.get("resourceNames"):
+                        rr["resourceNames"] = r["resourceNames"]
+                    st["resourceRules"].append(rr)
+                if r.get("nonResourceURLs"):
+                    st["nonResourceRules"].append({"verbs": r.get("verbs") or [],
+                                                   "nonResourceURLs": r["nonResourceURLs"]})
+            if errs:
+                st["evaluationError"] = ", ".join(errs)
+            out["status"] = st
+            return self._send(201, out)
+        if rt.kind == "SubjectAccessReview" or rt.kind == "LocalSubjectAccessReview":
+            if not spec.get("user") and not spec.get("groups"):
+                raise invalid(rt, "", "spec.user", "Invalid value: \"\": at least one of user or group must be specified")
+            user, groups = spec.get("user") or "", list(spec.get("groups") or [])
+        ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if (ra is None) == (nra is None):
+            raise invalid(rt, "", "spec.resourceAttributes",
+                          "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified")
+        if rt.kind == "LocalSubjectAccessReview" and (ra is None or (ra.get("namespace") or "") != ns):
+            raise bad_request("spec.resourceAttributes.namespace must match namespace: %s" % ns)
+        if ra is not None:
+            res = (ra.get("resource") or "") + ("/" + ra["subresource"] if ra.get("subresource") else "")
+            allowed, reason = authorize(user, groups, ra.get("verb") or "", res, ra.get("namespace") or "",
+                                        ra.get("name") or "", ra.get("group") or "")
+        else:
+            allowed, reason = authorize(user, groups, nra.get("verb") or "", "", "", "", path=nra.get("path") or "")
+        out["status"] = {"allowed": allowed}
+        if reason:
+            out["status"]["reason"] = reason
+        return self._send(201, out)
 
     def do_GET(self):
         self._handle()
@@ -1952,7 +2464,10 @@ class Handler(BaseHTTPRequestHandler):
         self._body_cache = None
         u = urllib.parse.urlsplit(self.path)
         q = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
+        self._ident = None
         try:
+            self._raw_path = u.path or "/"
+            self._ident = self._impersonate(*self._authenticate())
             self._route(u.path.rstrip("/") or "/", q)
         except ApiError as e:
             self._send(e.code, e.status())
@@ -1970,11 +2485,20 @@ class Handler(BaseHTTPRequestHandler):
         lvl = "error" if self._code >= 500 else "debug"
         if lvl == "error" or _log_level <= LOG_LEVELS["debug"]:
             ct = self.headers.get("Content-Type") if self.command in ("POST", "PUT", "PATCH") else None
-            log(lvl, "%s %s %d %.1fms%s" % (self.command, self.path, self._code, ms, " " + ct if ct else ""))
+            who = self._ident[0] if self._ident else "-"
+            log(lvl, "%s %s %d %.1fms%s%s" % (self.command, self.path, self._code, ms, " " + ct if ct else "",
+                                              "" if who == "admin" else " user=" + who))
 
     def _route(self, path, q):
         reg = self.store.reg
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")] if path != "/" else []
+        if not ((parts[:1] == ["api"] and len(parts) >= 3) or (parts[:1] == ["apis"] and len(parts) >= 4)):
+            # a non-resource request (discovery, /version, /openapi, health): authorized by path
+            user, groups = self._ident
+            verb = self.command.lower()
+            allowed, reason = authorize(user, groups, verb, "", "", "", path=self._raw_path)
+            if not allowed:
+                raise forbidden_path(user, verb, self._raw_path, reason)
         if path in ("/healthz", "/readyz", "/livez"):
             return self._send(200, b"ok", "text/plain")
         if path == "/version":
@@ -2049,9 +2573,19 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         user, groups = self._user()
         res = rt.plural + ("/" + sub if sub else "")
-        allowed, reason = authorize(user, groups, verb, res, ns or "", name or "", api_group=rt.group)
+        # as the real API's RequestInfo: a request on namespaces/NAME is in the namespace NAME
+        authz_ns = name if rt.kind == "Namespace" and name else (ns or "")
+        allowed, reason = authorize(user, groups, verb, res, authz_ns, name or "", api_group=rt.group)
         if not allowed:
-            raise forbidden(user, verb, res, rt.group, ns or "", name or "", reason)
+            raise forbidden(user, verb, res, rt.group, authz_ns, name or "", reason)
+        if rt.review:
+            if verb != "create":
+                raise ApiError(405, "MethodNotAllowed",
+                               "the server does not allow this method on the requested resource")
+            body = self._obj_body()
+            if not isinstance(body, dict):
+                raise bad_request("the body of a create must be an object")
+            return self._review(rt, ns, body)
         dry = "dryRun" in q and q.get("dryRun") != ""
         st = self.store
         nsk = ns if rt.namespaced else ""
@@ -2081,6 +2615,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self._obj_body()
             if not isinstance(body, dict):
                 raise bad_request("the body of a create must be an object")
+            self._check_escalation(rt, nsk, body, "")
             obj = st.create(rt, nsk, body, dry_run=dry)
             return self._send(201, obj)
         if verb == "update":
@@ -2089,6 +2624,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise bad_request("the body of an update must be an object")
             if sub == "scale":
                 return self._set_scale(rt, nsk, name, body)
+            if not sub:
+                self._check_escalation(rt, nsk, body, name)
             obj = st.update(rt, nsk, name, body, subresource=sub, dry_run=dry)
             return self._send(200, obj)
         if verb == "patch":
@@ -2163,6 +2700,7 @@ class Handler(BaseHTTPRequestHandler):
                 if ctype == "application/apply-patch+yaml":
                     if not isinstance(patch, dict):
                         raise bad_request("an apply patch must be an object")
+                    self._check_escalation(rt, ns, patch, name)
                     obj = st.create(rt, ns, patch, dry_run=dry)
                     return self._send(201, obj)
                 raise not_found(rt, name)
@@ -2196,6 +2734,8 @@ class Handler(BaseHTTPRequestHandler):
             if sub == "scale":
                 return self._set_scale(rt, ns, name, new)
             new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            if not sub:
+                self._check_escalation(rt, ns, new, name)
             obj = st.update(rt, ns, name, new, subresource=sub, dry_run=dry)
             return self._send(200, obj)
 
@@ -2263,13 +2803,38 @@ class Handler(BaseHTTPRequestHandler):
 
 # --------------------------------------------------------------------------- main
 
-def write_kubeconfig(path, server, token):
+def ensure_tls_cert(state_dir, host):
+    """STATE_DIR/tls.crt and tls.key: a self-signed certificate (also its own CA) for 127.0.0.1,
+    localhost and the listen host, made once with the openssl command and kept across restarts."""
+    crt, key = os.path.join(state_dir, "tls.crt"), os.path.join(state_dir, "tls.key")
+    if os.path.exists(crt) and os.path.exists(key):
+        return crt, key
+    san = ["IP:127.0.0.1", "IP:::1", "DNS:localhost"]
+    if host and host not in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::"):
+        san.append(("IP:" if re.match(r"^[0-9.]+$|:", host) else "DNS:") + host)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key + ".tmp", "-out", crt + ".tmp", "-days", "3650",
+                    "-subj", "/CN=kube-emulator", "-addext", "subjectAltName=" + ",".join(san),
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,digitalSignature,keyCertSign"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.chmod(key + ".tmp", 0o600)
+    os.replace(key + ".tmp", key)
+    os.replace(crt + ".tmp", crt)
+    return crt, key
+
+
+def write_kubeconfig(path, server, token, ca_file=None):
+    ca = ""
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            ca = "\n    certificate-authority-data: " + base64.b64encode(f.read()).decode()
     text = """apiVersion: v1
 kind: Config
 clusters:
 - name: helmq-emulator
   cluster:
-    server: %s
+    server: %s%s
 contexts:
 - name: helmq-emulator
   context:
@@ -2282,7 +2847,7 @@ users:
 - name: helmq-admin
   user:
     token: %s
-""" % (server, token)
+""" % (server, ca, token)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -2298,7 +2863,7 @@ def write_atomic(path, text):
 
 
 def main(argv):
-    global _log_level, _log_file
+    global _log_level, _log_file, _rbac
     ap = argparse.ArgumentParser(
         prog="kube-emulator.py",
         description="An emulated Kubernetes API server (plain HTTP) for real helm 3 and kubectl.")
@@ -2316,7 +2881,25 @@ def main(argv):
                     help="debug logs one line per request (method path code ms); default info "
                          "(env KUBE_EMULATOR_LOG_LEVEL)")
     ap.add_argument("--token", default="helmq-emulator-admin",
-                    help="the bearer token written to the kubeconfig (any token is accepted)")
+                    help="the admin's bearer token, written to the kubeconfig: user admin, groups "
+                         "system:masters (allowed everything)")
+    ap.add_argument("--user", action="append", default=[], metavar="TOKEN=NAME[=GROUP,GROUP...]",
+                    help="one more bearer token and its user and groups (repeatable); e.g. "
+                         "--user t1=helmq-worker=helmq-workers")
+    ap.add_argument("--token-auth-file", metavar="FILE",
+                    help="more tokens, in kube-apiserver's static token file format (CSV: "
+                         "token,user,uid,\"group1,group2\"); re-read whenever it changes")
+    ap.add_argument("--anonymous", choices=["admin", "anonymous", "reject"], default="admin",
+                    help="requests without a bearer token: admin (default, as before: all-powerful), "
+                         "anonymous (the real API's default: user system:anonymous, group "
+                         "system:unauthenticated, so only /version, /healthz, ...) or reject (401)")
+    ap.add_argument("--tls", action="store_true",
+                    help="also accept TLS on the port (sniffed per connection; plain HTTP keeps working) "
+                         "with a self-signed certificate made by openssl in STATE_DIR (tls.crt, tls.key); "
+                         "the kubeconfig then says https:// with that CA. Needed for a kubeconfig's token "
+                         "or impersonation to be sent at all: client-go sends credentials only over TLS")
+    ap.add_argument("--authorization", choices=["RBAC", "AlwaysAllow"], default="RBAC",
+                    help="RBAC (default) or AlwaysAllow (no authorization at all)")
     args = ap.parse_args(argv)
     if args.ready_delay_ms < 0:
         ap.error("--ready-delay-ms must be >= 0")
@@ -2344,7 +2927,23 @@ def main(argv):
             store.create(nsrt, "", {"metadata": {"name": ns}})
     ctrl = Controllers(store, args.ready_delay_ms / 1000.0)
     Handler.store, Handler.ctrl = store, ctrl
-    Handler.tokens = {args.token: ("admin", ["system:masters", "system:authenticated"])}
+    tokens = {args.token: ("admin", [MASTERS, AUTHENTICATED])}
+    for spec in args.user:
+        tok, sep, rest = spec.partition("=")
+        name, _, groups = rest.partition("=")
+        if not sep or not tok or not name:
+            ap.error("--user must be TOKEN=NAME[=GROUP,GROUP...], got %r" % spec)
+        tokens[tok] = (name, [g for g in groups.split(",") if g] + [AUTHENTICATED])
+    Handler.tokens = tokens
+    Handler.token_file = args.token_auth_file
+    Handler.anonymous = args.anonymous
+    roles, bindings = _bootstrap_rbac()
+    for kind, objs in (("clusterroles", roles), ("clusterrolebindings", bindings)):
+        rt = reg.by_key[RBAC_GROUP + "/" + kind]
+        for o in objs:
+            if store.get(rt, "", o["metadata"]["name"]) is None:
+                store.create(rt, "", o)
+    _rbac = Rbac(store) if args.authorization == "RBAC" else None
     try:
         srv = Server((host, port), Handler)
     except OSError as e:
@@ -2352,10 +2951,23 @@ def main(argv):
         return 1
     addr = "%s:%d" % srv.server_address[:2]
     url = "http://" + addr
+    ca_file = None
+    if args.tls:
+        try:
+            ca_file, key_file = ensure_tls_cert(args.state_dir, host)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(ca_file, key_file)
+            ctx.set_alpn_protocols(["http/1.1"])
+        except (OSError, ssl.SSLError, subprocess.CalledProcessError) as e:
+            print("kube-emulator: --tls: cannot make or load the certificate: %s %s" % (
+                e, getattr(e, "stderr", b"") or b""), file=sys.stderr)
+            return 1
+        srv.ssl_ctx = ctx
+        url = "https://" + addr
     threading.Thread(target=ctrl.run, name="controllers", daemon=True).start()
     threading.Thread(target=store.saver, name="saver", daemon=True).start()
     if args.kubeconfig_out:
-        write_kubeconfig(args.kubeconfig_out, url, args.token)
+        write_kubeconfig(args.kubeconfig_out, url, args.token, ca_file)
     if args.address_file:
         write_atomic(args.address_file, addr + "\n")
     print("kube-emulator listening on %s (state %s)" % (url, args.state_dir), flush=True)
