@@ -140,6 +140,11 @@ stack_up() {
 }
 
 print_where() {
+    CLUSTER_NEXT=""
+    [ -n "${started_cluster:-}" ] && CLUSTER_NEXT="  kubectl get deploy,svc -n tenant-acme   # the release in the emulated cluster
+  helm list -A                  # helm's own view (build/tools/helm, on PATH after source)
+  helm push CHART.tgz \$HELMQ_CHART_REPO --plain-http   # publish a chart of your own
+"
     cat >&2 <<EOM
 
 helmq is running.
@@ -157,10 +162,7 @@ Next, in another terminal:
   helmq events
   curl -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/summary
   make demo                     # the seed's whole story, step by step
-${started_cluster:+  kubectl get deploy,svc -n tenant-acme     # the release in the emulated cluster
-  helm list -A                  # helm's own view (build/tools/helm, on PATH after source)
-  helm push CHART.tgz $HELMQ_CHART_REPO --plain-http   # publish a chart of your own
-}
+$CLUSTER_NEXT
 Ctrl-C stops everything make run started. Logs follow.
 
 EOM
