@@ -5,7 +5,9 @@
 #   make bench-long    the same with the memory run at 1,000,000 commands
 #   BENCH_COMMANDS=N   worker throughput commands per run (default 20000)
 #   BENCH_REPS=N       repetitions (default 3)
-#   BENCH_ONLY="worker projector scale latency memory"   a subset
+#   BENCH_ONLY="worker projector scale latency memory realhelm"   a subset
+#                      (realhelm: the worker and kcat|xargs running real helm against the
+#                      emulated cluster; BENCH_REALHELM_COMMANDS, BENCH_REALHELM_CONCURRENCY)
 #
 # The tools are built from tests/bench/*.c into $(BUILD)/bench/; benchtool links
 # helmq's own codec ($(BUILD)/libhelmq.a). Results: build/bench/*.md.

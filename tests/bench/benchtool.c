@@ -5,11 +5,12 @@
  * bytes), so that 200,000 records do not cost 200,000 process starts.
  *
  *   benchtool commands  -b BROKERS [-t TOPIC] --count N [--start J] [--keys K] --ns NS [--tag HEX]
- *                       [--timeout S] [--rate R]
+ *                       [--timeout S] [--rate R] [--chart NAME:VERSION:APPVERSION]
  *       produce commands J..J+N-1: command j is for release rel-(j%K) in NS,
  *       an install for j < K and an upgrade after, commandId derived from
- *       (tag, j). Prints first_send_ms/last_send_ms (wall clock).
- *   benchtool sample-command --ns NS [--keys K] [--tag HEX] [--index J]
+ *       (tag, j); chart bench-chart 1.0.0 (app 1.0.0) unless --chart.
+ *       Prints first_send_ms/last_send_ms (wall clock).
+ *   benchtool sample-command --ns NS [--keys K] [--tag HEX] [--index J] [--chart N:V:A]
  *       the JSON document of command j (for the encoder cross-check).
  *   benchtool encode [--type command|event]       JSON on stdin -> Avro on stdout
  *   benchtool events    -b BROKERS [-t TOPIC] --count N --releases R [--tag HEX] [--csv-dir DIR]
@@ -55,6 +56,7 @@ static long count = 0, start_j = 0, keys = 1000, releases = 1000, target = 0, in
 static unsigned tag = 0x0b5e0001;
 static int timeout_s = 300, cmd_timeout = 0, interval_ms = 50;
 static double rate = 0;
+static char chart_name[128] = "bench-chart", chart_version[64] = "1.0.0", app_version[64] = "1.0.0";
 
 static int64_t wall_us(void) {
     struct timespec ts;
@@ -169,8 +171,8 @@ static json_t *command_doc(long j, char key[256]) {
     json_t *d = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:n,s:n,s:s,s:s,s:s,s:s,s:s}", "commandId", id, "tenantId",
                           TENANT, "namespace", ns, "releaseName", name, "performedBy", "bench", "requestedAt",
                           (json_int_t)(wall_us() / 1000), "description", "releaseId", "operation",
-                          j < keys ? "install" : "upgrade", "chartName", "bench-chart", "chartVersion", "1.0.0",
-                          "appVersion", "1.0.0", "valuesOverride", "{\"replicaCount\":1}");
+                          j < keys ? "install" : "upgrade", "chartName", chart_name, "chartVersion", chart_version,
+                          "appVersion", app_version, "valuesOverride", "{\"replicaCount\":1}");
     if (cmd_timeout > 0)
         json_object_set_new(d, "timeout", json_integer(cmd_timeout));
     return d;
@@ -723,7 +725,8 @@ int main(int argc, char **argv) {
         {"sql", required_argument, NULL, 'q'},     {"target", required_argument, NULL, 'g'},
         {"interval-ms", required_argument, NULL, 'i'}, {"wait-timeout", required_argument, NULL, 'w'},
         {"out", required_argument, NULL, 'O'},     {"type", required_argument, NULL, 'Y'},
-        {"index", required_argument, NULL, 'j'},   {NULL, 0, NULL, 0},
+        {"index", required_argument, NULL, 'j'},   {"chart", required_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
         fprintf(stderr, "usage: benchtool commands|sample-command|encode|events|wait|watermarks|pgwait|latency ...\n");
@@ -755,6 +758,11 @@ int main(int argc, char **argv) {
         case 'O': out_file = optarg; break;
         case 'Y': type_name = optarg; break;
         case 'j': index_j = atol(optarg); break;
+        case 'H':
+            /* NAME:VERSION:APPVERSION */
+            if (sscanf(optarg, "%127[^:]:%63[^:]:%63s", chart_name, chart_version, app_version) != 3)
+                die("--chart wants NAME:VERSION:APPVERSION, got %s", optarg);
+            break;
         default: return 2;
         }
     }

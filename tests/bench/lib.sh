@@ -9,7 +9,8 @@
 #   worker_start LOG ARGS...   helmq-worker; waits until it owns every partition; sets WORKER_PID
 #   worker_stop                SIGTERM, wait
 #   projector_start LOG ARGS...  sets PROJECTOR_PID
-#   now_ms, cpu_ticks PID..., machine_ticks, per1k TICKS N [DECIMALS], pg_ticks, rss_kb PID, median, pctl P
+#   now_ms, cpu_ticks PID..., cpu_split PID, machine_ticks, per1k TICKS N [DECIMALS], pg_ticks, rss_kb PID,
+#   median, pctl P
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELMQ_BIN=${HELMQ_BIN:-$BENCH_ROOT/bin}
@@ -54,6 +55,10 @@ cpu_ticks() {
     echo "$sum"
 }
 TICKS=$(getconf CLK_TCK)
+
+# cpu_split PID: "SELF CHILDREN": the process's own clock ticks (utime+stime, all
+# its threads) and those of the children it reaped (cutime+cstime).
+cpu_split() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo "0 0"; }
 
 # Clock ticks the whole machine spent busy (every CPU: user, nice, system, irq,
 # softirq, steal), whatever ran: the load generator, the broker, kworkers too.
@@ -131,10 +136,11 @@ broker_stop() {
 # Short group timeouts so that a group forms quickly on a fresh broker.
 KAFKA_ARGS=(-X session.timeout.ms=6000 -X heartbeat.interval.ms=500)
 
-worker_start() { # worker_start LOG ARGS...   (env: the caller's)
+worker_start() { # worker_start LOG ARGS...   (env: the caller's; BENCH_HELM, BENCH_CHART_REPO: not the no-op helm)
     local log=$1
     shift
-    HELMQ_BROKERS=$B "$BIN/helmq-worker" --helm "$NOOP" --chart-repo oci://registry.example/charts \
+    HELMQ_BROKERS=$B "$BIN/helmq-worker" --helm "${BENCH_HELM:-$NOOP}" \
+        --chart-repo "${BENCH_CHART_REPO:-oci://registry.example/charts}" \
         --tmpdir "$T/tmp" "${KAFKA_ARGS[@]}" "$@" >>"$log" 2>&1 &
     WORKER_PID=$!
     WORKER_LOG=$log
