@@ -144,9 +144,9 @@ worker_start --concurrency 8
 ev=$(wait_terminal "$ok_id" 90)
 is "$(jf '[.eventType,.status,.revision] | join(" ")' <<<"$ev")" "succeeded deployed 1" \
     "the restarted worker waited for the running helm: its install succeeded"
-is "$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand!="install") | .subcommand' | tr -d '"' | tr '\n' ' ')" "status " \
+is "$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand!="install") | .subcommand' | tr -d '"' | tr '\n' ' ')" "history " \
     "and it ran only helm status for it (no uninstall under a running install)"
-awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand=="status") | .ts' | head -1)" \
+awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand=="history") | .ts' | head -1)" \
     -v i="$(sim_invocations 'select(.event=="start" and .release=="orphan-ok" and .subcommand=="install") | .ts')" \
     'BEGIN { exit !(s != "" && s + 0 > i + 19.5) }'
 ok $? "that helm status ran only after the 20 s install had ended"
@@ -158,7 +158,7 @@ is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed TIMEOUT" \
 like "$(jf .errorMessage <<<"$ev")" "SIGTERM, then SIGKILL" "with the reason"
 kill -0 "$hang_pid" 2>/dev/null
 is "$?" 1 "the left helm that ignored SIGTERM is gone (SIGKILL)"
-awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-hang" and .subcommand=="status") | .ts' | head -1)" \
+awk -v s="$(sim_invocations 'select(.event=="start" and .release=="orphan-hang" and .subcommand=="history") | .ts' | head -1)" \
     -v d="$hang_deadline" \
     'BEGIN { exit !(s != "" && s + 0 > d + 0) }'
 ok $? "helm status of the hanging release ran only after its deadline"
