@@ -231,6 +231,11 @@ stack_up() {
 }
 
 print_where() {
+    CLUSTER_NEXT=""
+    [ -n "${started_cluster:-}" ] && CLUSTER_NEXT="  kubectl get deploy,svc -n tenant-acme   # the release in the emulated cluster
+  helm list -A                  # helm's own view (build/tools/helm, on PATH after source)
+  helm push CHART.tgz \$HELMQ_CHART_REPO --plain-http   # publish a chart of your own
+"
     cat >&2 <<EOM
 
 helmq is running.
