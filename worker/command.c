@@ -229,6 +229,14 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     const json_t *d = c->doc;
     int rejected = strcmp(c->event_type, "rejected") == 0;
     event_id(c->id, c->event_kind[0] ? c->event_kind : "terminal", eid);
+    /* A release with no revision has no chart of its own (an install that
+     * failed before helm fetched the chart): the chart the command asked for
+     * is the only one known, and a dashboard needs it. A rejection carries no
+     * release state at all. */
+    if (!rejected && !s->chart[0] && s->revision == 0 && jstr(d, "chartName")) {
+        snprintf(s->chart, sizeof(s->chart), "%s", jstr(d, "chartName"));
+        snprintf(s->version, sizeof(s->version), "%s", jstr(d, "chartVersion") ? jstr(d, "chartVersion") : "");
+    }
     /* Event strings must be UTF-8, or the event does not encode and is lost:
      * the bounded copies may have cut a character, and helm's output (in
      * messages and descriptions) need not be UTF-8 at all. */

@@ -82,16 +82,13 @@ static void push_identity(helm_argv_t *a, const helm_conf_t *hc, const char *ns)
     char buf[512];
     if (!hc->impersonate || !ns)
         return;
+    /* The user alone: for a service account the API server adds its groups
+     * (system:serviceaccounts, system:serviceaccounts:NS, system:authenticated)
+     * itself, so the worker needs "impersonate" on that service account only,
+     * not on groups (docs/rbac/). */
     snprintf(buf, sizeof(buf), "system:serviceaccount:%s:%s", ns, hc->tenant_account);
     helm_argv_push(a, "--kube-as-user");
     helm_argv_push(a, buf);
-    helm_argv_push(a, "--kube-as-group");
-    helm_argv_push(a, "system:serviceaccounts");
-    snprintf(buf, sizeof(buf), "system:serviceaccounts:%s", ns);
-    helm_argv_push(a, "--kube-as-group");
-    helm_argv_push(a, buf);
-    helm_argv_push(a, "--kube-as-group");
-    helm_argv_push(a, "system:authenticated");
 }
 
 void helm_push_cluster(helm_argv_t *a, const helm_conf_t *hc) {

@@ -2,7 +2,7 @@
  *
  * Every helm the worker runs for a command impersonates the tenant's service
  * account in the release's namespace (helm --kube-as-user
- * system:serviceaccount:NS:ACCOUNT, --kube-as-group for the service-account
+ * system:serviceaccount:NS:ACCOUNT; the API server adds the account's
  * groups), so the cluster's RBAC confines a chart to that namespace. Before
  * an install, the worker itself (its own identity, never the chart's) sets up
  * the namespace: it creates it, the service account and a RoleBinding that
