@@ -101,11 +101,12 @@ static void outcome(command_t *c, const char *event_type, const char *code, cons
     }
 }
 
+/* Kubernetes reserves the kube- prefix for the system (kube-system,
+ * kube-public, kube-node-lease, ...); default is shared by everything. A
+ * tenant claiming one would get its service account bound there. */
 static int is_protected(worker_t *w, const char *ns) {
-    static const char *const builtin[] = {"kube-system", "kube-public", "kube-node-lease", "default"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(ns, builtin[i]) == 0)
-            return 1;
+    if (strncmp(ns, "kube-", 5) == 0 || strcmp(ns, "default") == 0)
+        return 1;
     for (int i = 0; i < w->protected_count; i++)
         if (strcmp(ns, w->protected_ns[i]) == 0)
             return 1;
@@ -235,7 +236,8 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
      * release state at all. */
     if (!rejected && !s->chart[0] && s->revision == 0 && jstr(d, "chartName")) {
         snprintf(s->chart, sizeof(s->chart), "%s", jstr(d, "chartName"));
-        snprintf(s->version, sizeof(s->version), "%s", jstr(d, "chartVersion") ? jstr(d, "chartVersion") : "");
+        snprintf(s->version, sizeof(s->version), "%s",
+                 jstr(d, "chartVersion") ? jstr(d, "chartVersion") : "");
     }
     /* Event strings must be UTF-8, or the event does not encode and is lost:
      * the bounded copies may have cut a character, and helm's output (in

@@ -41,7 +41,8 @@ static const config_opt_t worker_opts[] = {
      "which the worker sets up before an install (false: helm runs with the worker's own identity, for a "
      "single-tenant cluster)"},
     {"tenant-service-account", 0, "HELMQ_TENANT_SERVICE_ACCOUNT", CONFIG_STRING, "helmq-tenant",
-     "the tenant's service account in each namespace, which helm impersonates"},
+     "the tenant's service account in each namespace, which helm impersonates; the worker binds it there to "
+     "the ClusterRole of the same name (docs/rbac/)"},
     {"concurrency", 'c', "HELMQ_CONCURRENCY", CONFIG_INT, "8",
      "helm processes running at once (different releases)"},
     {"db-connections", 0, "HELMQ_DB_CONNECTIONS", CONFIG_INT, "2",
@@ -58,7 +59,7 @@ static const config_opt_t worker_opts[] = {
     {"dlq-topic", 0, "HELMQ_DLQ_TOPIC", CONFIG_STRING, KAFKA_TOPIC_DLQ,
      "dead-letter topic for undecodable commands"},
     {"protected-namespaces", 0, "HELMQ_PROTECTED_NAMESPACES", CONFIG_STRING, "",
-     "comma-separated namespaces refused besides kube-system, kube-public, kube-node-lease, default"},
+     "comma-separated namespaces refused besides default and every kube-* namespace"},
     {"values-allow-keys", 0, "HELMQ_VALUES_ALLOW_KEYS", CONFIG_STRING, VALUES_ALLOW_KEYS_DEFAULT,
      "value keys (exact names, any case) whose strings events and the projection show; every other string is "
      "redacted, and so is any string that looks like a secret (URL or DSN credentials, password=, PEM, JWT, "

@@ -58,6 +58,8 @@ int main(void) {
     expect("install", "releaseName", "\"abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij\"",
            "releaseName", "helm-release-name");
     expect("install", "releaseName", "\"caf\\u00e9\"", "releaseName", "helm-release-name");
+    expect("install", "releaseName", "\"helmq-tenant-access\"", "releaseName", "reserved-release-name");
+    expect("upgrade", "releaseName", "\"helmq-tenant-access\"", "releaseName", "reserved-release-name");
     expect("install", "namespace", "\"tenant.acme\"", "namespace", "dns-1123-label");
     expect("install", "namespace", "\"-acme\"", "namespace", "dns-1123-label");
     expect("install", "namespace", "\"a123456789a123456789a123456789a123456789a123456789a123456789abcd\"",

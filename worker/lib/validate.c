@@ -197,6 +197,12 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
             "releaseName \"%.80s\" must be at most 53 characters of lower-case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit",
             name);
+    if (strcmp(name, "helmq-tenant-access") == 0)
+        return validate_fail(
+            err, "releaseName", "reserved-release-name",
+            "releaseName \"%s\" is reserved: it holds the namespace's tenant access, set up by "
+            "helmq's worker",
+            name);
     const char *ns = req_string(cmd, "namespace", err);
     if (!ns)
         return -1;
