@@ -172,7 +172,10 @@ stack_up() {
         HELM_NOTE="REAL helm 3.17 ($HELMQ_HELM) against an EMULATED Kubernetes cluster: nothing real is deployed.
                API server: tests/kube/ emulator, KUBECONFIG=$KUBECONFIG (state in $RUN/cluster/kube)
                charts:     $HELMQ_CHART_REPO (Debian's docker-registry, plain HTTP; matih-ai-service 1.0.0 and 1.1.0)
-    To deploy for real: HELMQ_HELM=/path/to/helm KUBECONFIG=~/.kube/config HELMQ_CHART_REPO=oci://your/charts make run"
+               RBAC:       the worker is user helmq-worker with docs/rbac/'s role (HELMQ_KUBECONFIG=$HELMQ_KUBECONFIG);
+                           each tenant's helm acts as system:serviceaccount:NAMESPACE:helmq-tenant
+    To deploy for real: HELMQ_HELM=/path/to/helm KUBECONFIG=~/.kube/config HELMQ_CHART_REPO=oci://your/charts make run
+    (apply docs/rbac/ to that cluster first, or HELMQ_TENANT_IDENTITY=false: README, Multi-tenancy)"
     else
         HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
     fi
