@@ -147,4 +147,32 @@ ok $? "the event after it is projected"
 kill -TERM "$PROJECTOR_PID"
 wait "$PROJECTOR_PID"
 is "$?" 0 "projector: SIGTERM exits 0"
+
+# 7. A record parked for a cause the operator then fixes (here a trigger that
+# refuses one release name, dropped afterwards): a finished rebuild applies it
+# and deletes its parked row; the records still refused keep theirs.
+psql_q "create function helmq.test_refuse_app_g() returns trigger language plpgsql as \$\$
+begin if new.release_name = 'app-g' then raise exception 'app-g refused (a test''s broken trigger)'; end if;
+return new; end \$\$;
+create trigger test_refuse_app_g before insert or update on helmq.releases
+for each row execute function helmq.test_refuse_app_g();" >/dev/null
+projector_start
+event app-g "$(uuid)" install 1 1.0.0 | encode >"$T/11-install-app-g.avro"
+produce "$T/11-install-app-g.avro"
+wait_for "app-g's event to be parked" 30 bash -c \
+    "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.parked_events where payload->>'releaseName' = 'app-g'\")\" = 1 ]"
+ok $? "an event the (broken) trigger refuses is parked"
+kill -TERM "$PROJECTOR_PID"
+wait "$PROJECTOR_PID"
+psql_q "drop trigger test_refuse_app_g on helmq.releases; drop function helmq.test_refuse_app_g();" >/dev/null
+before=$(psql_q "select count(*) from helmq.parked_events")
+timeout 60 "$HELMQ_BIN/helmq-projector" rebuild --log-level info >"$T/rebuild2.log" 2>&1
+is "$?" 3 "rebuild after the fix: exit 3 (other records are still refused)"
+like "$(cat "$T/rebuild2.log")" "1 records parked before are applied now" "the rebuild says one parked record is applied now"
+is "$(psql_q "select count(*) from helmq.releases where release_name = 'app-g'")" 1 "app-g is in the projection"
+is "$(psql_q "select count(*) from helmq.parked_events where payload->>'releaseName' = 'app-g'")" 0 \
+    "its parked row is gone"
+is "$(psql_q "select count(*) from helmq.parked_events")" "$((before - 1))" "the other parked rows stay ($((before - 1)))"
+is "$(psql_q "select min(times_parked) >= 2 from helmq.parked_events")" t \
+    "every parked row left was parked again by this rebuild (the lone garbage record too)"
 done_testing

@@ -223,7 +223,8 @@ static void usage(FILE *out) {
             "not decode are parked in the table helmq.parked_events with their error; every other\n"
             "event is applied and the projector goes on. rebuild exits 0 when every record was\n"
             "applied, 3 when the rebuild finished but parked some (the log and helmq.parked_events\n"
-            "say which), 1 when it could not finish, 2 on bad usage.\n\n"
+            "say which), 1 when it could not finish, 2 on bad usage. A finished rebuild deletes the\n"
+            "parked rows of records it applied this time.\n\n"
             "Options:\n");
     config_usage(projector_opts, out);
 }
@@ -1191,11 +1192,14 @@ static int run(const config_t *cfg, int rebuild) {
     PGconn *db = db_ensure(NULL, url);
     if (stop)
         return 1;
+    char rebuild_began[64] = ""; /* when the rebuild emptied the projection (sql/0015) */
     if (rebuild) {
-        PGresult *r = PQexec(db, "SELECT helmq.truncate_projection()");
-        int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PGresult *r = PQexec(db, "SELECT helmq.rebuild_begin()");
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
         if (!ok)
             log_error("emptying the projection: %s", PQresultErrorMessage(r));
+        else
+            snprintf(rebuild_began, sizeof(rebuild_began), "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
         if (!ok) {
             PQfinish(db);
@@ -1340,6 +1344,25 @@ static int run(const config_t *cfg, int rebuild) {
             log_warn(
                 "committing offsets before exiting: %s (the last batches will be re-applied, harmlessly)",
                 rd_kafka_err2str(err));
+    }
+    if (rebuild && !stop && !gave_up) {
+        /* Parked rows the replay did not park again are obsolete: their
+         * records were applied this time. */
+        const char *params[] = {topic, rebuild_began};
+        PGresult *r =
+            PQexecParams(p.db, "SELECT helmq.rebuild_finish($1, $2)", 2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            if (strcmp(PQgetvalue(r, 0, 0), "0") != 0)
+                log_info(
+                    "rebuild: %s records parked before are applied now; their rows in helmq.parked_events "
+                    "are deleted",
+                    PQgetvalue(r, 0, 0));
+        } else {
+            log_error("rebuild: deleting the obsolete rows of helmq.parked_events: %s (they stay; the "
+                      "projection is complete)",
+                      PQresultErrorMessage(r));
+        }
+        PQclear(r);
     }
     if (rebuild && !stop && !gave_up && p.parked == 0)
         log_info("rebuild done: %llu events replayed", total);
