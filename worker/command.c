@@ -5,9 +5,9 @@
  *
  * Every step is a callback on the loop: a ledger call (db.h), a helm process
  * (executor.h) or a delivery report (dispatch.c). A command redelivered after
- * it finished runs no helm: it republishes its recorded terminal event, or,
- * once its release has moved on, its outcome with the release's current state
- * (replay_current); one interrupted by a crash (ledger state "running") is
+ * it finished runs no helm: it republishes its recorded terminal event (the
+ * same eventId), with the release's current state once the release has moved
+ * on (replay_current); one interrupted by a crash (ledger state "running") is
  * reconciled against helm's own record of the release. A commandId is one
  * command: other content under it is refused (IDEMPOTENCY_CONFLICT), and so
  * is a record whose key is not its command's (KEY_MISMATCH). */
@@ -1286,14 +1286,17 @@ static json_t *field_json(const PGresult *res, int col) {
 /* A finished command delivered again after its release moved on: its
  * recorded terminal event, republished as it is, would become the newest
  * event on the key with a state that is no longer the release's. Rewrites
- * c->event into the command's outcome (eventType, errorCode, errorMessage,
- * who and when it was asked) carrying the release's current state from
- * the registry row rel, with no history (its revisions were published with
- * the first event) and an eventId of its own, the same for every delivery
- * while the release stays as it is. A rejected command stays rejected: its
- * status stays "rejected", as a fresh rejection's would. Returns 0 or -1. */
+ * c->event into the command's outcome (eventId, eventType, errorCode,
+ * errorMessage, who and when it was asked) carrying the release's current
+ * state from the registry row rel, with no history (its revisions were
+ * published with the first event). The eventId stays the first terminal
+ * event's: the command still has exactly one terminal event, delivered again
+ * (a consumer that drops duplicates by eventId loses nothing: the events of
+ * the later commands, before it on the key, carry the same state), and a
+ * client waiting for the command's outcome gets it. A rejected command stays
+ * rejected: its status stays "rejected". Returns 0 or -1. */
 static int replay_current(command_t *c, const json_t *rel) {
-    char errstr[256], kind[96], eid[UUID_STR_LEN];
+    char errstr[256];
     codec_type_t type;
     json_t *ev = NULL;
     if (!rel || codec_decode(c->event, c->event_len, &type, &ev, errstr, sizeof(errstr)) != 0 ||
@@ -1303,10 +1306,6 @@ static int replay_current(command_t *c, const json_t *rel) {
     }
     const char *rid = jstr(rel, "release_id");
     int rejected = strcmp(jstr(ev, "eventType") ? jstr(ev, "eventType") : "", "rejected") == 0;
-    snprintf(kind, sizeof(kind), "current/%s/%d/%s", rid ? rid : "-", jint(rel, "revision"),
-             jstr(rel, "updated_at") ? jstr(rel, "updated_at") : "-");
-    event_id(c->id, kind, eid);
-    json_object_set_new(ev, "eventId", json_string(eid));
     json_object_set_new(ev, "occurredAt", json_integer(now_ms()));
     if (!rejected) {
         json_object_set_new(ev, "releaseId", str_or_null(rid));
