@@ -59,13 +59,13 @@ ok $? "the registry stores under RUN_DIR/registry"
 t0=$SECONDS
 registry_push_charts 2>"$T/push.err"
 ok $? "registry_push_charts packages and pushes tests/charts/VERSIONS with real helm" || diag "$(cat "$T/push.err")"
-diag "packaged and pushed 3 chart versions in $((SECONDS - t0)) s"
+diag "packaged and pushed tests/charts/VERSIONS in $((SECONDS - t0)) s"
 for v in 1.0.0 1.1.0; do
     out=$("$H" lint --strict "$T/reg/charts-pkg/$CH-$v.tgz" 2>&1)
     ok $? "helm lint --strict of the packaged $CH $v" || diag "$out"
 done
 tags=$(curl -s "http://$REGISTRY_ADDR/v2/charts/$CH/tags/list" | jq -r '.tags | sort | join(",")')
-is "$tags" "1.0.0,1.1.0" "the registry's tags for charts/$CH"
+is "$tags" "1.0.0,1.1.0,1.2.0" "the registry's tags for charts/$CH"
 is "$(curl -s "http://$REGISTRY_ADDR/v2/charts/tiny-config/tags/list" | jq -r '.tags | join(",")')" "0.1.0" \
     "the registry's tags for charts/tiny-config"
 

@@ -131,7 +131,7 @@ _fq_live_helm() {
     [ -f "$HELM_SIM_STATE/invocations.log" ] || return 0
     jq -r 'select(.event == "start" or .event == "end") | "\(.event) \(.pid)"' "$HELM_SIM_STATE/invocations.log" |
         awk '$1 == "start" { open[$2] = 1 } $1 == "end" { delete open[$2] } END { for (p in open) print p }' |
-        while read -r p; do _fq_alive_prog "$p" helm-sim && echo "$p"; done
+        while read -r p; do _fq_alive_prog "$p" "${FQ_HELM_PROG:-helm-sim}" && echo "$p"; done
 }
 
 _fq_kill_stray_helm() {

@@ -26,6 +26,8 @@ if [ -n "${RUNS:-}" ] && [ "$RUNS" -gt 3 ]; then LONG=1; fi
 RUNS=${RUNS:-$([ "$LONG" = 1 ] && echo 50 || echo 3)}
 KEYS=${FQ_KEYS:-30} # release keys per load: 4 commands each
 K9_KEYS=${FQ_KEYS:-$([ "$LONG" = 1 ] && echo 30 || echo 20)} # per kill9 run (shorter in the short form)
+RH_RUNS=${FQ_RH_RUNS:-$([ "$LONG" = 1 ] && echo 12 || echo 4)} # realhelm runs: each fault once, or 3 times
+RH_KEYS=${FQ_RH_KEYS:-8}                                          # release keys per realhelm run
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 rand_ms() { echo $((RANDOM % ($2 - $1 + 1) + $1)); } # MIN MAX
@@ -242,6 +244,83 @@ scenario_helm() {
 }
 
 # A scenario whose stack did not come up is reported as failed, not skipped.
+# (g) REAL helm 3.17 against the emulated Kubernetes API (tests/kube/, RBAC as
+# docs/rbac/ sets it up, each tenant's helm impersonating its service account) and
+# charts from the real OCI registry. Run after run, one fault lands mid-load:
+# kill -9 of the worker while real helm waits (odd runs leave helm running, even
+# runs kill its process group), the API server down for 10 s, the registry down
+# for 10 s. Besides the invariants of every scenario (helm's runs counted by
+# tests/faults/helm-logged), the cluster must agree with helm's storage
+# (tests/faults/helm_storage.py: no release left pending-*, a Deployment for every
+# deployed release and none for another) and helm's storage with the ledger and
+# the projection.
+scenario_realhelm() {
+    fq_scenario_begin realhelm
+    . "$FQ_ROOT/tests/lib/cluster.sh"
+    if ! cluster_start "$T/cluster" >"$T/cluster.log" 2>&1; then
+        echo "fault suite: the emulated cluster did not start: $(tail -3 "$T/cluster.log")" >&2
+        return 1
+    fi
+    export FQ_REAL_HELM=$HELMQ_HELM HELMQ_HELM=$FQ_DIR/helm-logged FQ_HELM_PROG=helm-logged
+    export HELMQ_TIMEOUT_GRACE_MS=4000 HELMQ_KILL_GRACE_MS=5000
+    local run tag delay fault faults=0 k9=0 kube=0 reg=0 cluster=0 problems
+    fq_worker_start w1
+    fq_worker_wait_assigned w1 || return 1
+    for run in $(seq 1 "$RH_RUNS"); do
+        tag=rh$run
+        fq_plan "$tag" "rh$run" "$RH_KEYS" "$run"
+        fq_send_bg "$tag"
+        delay=$(rand_ms 1500 6000)
+        sleep_ms "$delay"
+        case $(((run - 1) % 4)) in
+        0 | 2)
+            if [ $((run % 2)) = 1 ]; then fq_worker_kill9 w1 leave; else fq_worker_kill9 w1 kill; fi
+            fault="kill -9 of the worker ($FQ_KILL_N helm $([ $((run % 2)) = 1 ] && echo left running || echo groups killed))"
+            k9=$((k9 + 1))
+            sleep_ms "$(rand_ms 0 1500)"
+            fq_worker_start w1
+            ;;
+        1)
+            kube_stop
+            sleep 10
+            kube_restart >>"$T/cluster.log" 2>&1 || echo "fault suite: the emulator did not come back" >&2
+            fault="the API server down for 10 s"
+            kube=$((kube + 1))
+            ;;
+        3)
+            registry_stop
+            sleep 10
+            registry_restart >>"$T/cluster.log" 2>&1 || echo "fault suite: the registry did not come back" >&2
+            fault="the chart registry down for 10 s"
+            reg=$((reg + 1))
+            ;;
+        esac
+        faults=$((faults + 1))
+        fq_send_wait
+        fq_wait_done 400 "$tag"
+        fq_wait_no_helm 120 >/dev/null
+        rm -rf "$HELM_SIM_STATE/releases"
+        kubectl_ get secrets -A -l owner=helm -o json 2>>"$T/cluster.log" |
+            python3 "$FQ_DIR/helm_storage.py" export "$HELM_SIM_STATE" ||
+            echo "fault suite: cannot read helm's storage from the cluster" >&2
+        fq_check "$tag"
+        problems=$(kubectl_ get deployments -A -o json 2>>"$T/cluster.log" |
+            python3 "$FQ_DIR/helm_storage.py" check "$HELM_SIM_STATE" "rh$run-")
+        FQ_R_CLUSTER=$(sed -n 's/^FQ_R_CLUSTER=//p' <<<"$problems")
+        grep -v '^FQ_R_CLUSTER=' <<<"$problems" | sed 's/^/    problem: cluster: /' >&2
+        FQ_R_CLUSTER=${FQ_R_CLUSTER:-1}
+        cluster=$((cluster + FQ_R_CLUSTER))
+        FQ_C_MISMATCH=$((FQ_C_MISMATCH + FQ_R_CLUSTER))
+        [ "$FQ_R_CLUSTER" = 0 ] || FQ_ALL_OK=0
+        say "realhelm run $run/$RH_RUNS: $fault ${delay} ms into the load; $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH, cluster vs helm storage $FQ_R_CLUSTER; $FQ_R_OUTCOMES"
+    done
+    fq_rebuild_check
+    fq_result realhelm "$RH_RUNS" "$faults" "real helm: $k9 kill -9 of the worker, API server down $kube x 10 s, registry down $reg x 10 s; cluster vs helm's storage: $cluster problems"
+    fq_worker_stop w1
+    cluster_stop
+    fq_scenario_end
+}
+
 run_scenario() { # NAME FUNCTION
     want "$1" || return 0
     "$2" && return 0
@@ -257,5 +336,6 @@ run_scenario broker-errors scenario_broker_errors
 run_scenario pg-restart scenario_pg
 run_scenario workers scenario_workers
 run_scenario helm-faults scenario_helm
+run_scenario realhelm scenario_realhelm
 
 fq_summary

@@ -171,7 +171,7 @@ stack_up() {
         started_cluster=1
         HELM_NOTE="REAL helm 3.17 ($HELMQ_HELM) against an EMULATED Kubernetes cluster: nothing real is deployed.
                API server: tests/kube/ emulator, KUBECONFIG=$KUBECONFIG (state in $RUN/cluster/kube)
-               charts:     $HELMQ_CHART_REPO (Debian's docker-registry, plain HTTP; matih-ai-service 1.0.0 and 1.1.0)
+               charts:     $HELMQ_CHART_REPO (Debian's docker-registry, plain HTTP; matih-ai-service 1.0.0, 1.1.0 and 1.2.0)
                RBAC:       the worker is user helmq-worker with docs/rbac/'s role (HELMQ_KUBECONFIG=$HELMQ_KUBECONFIG);
                            each tenant's helm acts as system:serviceaccount:NAMESPACE:helmq-tenant
     To deploy for real: HELMQ_HELM=/path/to/helm KUBECONFIG=~/.kube/config HELMQ_CHART_REPO=oci://your/charts make run
