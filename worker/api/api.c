@@ -712,8 +712,8 @@ int main(int argc, char **argv) {
                "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
-               "  GET    " NS_PREFIX "/:namespace       its owner (tenant) and live releases\n"
-               "  GET    " NS_PREFIX "[?tenantId=]      the namespaces a tenant owns\n"
+               "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
+               "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
                "  GET    /healthz, /metrics (Prometheus)\n"
                "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);
