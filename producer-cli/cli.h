@@ -15,6 +15,7 @@ int cli_encode(int argc, char **argv);
 int cli_decode(int argc, char **argv);
 int cli_events(int argc, char **argv);
 int cli_releases(int argc, char **argv);
+int cli_namespaces(int argc, char **argv);
 
 /* Reads all of f into a malloc'd buffer (NUL-terminated, length in *len);
  * NULL on error or beyond max bytes. */

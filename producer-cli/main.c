@@ -1,6 +1,6 @@
 /* helmq: the producer CLI. Sends install/upgrade/rollback/uninstall commands
- * to Kafka, converts records between JSON and single-object Avro, and (later)
- * queries the projection. */
+ * to Kafka, converts records between JSON and single-object Avro, queries the
+ * projection, and shows and releases namespace claims. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +20,8 @@ static void usage(FILE *out) {
                  "  encode      JSON on stdin -> single-object Avro on stdout\n"
                  "  decode      single-object Avro on stdin -> JSON on stdout\n"
                  "  events      print the release events as JSON lines\n"
-                 "  releases    query the projection: get, list, history, summary\n\n"
+                 "  releases    query the projection: get, list, history, summary\n"
+                 "  namespaces  which tenant owns a namespace: get, list; release a claim (operators)\n\n"
                  "Run 'helmq COMMAND --help' for the options of a command.\n"
                  "Exit codes: 0 success, 1 runtime failure (e.g. delivery), 2 invalid input or usage.\n");
 }
@@ -50,6 +51,8 @@ int main(int argc, char **argv) {
         rc = cli_events(argc, argv);
     else if (strcmp(cmd, "releases") == 0)
         rc = cli_releases(argc, argv);
+    else if (strcmp(cmd, "namespaces") == 0)
+        rc = cli_namespaces(argc, argv);
     else {
         fprintf(stderr, "helmq: unknown command \"%s\" (see helmq --help)\n", cmd);
         rc = EXIT_USAGE;

@@ -5,7 +5,8 @@
  * commands topic (202 with the commandId once the broker has it). Bearer
  * tokens from a file map to a principal (recorded as performedBy) and either
  * a tenant (which sees and changes only its own releases: 404 otherwise) or
- * the admin role (everything, and the cross-tenant summary).
+ * the admin role (everything, and the cross-tenant summary). The namespaces
+ * routes show which tenant owns a namespace, scoped the same way.
  *
  * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
  * non-blocking) and librdkafka (delivery reports wake the loop through
@@ -49,6 +50,7 @@ static const config_opt_t api_opts[] = {
 };
 
 #define PREFIX "/api/v1/helm/releases"
+#define NS_PREFIX "/api/v1/helm/namespaces"
 #define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
 #define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
 
@@ -485,6 +487,14 @@ static const char SQL_TENANT[] =
     "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
 static const char SQL_SUMMARY[] =
     "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
+/* Namespaces: which tenant owns each (sql/0014's helmq.namespace_claims). A
+ * tenant sees only its own (404 for another's, the same as for one nobody
+ * claimed); ?tenantId= narrows an admin's list, and a tenant naming another
+ * gets 404. */
+static const char SQL_NAMESPACE[] = "SELECT helmq.namespace_json(n) FROM helmq.namespace_claims n "
+                                    "WHERE n.namespace = $1 AND ($2::uuid IS NULL OR n.tenant_id = $2::uuid)";
+static const char SQL_NAMESPACES[] = "SELECT helmq.namespaces_list(COALESCE($1::uuid, $2::uuid)) "
+                                     "WHERE $1::uuid IS NULL OR $2::uuid IS NULL OR $1::uuid = $2::uuid";
 static const char SQL_FOR_DELETE[] =
     "SELECT tenant_id, namespace, release_name, status FROM helmq.releases r "
     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
@@ -500,11 +510,42 @@ static void reply_method(pending_t *p, const char *allow) {
 #define ALLOW_GET "GET, HEAD"
 #define ALLOW_RELEASE "GET, HEAD, DELETE"
 
+/* GET /api/v1/helm/namespaces[?tenantId=] and /api/v1/helm/namespaces/:namespace. */
+static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
+    validate_error_t verr;
+    if (nrest > 1) {
+        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        return;
+    }
+    if (strcmp(p->req->method, "GET") != 0) {
+        reply_method(p, ALLOW_GET);
+        return;
+    }
+    if (nrest == 1) {
+        if (validate_namespace(rest[0], &verr) < 0) {
+            reply_invalid(p, &verr);
+            return;
+        }
+        api_query(p, SQL_NAMESPACE, rest[0], on_json_row);
+        return;
+    }
+    size_t len = 0;
+    char *tenant = httpd_query_param(p->req, "tenantId", &len);
+    if (tenant && (len != strlen(tenant) || !uuid_valid(tenant))) {
+        free(tenant);
+        reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
+        return;
+    }
+    api_query(p, SQL_NAMESPACES, tenant, on_json_row); /* the parameters are copied */
+    free(tenant);
+}
+
 /* Routes on the decoded path segments (httpd.h): /api/v1/helm/releases,
  * then "", "summary", "tenant/:tenantId", ":releaseId" or
- * ":releaseId/history". A trailing '/' is ignored. HEAD comes as GET. */
+ * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
+ * A trailing '/' is ignored. HEAD comes as GET. */
 static void handle(http_req_t *req, void *ctx) {
-    static const char *const prefix[] = {"api", "v1", "helm", "releases"};
+    static const char *const prefix[] = {"api", "v1", "helm"};
     api_t *a = ctx;
     const char *m = req->method;
     char *const *seg = req->segments;
@@ -528,9 +569,10 @@ static void handle(http_req_t *req, void *ctx) {
         return;
     }
     int matched = nseg >= 4;
-    for (int i = 0; matched && i < 4; i++)
+    for (int i = 0; matched && i < 3; i++)
         matched = strcmp(seg[i], prefix[i]) == 0;
-    if (!matched) {
+    int namespaces = matched && strcmp(seg[3], "namespaces") == 0;
+    if (!matched || (!namespaces && strcmp(seg[3], "releases") != 0)) {
         reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
@@ -542,6 +584,10 @@ static void handle(http_req_t *req, void *ctx) {
     }
     char *const *rest = seg + 4;
     int nrest = nseg - 4;
+    if (namespaces) {
+        handle_namespaces(p, rest, nrest);
+        return;
+    }
     if (nrest == 0) {
         if (strcmp(m, "POST") != 0) {
             reply_method(p, "POST");
@@ -666,6 +712,8 @@ int main(int argc, char **argv) {
                "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
+               "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
+               "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
                "  GET    /healthz, /metrics (Prometheus)\n"
                "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);

@@ -38,6 +38,18 @@ static int compile_patterns(void) {
     return 0;
 }
 
+int validate_namespace(const char *ns, validate_error_t *err) {
+    if (compile_patterns() < 0)
+        return validate_fail(err, "-", "internal", "cannot compile the validation patterns");
+    if (strlen(ns) > 63 || regexec(&re_label, ns, 0, NULL, 0) != 0)
+        return validate_fail(
+            err, "namespace", "dns-1123-label",
+            "namespace \"%.80s\" must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            ns);
+    return 0;
+}
+
 int validate_fail(validate_error_t *err, const char *field, const char *rule, const char *fmt, ...) {
     va_list ap;
     snprintf(err->field, sizeof(err->field), "%s", field);
@@ -206,12 +218,8 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
     const char *ns = req_string(cmd, "namespace", err);
     if (!ns)
         return -1;
-    if (strlen(ns) > 63 || regexec(&re_label, ns, 0, NULL, 0) != 0)
-        return validate_fail(
-            err, "namespace", "dns-1123-label",
-            "namespace \"%.80s\" must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit",
-            ns);
+    if (validate_namespace(ns, err) < 0)
+        return -1;
     if (check_text(cmd, "performedBy", 1, err) < 0 || check_text(cmd, "description", 0, err) < 0)
         return -1;
     const json_t *req = json_object_get(cmd, "requestedAt");

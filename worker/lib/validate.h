@@ -29,6 +29,11 @@ typedef struct validate_error {
  * fields without control characters. Returns 0, or -1 with *err filled. */
 int validate_command(const json_t *cmd, validate_error_t *err);
 
+/* Checks that ns is a namespace a command may name: a DNS-1123 label of at
+ * most 63 characters. Returns 0, or -1 with *err filled (field "namespace",
+ * rule "dns-1123-label"). */
+int validate_namespace(const char *ns, validate_error_t *err);
+
 /* Parses a valuesOverride text into a JSON object (new reference), or NULL
  * with *err filled (not JSON: with jansson's line, column and message; not an
  * object; larger than VALIDATE_VALUES_MAX_BYTES; deeper than
