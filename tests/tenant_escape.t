@@ -148,6 +148,21 @@ is "$(ev_field '[.eventType,.namespace,.releaseName] | join(" ")')" "succeeded $
 [ "$(ev_field .releaseId)" != "$A_RID" ]
 ok $? "... with a releaseId of its own"
 
+# ---------------------------------------------------------------- first installs at once into a new namespace
+# One set-up of the namespace for all of them (the others wait for it), not five
+# racing set-ups of which all but one met "another operation is in progress".
+ids=()
+for n in 1 2 3 4 5; do
+    ids+=("$(send install "burst$n" -t "$A" -n tenant-a2 --chart-name tiny-config --chart-version 0.1.0 --app-version 0.1.0)")
+done
+burst=""
+for id in "${ids[@]}"; do
+    ev=$(wait_terminal "$id" 180)
+    burst="$burst$(ev_field '.eventType + (if .errorCode then "/" + .errorCode else "" end)') "
+done
+is "$burst" "succeeded succeeded succeeded succeeded succeeded " "five first installs sent at once into tenant-a2 all succeed"
+is "$(helm_secrets tenant-a2 helmq-tenant-access)" "1:deployed" "... after one set-up of the namespace (helmq-tenant-access revision 1)"
+
 # ---------------------------------------------------------------- A untouched, in the cluster and in the projection
 is "$(helm_secrets $NS_A web)" "$A_SECRETS0" "A's helm storage: still revision 1, deployed"
 is "$(kubectl_ get deploy -n $NS_A -l app.kubernetes.io/instance=web -o jsonpath='{.items[0].status.readyReplicas}')" 1 \

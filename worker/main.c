@@ -362,6 +362,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < w.protected_count; i++)
         free(w.protected_ns[i]);
     free(w.protected_ns);
+    while (w.ns_setups) {
+        ns_setup_t *next = w.ns_setups->next;
+        free(w.ns_setups->waiters);
+        free(w.ns_setups);
+        w.ns_setups = next;
+    }
     free(w.keys);
     tenant_access_chart_remove(tenant_chart);
     codec_term();

@@ -121,3 +121,14 @@ void tenant_access_argv(helm_argv_t *a, const helm_conf_t *hc, const char *ns, l
     helm_argv_push(a, "--timeout");
     helm_argv_push(a, buf);
 }
+
+void tenant_access_argv_sub(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const char *ns,
+                            long timeout_s) {
+    helm_conf_t own = *hc;
+    own.impersonate = 0; /* the worker's own identity */
+    json_t *doc = json_pack("{s:s,s:s}", "releaseName", TENANT_ACCESS_RELEASE, "namespace", ns);
+    if (!doc)
+        abort();
+    helm_argv_simple(a, &own, sub, doc, 0, timeout_s);
+    json_decref(doc);
+}

@@ -34,4 +34,10 @@ void tenant_access_chart_remove(const char *dir);
  * --create-namespace --set-string serviceAccount=ACCOUNT --timeout Ns. */
 void tenant_access_argv(helm_argv_t *a, const helm_conf_t *hc, const char *ns, long timeout_s);
 
+/* The argv of helm SUB (status: history --max 1 -o json; rollback; uninstall)
+ * on the set-up release of namespace ns, with the worker's own identity: how a
+ * set-up left pending-* by an interrupted one is unlocked. */
+void tenant_access_argv_sub(helm_argv_t *a, const helm_conf_t *hc, const char *sub, const char *ns,
+                            long timeout_s);
+
 #endif

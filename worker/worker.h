@@ -61,6 +61,7 @@ struct command {
     int orphan; /* its partition was revoked: finish, but store no offset */
     int reconcile;
     int unlock_tried;
+    int access_tries; /* tenant set-up runs that met another one in progress (command.c) */
     int lock_waits;
     int lock_holds_unsure; /* the session may hold the key's lock more than once (a begin ran again) */
     uv_timer_t timer;      /* retries; embedded, closed before the command is freed */
@@ -125,10 +126,24 @@ struct partition {
     int count;
 };
 
+/* A namespace's tenant set-up (tenant_access.h) as this worker knows it: one
+ * set-up runs at a time per namespace, the installs arriving meanwhile wait
+ * for its result, and a namespace set up recently is trusted for
+ * TENANT_ACCESS_TTL_MS without running it again (command.c). */
+typedef struct ns_setup {
+    struct ns_setup *next;
+    char ns[64];
+    int running;         /* a set-up helm runs for it now */
+    uint64_t ok_until;   /* set up, and trusted until then (ms, now_ms) */
+    command_t **waiters; /* installs waiting for the running set-up */
+    size_t nwaiters, cap;
+} ns_setup_t;
+
 struct worker {
     uv_loop_t *loop;
     config_t *cfg;
     helm_conf_t helmc; /* helm binary, chart repository, cluster and registry */
+    ns_setup_t *ns_setups;
     const char *tmpdir;
     const char *commands_topic, *events_topic, *dlq_topic;
     int concurrency;
