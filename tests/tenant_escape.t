@@ -85,6 +85,21 @@ ok $? "docs/rbac/check.sh (kubectl auth can-i) agrees with the cluster, the work
     while IFS= read -r l; do diag "$l"; done <"$T/check.out"
 is "$(grep -c '^ok ' "$T/check.out")" 23 "... all 23 of its checks answered as expected"
 
+# ---------------------------------------------------------------- first installs at once into a new namespace
+# One set-up of the namespace for all of them (the others wait for it), not five
+# racing set-ups of which all but one met "another operation is in progress".
+ids=()
+for n in 1 2 3 4 5; do
+    ids+=("$(send install "burst$n" -t "$B" -n tenant-b2 --chart-name tiny-config --chart-version 0.1.0 --app-version 0.1.0)")
+done
+burst=""
+for id in "${ids[@]}"; do
+    ev=$(wait_terminal "$id" 180)
+    burst="$burst$(ev_field '.eventType + (if .errorCode then "/" + .errorCode else "" end)') "
+done
+is "$burst" "succeeded succeeded succeeded succeeded succeeded " "five first installs sent at once into tenant-b2 all succeed"
+is "$(helm_secrets tenant-b2 helmq-tenant-access)" "1:deployed" "... after one set-up of the namespace (helmq-tenant-access revision 1)"
+
 OUT0=$(outside)
 A0=$(a_state)
 A_SECRETS0=$(helm_secrets $NS_A web)
@@ -147,21 +162,6 @@ is "$(ev_field '[.eventType,.namespace,.releaseName] | join(" ")')" "succeeded $
     "B's own release named like A's (web) is B's, in B's namespace"
 [ "$(ev_field .releaseId)" != "$A_RID" ]
 ok $? "... with a releaseId of its own"
-
-# ---------------------------------------------------------------- first installs at once into a new namespace
-# One set-up of the namespace for all of them (the others wait for it), not five
-# racing set-ups of which all but one met "another operation is in progress".
-ids=()
-for n in 1 2 3 4 5; do
-    ids+=("$(send install "burst$n" -t "$A" -n tenant-a2 --chart-name tiny-config --chart-version 0.1.0 --app-version 0.1.0)")
-done
-burst=""
-for id in "${ids[@]}"; do
-    ev=$(wait_terminal "$id" 180)
-    burst="$burst$(ev_field '.eventType + (if .errorCode then "/" + .errorCode else "" end)') "
-done
-is "$burst" "succeeded succeeded succeeded succeeded succeeded " "five first installs sent at once into tenant-a2 all succeed"
-is "$(helm_secrets tenant-a2 helmq-tenant-access)" "1:deployed" "... after one set-up of the namespace (helmq-tenant-access revision 1)"
 
 # ---------------------------------------------------------------- A untouched, in the cluster and in the projection
 is "$(helm_secrets $NS_A web)" "$A_SECRETS0" "A's helm storage: still revision 1, deployed"

@@ -107,6 +107,9 @@ sendc install vg-atomic -t $TENANT -n $NS "${C[@]}" --chart-version 1.0.0 --atom
 sim_knob $NS vg-failed '{"install": {"fail": "boom"}}'
 sendc install vg-failed -t $TENANT -n $NS "${C[@]}" --chart-version 1.0.0
 # Rejections: another tenant's namespace, a protected one, a live name, an unknown release.
+# The intruder goes once the first install has claimed the namespace: keys run
+# concurrently, and its own key's partition could otherwise be served first.
+wait_terminal "${ids[0]}" 120 >/dev/null
 sendc install vg-intruder -t $OTHER_TENANT -n $NS "${C[@]}" --chart-version 1.0.0
 sendc install vg-sneaky -t $TENANT -n extra-ns "${C[@]}" --chart-version 1.0.0
 sendc upgrade vg-ghost -t $TENANT -n $NS "${C[@]}" --chart-version 1.1.0
@@ -130,7 +133,10 @@ sendc rollback vg-a -t $TENANT -n $NS
 sendc rollback vg-b -t $TENANT -n $NS --revision 1
 sendc uninstall vg-a -t $TENANT -n $NS --reason "valgrind run"
 sendc uninstall vg-failed -t $TENANT -n $NS
-# The same commandId again: the recorded outcome is republished.
+# The same command again (same commandId and content): the recorded outcome is
+# republished; and the same commandId with other content: IDEMPOTENCY_CONFLICT.
+sendc install vg-b -t $TENANT -n $NS "${C[@]}" --chart-version 1.0.0 --command-id "${ids[1]}" \
+    --set-values '{"replicaCount":2,"db":{"password":"pw"},"list":[1,2,{"token":"t"}]}' --description "install b"
 sendc install vg-b -t $TENANT -n $NS "${C[@]}" --chart-version 1.0.0 --command-id "${ids[1]}"
 sendc install vg-d -t $TENANT -n $NS "${C[@]}" --chart-version 1.0.0
 diag "${#ids[@]} commands sent"
@@ -140,7 +146,8 @@ is "$missing" 0 "every command (${#ids[@]}) got its terminal event under valgrin
 terms=$(events_json | jq -r 'select(.terminal) | .eventType + " " + (.errorCode // "")' | sort | uniq -c | awk '{$1=$1; print}' | tr '\n' ';')
 diag "terminal events: $terms"
 for kind in " succeeded;" "rolled_back HELM_FAILED" "failed HELM_FAILED" "rejected NAMESPACE_OWNED" \
-    "rejected PROTECTED_NAMESPACE" "rejected RELEASE_NOT_FOUND" "rejected RELEASE_EXISTS" "rejected INVALID_FIELD"; do
+    "rejected PROTECTED_NAMESPACE" "rejected RELEASE_NOT_FOUND" "rejected RELEASE_EXISTS" "rejected INVALID_FIELD" \
+    "rejected IDEMPOTENCY_CONFLICT"; do
     like "$terms" "${kind% }" "the run covered: ${kind# }"
 done
 wait_for "two DLQ records" 120 bash -c "[ \$(kcat -b $HELMQ_BROKERS -C -t helm.release.commands.dlq -e -q -f 'x\n' 2>/dev/null | wc -l) -ge 2 ]"
