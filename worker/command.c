@@ -53,6 +53,13 @@ static void reconcile(command_t *c);
 
 /* --- small helpers -------------------------------------------------------- */
 
+/* The command's run state (worker.h), allocated on first use. */
+static command_rs_t *cmd_rs(command_t *c) {
+    if (!c->rs && !(c->rs = calloc(1, sizeof(*c->rs))))
+        abort(); /* out of memory */
+    return c->rs;
+}
+
 static const char *jstr(const json_t *o, const char *k) {
     return json_string_value(json_object_get(o, k));
 }
@@ -94,11 +101,11 @@ static void outcome(command_t *c, const char *event_type, const char *code, cons
     snprintf(code_copy, sizeof(code_copy), "%s", code ? code : ""); /* code may be c->error_code */
     c->event_type = event_type;
     snprintf(c->error_code, sizeof(c->error_code), "%s", code_copy);
-    c->error_message[0] = '\0';
+    cmd_rs(c)->error_message[0] = '\0';
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(c->error_message, sizeof(c->error_message), fmt, ap);
+        vsnprintf(cmd_rs(c)->error_message, sizeof(cmd_rs(c)->error_message), fmt, ap);
         va_end(ap);
     }
 }
@@ -173,7 +180,7 @@ static void rstate_from_registry(rstate_t *s, const json_t *rel) {
 
 /* Overlays what helm last reported about the release. */
 static void rstate_from_helm(rstate_t *s, command_t *c) {
-    const helm_release_t *h = &c->helm;
+    const helm_release_t *h = &cmd_rs(c)->helm;
     s->revision = h->revision;
     snprintf(s->status, sizeof(s->status), "%s", h->status);
     snprintf(s->chart, sizeof(s->chart), "%s", h->chart_name);
@@ -244,7 +251,8 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     /* Event strings must be UTF-8, or the event does not encode and is lost:
      * the bounded copies may have cut a character, and helm's output (in
      * messages and descriptions) need not be UTF-8 at all. */
-    char *texts[] = {s->status, s->chart, s->version, s->app, s->description, s->reason, c->error_message};
+    char *texts[] = {
+        s->status, s->chart, s->version, s->app, s->description, s->reason, cmd_rs(c)->error_message};
     for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++)
         utf8_sanitize(texts[t]);
 
@@ -292,7 +300,7 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
     }
     json_object_set_new(ev, "history", hist);
     json_object_set_new(ev, "errorCode", str_or_null(c->error_code));
-    json_object_set_new(ev, "errorMessage", str_or_null(c->error_message));
+    json_object_set_new(ev, "errorMessage", str_or_null(cmd_rs(c)->error_message));
     int rc = codec_encode(CODEC_EVENT, ev, &c->event, &c->event_len, errstr, sizeof(errstr));
     json_decref(ev);
     if (rc < 0)
@@ -305,9 +313,9 @@ static int build_outcome(command_t *c, rstate_t *s, int changed) {
 static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
     cmd_log(c, LOG_LEVEL_INFO, "%s: %s%s%s%s", c->reconcile ? "reconciled" : "done",
             c->event_type ? c->event_type : "republished", c->error_code[0] ? " " : "", c->error_code,
-            c->error_message[0] ? " " : "");
-    if (c->error_message[0])
-        cmd_log(c, LOG_LEVEL_INFO, "error: %s", c->error_message);
+            cmd_rs(c)->error_message[0] ? " " : "");
+    if (cmd_rs(c)->error_message[0])
+        cmd_log(c, LOG_LEVEL_INFO, "error: %s", cmd_rs(c)->error_message);
     metrics_outcome(c->w, c->event_type);
     dispatch_command_done(c);
 }
@@ -422,12 +430,12 @@ static void reject(command_t *c, int recorded, const char *code, const char *fmt
     c->event_type = "rejected";
     snprintf(c->error_code, sizeof(c->error_code), "%s", code);
     va_start(ap, fmt);
-    vsnprintf(c->error_message, sizeof(c->error_message), fmt, ap);
+    vsnprintf(cmd_rs(c)->error_message, sizeof(cmd_rs(c)->error_message), fmt, ap);
     va_end(ap);
     rstate_from_registry(&s, c->release);
     if (!c->release)
         s.status[0] = '\0';
-    cmd_log(c, LOG_LEVEL_WARN, "rejected %s: %s", code, c->error_message);
+    cmd_log(c, LOG_LEVEL_WARN, "rejected %s: %s", code, cmd_rs(c)->error_message);
     if (build_outcome(c, &s, 0) < 0) {
         free(s.redacted);
         dispatch_command_done(c); /* nothing can be said about it */
@@ -632,8 +640,9 @@ static void helm_simple(command_t *c, const char *sub, int revision, long timeou
 
 /* helm status: fills c->helm / c->helm_found, then next. */
 static void on_status(command_t *c, helm_run_t *run) {
-    helm_release_clear(&c->helm);
-    c->helm_found = run->exit_status == 0 && !run->term_signal && helm_release_parse(run->out, &c->helm) == 0;
+    helm_release_clear(&cmd_rs(c)->helm);
+    c->helm_found =
+        run->exit_status == 0 && !run->term_signal && helm_release_parse(run->out, &cmd_rs(c)->helm) == 0;
     if (!c->helm_found && !strstr(run->err, "not found")) {
         char e[512];
         cmd_log(c, LOG_LEVEL_WARN, "helm status failed: %s", helm_error_text(run, e, sizeof(e)));
@@ -704,7 +713,7 @@ static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     char e[1024];
     if (run->exit_status != 0 && !strstr(run->err, "not found")) {
         outcome(c, "failed", c->error_code, "%s; the atomic rollback (uninstall) failed too: %s",
-                c->helm_error, helm_error_text(run, e, sizeof(e)));
+                cmd_rs(c)->helm_error, helm_error_text(run, e, sizeof(e)));
         c->helm_found = 0;
         rstate_t s;
         rstate_from_registry(&s, c->release);
@@ -715,7 +724,7 @@ static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     }
     rstate_t s;
     rstate_from_registry(&s, NULL);
-    int failed_rev = c->helm_found ? c->helm.revision : 0;
+    int failed_rev = c->helm_found ? cmd_rs(c)->helm.revision : 0;
     if (c->helm_found)
         rstate_from_helm(&s, c);
     s.revision = failed_rev + 1;
@@ -728,7 +737,7 @@ static void after_atomic_uninstall(command_t *c, helm_run_t *run) {
     /* A reconciliation that had to remove a stale pending install of a
      * non-atomic command reports it failed; the atomic rollback is rolled_back. */
     outcome(c, json_is_true(json_object_get(c->doc, "atomic")) ? "rolled_back" : "failed", c->error_code,
-            "%s", c->helm_error);
+            "%s", cmd_rs(c)->helm_error);
     conclude(c, &s, 1);
 }
 
@@ -737,13 +746,13 @@ static void after_atomic_rollback_status(command_t *c) {
     rstate_from_registry(&s, c->release);
     if (c->helm_found)
         rstate_from_helm(&s, c);
-    if (c->helm_found && strcmp(c->helm.status, "deployed") == 0) {
+    if (c->helm_found && strcmp(cmd_rs(c)->helm.status, "deployed") == 0) {
         history_add(c, s.revision, s.status, s.chart, s.version, s.app, "atomic-rollback", s.description,
                     s.digest, s.redacted);
-        outcome(c, "rolled_back", c->error_code, "%s", c->helm_error);
+        outcome(c, "rolled_back", c->error_code, "%s", cmd_rs(c)->helm_error);
     } else {
         outcome(c, "failed", c->error_code, "%s; the atomic rollback did not leave a deployed release",
-                c->helm_error);
+                cmd_rs(c)->helm_error);
     }
     conclude(c, &s, 1);
 }
@@ -752,18 +761,18 @@ static void after_atomic_rollback(command_t *c, helm_run_t *run) {
     char e[1024];
     if (run->exit_status != 0) {
         char first[1024];
-        snprintf(first, sizeof(first), "%s", c->helm_error);
-        snprintf(c->helm_error, sizeof(c->helm_error), "%s; the atomic rollback failed too: %s", first,
-                 helm_error_text(run, e, sizeof(e)));
+        snprintf(first, sizeof(first), "%s", cmd_rs(c)->helm_error);
+        snprintf(cmd_rs(c)->helm_error, sizeof(cmd_rs(c)->helm_error),
+                 "%s; the atomic rollback failed too: %s", first, helm_error_text(run, e, sizeof(e)));
     }
     helm_status(c, after_atomic_rollback_status);
 }
 
 /* Called with c->helm / helm_found describing the release after the failure. */
 static void after_failure_status(command_t *c) {
-    const char *code = c->timed_out ? "TIMEOUT" : helm_failure_code(c->helm_error);
+    const char *code = c->timed_out ? "TIMEOUT" : helm_failure_code(cmd_rs(c)->helm_error);
     int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
-    outcome(c, "failed", code, "%s", c->helm_error);
+    outcome(c, "failed", code, "%s", cmd_rs(c)->helm_error);
     if (c->helm_found) {
         rstate_t s;
         rstate_from_registry(&s, c->release);
@@ -776,7 +785,7 @@ static void after_failure_status(command_t *c) {
     if (atomic && strcmp(c->op, "install") == 0) {
         if (!c->helm_found) {
             /* Nothing was created: nothing to undo. */
-            outcome(c, "rolled_back", code, "%s", c->helm_error);
+            outcome(c, "rolled_back", code, "%s", cmd_rs(c)->helm_error);
             rstate_t s;
             rstate_from_registry(&s, NULL);
             snprintf(s.status, sizeof(s.status), "uninstalled");
@@ -817,13 +826,13 @@ static void after_unlock(command_t *c, helm_run_t *run) {
 }
 
 static void unlock_status(command_t *c) {
-    const char *st = c->helm_found ? c->helm.status : "";
+    const char *st = c->helm_found ? cmd_rs(c)->helm.status : "";
     c->phase = PHASE_UNLOCK;
     if (strcmp(st, "pending-install") == 0) {
         cmd_log(c, LOG_LEVEL_WARN,
                 "release stuck in pending-install (an interrupted operation): uninstalling it");
-        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version,
-                    c->helm.app_version, "unlock",
+        history_add(c, cmd_rs(c)->helm.revision, "failed", cmd_rs(c)->helm.chart_name,
+                    cmd_rs(c)->helm.chart_version, cmd_rs(c)->helm.app_version, "unlock",
                     "stale pending-install left by an interrupted operation: marked failed and removed", NULL,
                     NULL);
         helm_simple(c, "uninstall", 0, command_timeout(c), after_unlock);
@@ -832,10 +841,10 @@ static void unlock_status(command_t *c) {
         cmd_log(c, LOG_LEVEL_WARN,
                 "release stuck in %s (an interrupted operation): rolling back to revision %d", st,
                 c->base_deployed);
-        history_add(c, c->helm.revision, "failed", c->helm.chart_name, c->helm.chart_version,
-                    c->helm.app_version, "unlock",
+        history_add(c, cmd_rs(c)->helm.revision, "failed", cmd_rs(c)->helm.chart_name,
+                    cmd_rs(c)->helm.chart_version, cmd_rs(c)->helm.app_version, "unlock",
                     "stale pending operation left by an interrupted operation: marked failed", NULL, NULL);
-        c->base_revision = c->helm.revision + 1;
+        c->base_revision = cmd_rs(c)->helm.revision + 1;
         helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_unlock);
     } else {
         after_failure_status(c);
@@ -848,10 +857,11 @@ static void values_release(command_t *c) {
     if (c->values_fd >= 0) {
         close(c->values_fd);
         c->values_fd = -1;
-    } else if (c->values_path[0]) {
+    } else if (c->values_path && c->values_path[0]) {
         helm_values_remove(c->values_path);
     }
-    c->values_path[0] = '\0';
+    free(c->values_path);
+    c->values_path = NULL;
 }
 
 static void on_operation(command_t *c, helm_run_t *run) {
@@ -868,8 +878,8 @@ static void on_operation(command_t *c, helm_run_t *run) {
             helm_status(c, succeed_from_helm);
             return;
         }
-        helm_release_clear(&c->helm);
-        c->helm_found = helm_release_parse(run->out, &c->helm) == 0;
+        helm_release_clear(&cmd_rs(c)->helm);
+        c->helm_found = helm_release_parse(run->out, &cmd_rs(c)->helm) == 0;
         if (!c->helm_found)
             helm_status(c, succeed_from_helm);
         else
@@ -880,28 +890,29 @@ static void on_operation(command_t *c, helm_run_t *run) {
     if (strcmp(c->op, "install") == 0)
         ns_setup_forget(c);
     if (run->timed_out)
-        snprintf(c->helm_error, sizeof(c->helm_error), "helm did not finish within the %lds timeout (%s); %s",
-                 command_timeout(c), run->killed ? "SIGTERM, then SIGKILL" : "SIGTERM",
-                 helm_error_text(run, e, sizeof(e)));
+        snprintf(cmd_rs(c)->helm_error, sizeof(cmd_rs(c)->helm_error),
+                 "helm did not finish within the %lds timeout (%s); %s", command_timeout(c),
+                 run->killed ? "SIGTERM, then SIGKILL" : "SIGTERM", helm_error_text(run, e, sizeof(e)));
     else
-        snprintf(c->helm_error, sizeof(c->helm_error), "%s", helm_error_text(run, e, sizeof(e)));
-    cmd_log(c, LOG_LEVEL_WARN, "helm %s failed: %s", c->op, c->helm_error);
-    if (strcmp(c->op, "install") == 0 && !run->timed_out && strstr(c->helm_error, NAME_IN_USE_TEXT)) {
+        snprintf(cmd_rs(c)->helm_error, sizeof(cmd_rs(c)->helm_error), "%s",
+                 helm_error_text(run, e, sizeof(e)));
+    cmd_log(c, LOG_LEVEL_WARN, "helm %s failed: %s", c->op, cmd_rs(c)->helm_error);
+    if (strcmp(c->op, "install") == 0 && !run->timed_out && strstr(cmd_rs(c)->helm_error, NAME_IN_USE_TEXT)) {
         /* helm changed nothing: the name belongs to a release this command did
          * not create (made outside helmq, or unknown to the registry). It is
          * not ours to undo, atomic or not: uninstalling it would destroy it. */
         c->release_id[0] = '\0';
         reject(c, 1, "RELEASE_EXISTS",
                "release %s already exists in namespace %s, not created by this command: %s",
-               jstr(c->doc, "releaseName"), jstr(c->doc, "namespace"), c->helm_error);
+               jstr(c->doc, "releaseName"), jstr(c->doc, "namespace"), cmd_rs(c)->helm_error);
         return;
     }
-    if (!c->unlock_tried && strstr(c->helm_error, IN_PROGRESS_TEXT)) {
+    if (!c->unlock_tried && strstr(cmd_rs(c)->helm_error, IN_PROGRESS_TEXT)) {
         c->unlock_tried = 1;
         helm_status(c, unlock_status);
         return;
     }
-    if (strcmp(c->op, "uninstall") == 0 && strstr(c->helm_error, "not found")) {
+    if (strcmp(c->op, "uninstall") == 0 && strstr(cmd_rs(c)->helm_error, "not found")) {
         /* Already gone from the cluster: the uninstall's goal holds. */
         succeed_uninstall(c, "Uninstallation complete (the release was already gone)");
         return;
@@ -920,19 +931,24 @@ static void run_operation(command_t *c) {
         const char *values = jstr(c->doc, "valuesOverride");
         /* A memory file passed to helm as a descriptor; a private file under
          * tmpdir only where memfd_create is missing. */
+        char path[4096];
         c->values_fd = helm_values_memfd(values ? values : "{}");
-        if (c->values_fd >= 0)
-            snprintf(c->values_path, sizeof(c->values_path), "%s", HELM_PASS_PATH);
-        else if (helm_values_write(c->w->tmpdir, values ? values : "{}", c->values_path,
-                                   sizeof(c->values_path)) < 0) {
+        if (c->values_fd >= 0) {
+            snprintf(path, sizeof(path), "%s", HELM_PASS_PATH);
+        } else if (helm_values_write(c->w->tmpdir, values ? values : "{}", path, sizeof(path)) < 0) {
             cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s",
                     c->w->tmpdir);
             retry_later(c, 1000, on_run_timer);
             return;
         }
+        free(c->values_path);
+        c->values_path = strdup(path);
+        if (!c->values_path)
+            abort(); /* out of memory */
     }
     int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
-    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path, target, command_timeout(c));
+    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path ? c->values_path : "", target,
+                        command_timeout(c));
     helm_step(c, &a, command_timeout(c), on_operation);
 }
 
@@ -1105,8 +1121,8 @@ static void tenant_access_setup(command_t *c) {
 /* --- reconciliation of an interrupted command ------------------------------------------ */
 
 static void reconcile_status(command_t *c) {
-    const char *st = c->helm_found ? c->helm.status : "";
-    int rev = c->helm_found ? c->helm.revision : 0;
+    const char *st = c->helm_found ? cmd_rs(c)->helm.status : "";
+    int rev = c->helm_found ? cmd_rs(c)->helm.revision : 0;
     int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
     cmd_log(c, LOG_LEVEL_WARN,
             "reconciling an interrupted %s: helm reports %s revision %d (before: revision %d)", c->op,
@@ -1115,7 +1131,7 @@ static void reconcile_status(command_t *c) {
      * deadline, the command failed by its timeout, as it would have without
      * the crash. */
     const char *code = c->left_signals ? "TIMEOUT" : "INTERRUPTED";
-    snprintf(c->helm_error, sizeof(c->helm_error),
+    snprintf(cmd_rs(c)->helm_error, sizeof(cmd_rs(c)->helm_error),
              "the worker stopped while this %s was running; helm reports the release %s%s", c->op,
              c->helm_found ? st : "absent",
              c->left_signals == 2   ? " (its helm ran past its deadline: SIGTERM, then SIGKILL)"
@@ -1135,13 +1151,13 @@ static void reconcile_status(command_t *c) {
             helm_simple(c, "uninstall", 0, command_timeout(c), on_operation);
             return;
         }
-        outcome(c, "failed", code, "%s", c->helm_error);
+        outcome(c, "failed", code, "%s", cmd_rs(c)->helm_error);
         fail_with_state(c, "failed");
         return;
     }
     if (!c->helm_found || rev <= c->base_revision) {
         /* helm never completed a change: nothing happened. */
-        outcome(c, "failed", code, "%s; the %s did not take effect", c->helm_error, c->op);
+        outcome(c, "failed", code, "%s; the %s did not take effect", cmd_rs(c)->helm_error, c->op);
         rstate_t s;
         rstate_from_registry(&s, c->release);
         if (strcmp(c->op, "install") == 0) {
@@ -1161,14 +1177,16 @@ static void reconcile_status(command_t *c) {
          * goes back to the last deployed revision. Either way it failed. */
         snprintf(c->error_code, sizeof(c->error_code), "%s", code);
         if (strcmp(st, "pending-install") == 0 || c->base_deployed <= 0) {
-            history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version,
-                        c->op, "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
-            c->helm_error[sizeof(c->helm_error) - 1] = '\0';
+            history_add(c, rev, "failed", cmd_rs(c)->helm.chart_name, cmd_rs(c)->helm.chart_version,
+                        cmd_rs(c)->helm.app_version, c->op,
+                        "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
+            cmd_rs(c)->helm_error[sizeof(cmd_rs(c)->helm_error) - 1] = '\0';
             c->phase = PHASE_ROLLBACK;
             helm_simple(c, "uninstall", 0, command_timeout(c), after_atomic_uninstall);
             return;
         }
-        history_add(c, rev, "failed", c->helm.chart_name, c->helm.chart_version, c->helm.app_version, c->op,
+        history_add(c, rev, "failed", cmd_rs(c)->helm.chart_name, cmd_rs(c)->helm.chart_version,
+                    cmd_rs(c)->helm.app_version, c->op,
                     "interrupted: marked failed by the worker's reconciliation", NULL, NULL);
         c->phase = PHASE_ROLLBACK;
         helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_atomic_rollback);
@@ -1176,9 +1194,9 @@ static void reconcile_status(command_t *c) {
     }
     /* failed (helm got SIGTERM or failed on its own): as after a failure. */
     c->timed_out = c->left_signals != 0;
-    snprintf(c->helm_error, sizeof(c->helm_error),
+    snprintf(cmd_rs(c)->helm_error, sizeof(cmd_rs(c)->helm_error),
              "the worker stopped while this %s was running; helm marked it %s: %s", c->op, st,
-             c->helm.description);
+             cmd_rs(c)->helm.description);
     (void)atomic;
     after_failure_status(c);
 }
@@ -1688,7 +1706,9 @@ void command_free(command_t *c) {
     json_decref(c->ledger);
     json_decref(c->new_release);
     json_decref(c->history);
-    helm_release_clear(&c->helm);
+    if (c->rs)
+        helm_release_clear(&c->rs->helm);
+    free(c->rs);
     free(c->event);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, command_closed);

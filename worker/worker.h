@@ -38,6 +38,15 @@ typedef enum command_phase {
     PHASE_DONE
 } command_phase_t;
 
+/* What a command needs only once it runs: helm's answer and the error texts,
+ * allocated on first use (command.c, cmd_rs) so that a command waiting in the
+ * buffers stays small. */
+typedef struct command_rs {
+    helm_release_t helm;      /* the last release JSON helm printed */
+    char helm_error[1024];    /* helm's last error, as the events show it */
+    char error_message[1200]; /* the terminal event's errorMessage */
+} command_rs_t;
+
 struct command {
     worker_t *w;
     partition_t *part;
@@ -85,13 +94,13 @@ struct command {
     int64_t recorded_deadline_ms;    /* the helm deadline the start recorded (Unix ms; 0: none) */
     void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
     void (*status_then)(void);       /* the step after helm status */
-    char values_path[4096];          /* the values file (tmpdir fallback), or HELM_PASS_PATH */
+    command_rs_t *rs;                /* NULL until the command runs (cmd_rs) */
+    char *values_path;               /* the values file (tmpdir fallback), or HELM_PASS_PATH (NULL: none);
+                                      * allocated while helm runs, not in every buffered command */
     int values_fd;                   /* the values memfd while the operation runs, else -1 */
-    helm_release_t helm;             /* the last release JSON helm printed */
     int helm_found;                  /* status/history found the release */
     int helm_failed;                 /* the operation failed */
     int timed_out;
-    char helm_error[1024];
     /* the helm process a crashed worker left running (reconciliation) */
     int left_pgid;            /* its process group; 0: none to wait for */
     int left_marked;          /* found by its marker (helm_marked), not by a recorded pid */
@@ -101,7 +110,6 @@ struct command {
     /* outcome */
     const char *event_type; /* terminal eventType */
     char error_code[48];
-    char error_message[1200];
     json_t *new_release; /* registry row after the command (NULL: unchanged) */
     json_t *history;     /* revisions this command created or changed (event form) */
     int claim_namespace;

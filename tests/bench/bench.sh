@@ -3,7 +3,8 @@
 # the tool a user would pick instead, run side by side in one run, repeated,
 # reported as medians in one table. Run by `make bench` / `make bench-long`.
 #
-#   BENCH_ONLY="worker projector scale latency memory realhelm"  sections to run (default: all)
+#   BENCH_ONLY="worker projector scale latency memory backlog realhelm"  sections to run (default: all)
+#   BENCH_BACKLOG_COMMANDS=100000  commands buffered behind a hanging helm (backlog)
 #   BENCH_REPS=3               repetitions of every measurement
 #   BENCH_COMMANDS=20000       worker throughput: commands per run (over BENCH_KEYS=1000 releases)
 #   BENCH_CONCURRENCY="8 32 64"
@@ -35,7 +36,7 @@ SCALE=${BENCH_SCALE:-1000}
 LAT_RATES=${BENCH_LATENCY_RATES:-200 50}
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-30}
 LONG=${BENCH_LONG_COMMANDS:-100000}
-ONLY=${BENCH_ONLY:-worker projector scale latency memory realhelm}
+ONLY=${BENCH_ONLY:-worker projector scale latency memory backlog realhelm}
 OUT_DIR=$BENCH_ROOT/build/bench
 mkdir -p "$OUT_DIR"
 REPORT=$OUT_DIR/bench-$(date +%Y%m%d-%H%M%S).md
@@ -526,6 +527,62 @@ if runs memory; then
     db_drop bench_memory
 fi
 
+# --- 5b. a large backlog buffered in the worker -------------------------------------------------
+# BL_N commands over KEYS releases reach a worker whose helm never returns
+# (NOOP_HELM_HANG): 8 run, every other one waits in the worker's buffers
+# (--max-buffered BL_N). RSS with nothing buffered and with all of them, and
+# the cost of one buffered command (the RSS difference over BL_N).
+BL_N=${BENCH_BACKLOG_COMMANDS:-100000}
+backlog_run() { # backlog_run REP
+    local rep=$1 tag ns mport murl rss0 rss1 t0 buffered=0 per
+    tag=$(next_tag)
+    ns=bb-$tag
+    broker_start "$BL_PARTS"
+    mkdir -p "$T/state/$ns"
+    mport=$(free_port)
+    murl=http://127.0.0.1:$mport
+    NOOP_HELM_HANG=1 NOOP_HELM_STATE=$T/state/$ns worker_start "$T/backlog-$ns.log" --concurrency 8 \
+        --max-buffered "$BL_N" --drain-timeout-ms 1000 --kill-grace-ms 1000 --group-id "g-$ns" \
+        --http-listen "127.0.0.1:$mport"
+    local _
+    for _ in $(seq 1 100); do [ -n "$(metric "$murl" helmq_worker_buffered)" ] && break; sleep 0.1; done
+    sleep 1
+    rss0=$(rss_kb "$WORKER_PID")
+    "$BT" commands -b "$B" --count "$BL_N" --keys "$KEYS" --ns "$ns" --tag "$tag" >/dev/null || die "backlog: produce"
+    t0=$SECONDS
+    while [ "$SECONDS" -lt $((t0 + 600)) ]; do
+        buffered=$(metric "$murl" helmq_worker_buffered)
+        [ "${buffered:-0}" -ge "$BL_N" ] && break
+        kill -0 "$WORKER_PID" 2>/dev/null || die "backlog: the worker died"
+        sleep 1
+    done
+    [ "${buffered:-0}" -ge "$BL_N" ] || die "backlog: only ${buffered:-0} of $BL_N commands buffered after 600 s"
+    sleep 2
+    rss1=$(rss_kb "$WORKER_PID")
+    per=$(awk -v a="$rss0" -v b="$rss1" -v n="$BL_N" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+    raw backlog x "$per" "$rss0" "$rss1" "$buffered"
+    say "backlog   rep $rep: $buffered commands buffered; RSS $rss0 kB empty, $rss1 kB full: $per bytes per buffered command"
+    # its helm hangs, nothing to drain: the hanging helm process groups, then the worker
+    local k
+    for k in $(ps -o pid= --ppid "$WORKER_PID"); do kill -9 -- "-$k" 2>/dev/null; done
+    kill -9 "$WORKER_PID" 2>/dev/null
+    wait "$WORKER_PID" 2>/dev/null
+    untrack "$WORKER_PID"
+    broker_stop
+    rm -rf "$T/state/$ns" "$T/backlog-$ns.log"
+}
+
+if runs backlog; then
+    BL_PARTS=$(partitions_for 40000 700)
+    [ $((BL_N / 20000 + 1)) -gt "$BL_PARTS" ] && BL_PARTS=$((BL_N / 20000 + 1))
+    say "5b. backlog: $BL_N commands buffered behind a helm that never returns, $REPS repetitions"
+    db_create bench_backlog
+    HELMQ_DATABASE_URL=$(db_url bench_backlog)
+    export HELMQ_DATABASE_URL
+    for rep in $(seq 1 "$REPS"); do backlog_run "$rep"; done
+    db_drop bench_backlog
+fi
+
 # --- 6. real helm against the emulated cluster ---------------------------------------------------
 # The worker and the kcat | xargs peer, both running real helm 3.17 (install
 # --wait) against the emulated Kubernetes API (tests/kube/) with charts from a
@@ -806,6 +863,14 @@ fi
         echo '```'
         cat "$REPORT.memory-1.tsv"
         echo '```'
+        echo
+    fi
+    if runs backlog; then
+        echo "## 5b. A backlog of $BL_N commands buffered in the worker"
+        echo
+        echo "| bytes per buffered command | RSS empty (kB) | RSS with the backlog (kB) | commands buffered | per repetition (bytes) |"
+        echo "|---|---|---|---|---|"
+        echo "| $(med backlog x 1) | $(med backlog x 2) | $(med backlog x 3) | $(med backlog x 4) | $(vals backlog x 1) |"
         echo
     fi
     if runs realhelm; then
