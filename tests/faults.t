@@ -64,7 +64,7 @@ while IFS=$'\t' read -r name runs cmds faults lost dup miss extra mism rebuild s
     is "$rebuild" yes "$name: the projection equals a fresh rebuild"
     is "$san" 0 "$name: no sanitizer report in the logs"
 done <"$tmp/results.tsv"
-is "$n" 6 "the six scenarios ran to the end"
+is "$n" 7 "the seven scenarios ran to the end"
 is "$rc" 0 "tests/faults/run.sh exits 0"
 [ "$rc" = 0 ] || tail -40 "$tmp/out" | sed 's/^/# /'
 done_testing
