@@ -3,7 +3,9 @@
 # tests/faults/README.md) as a TAP test: kill -9 of the worker at random
 # moments (3 runs), the broker down and answering with request errors,
 # PostgreSQL stopped and killed, three workers with one killed mid-load, helm
-# hanging and crashing. Each scenario drives a few hundred commands; one test
+# hanging and crashing, and real helm against the emulated cluster (kill -9,
+# the API server and the registry down). Each scenario drives a few hundred
+# commands; one test
 # per scenario and invariant. About 5 minutes. First, the broker's control
 # socket itself.
 # Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
