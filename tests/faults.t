@@ -6,8 +6,7 @@
 # hanging and crashing, and real helm against the emulated cluster (kill -9,
 # the API server and the registry down). Each scenario drives a few hundred
 # commands; one test per scenario and invariant. About 7 minutes. First, the
-# broker's control
-# socket itself.
+# broker's control socket itself.
 # Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
 root=$(cd "$(dirname "$0")" && pwd)
 while [ "$root" != / ] && [ ! -f "$root/tests/lib/tap.sh" ]; do root=$(dirname "$root"); done
