@@ -3,9 +3,10 @@
 # tests/faults/README.md) as a TAP test: kill -9 of the worker at random
 # moments (3 runs), the broker down and answering with request errors,
 # PostgreSQL stopped and killed, three workers with one killed mid-load, helm
-# hanging and crashing. Each scenario drives a few hundred commands; one test
-# per scenario and invariant. About 5 minutes. First, the broker's control
-# socket itself.
+# hanging and crashing, and real helm against the emulated cluster (kill -9,
+# the API server and the registry down). Each scenario drives a few hundred
+# commands; one test per scenario and invariant. About 7 minutes. First, the
+# broker's control socket itself.
 # Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
 root=$(cd "$(dirname "$0")" && pwd)
 while [ "$root" != / ] && [ ! -f "$root/tests/lib/tap.sh" ]; do root=$(dirname "$root"); done
@@ -64,7 +65,7 @@ while IFS=$'\t' read -r name runs cmds faults lost dup miss extra mism rebuild s
     is "$rebuild" yes "$name: the projection equals a fresh rebuild"
     is "$san" 0 "$name: no sanitizer report in the logs"
 done <"$tmp/results.tsv"
-is "$n" 6 "the six scenarios ran to the end"
+is "$n" 7 "the seven scenarios ran to the end"
 is "$rc" 0 "tests/faults/run.sh exits 0"
 [ "$rc" = 0 ] || tail -40 "$tmp/out" | sed 's/^/# /'
 done_testing
