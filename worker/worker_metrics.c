@@ -133,7 +133,10 @@ int metrics_start(worker_t *w, const char *listen, char *errstr, size_t errstr_s
     w->kafka_brokers_up = -1;
     if (!listen || !*listen)
         return 0;
-    w->http = httpd_start(w->loop, listen, 4096, 10000, serve, w, errstr, errstr_size);
+    /* A few scrapers at a time: the worker's files are for helm and its pipes. */
+    httpd_limits_t limits = {
+        .max_body = 4096, .max_header = HTTPD_MAX_HEADER, .timeout_ms = 10000, .max_connections = 64};
+    w->http = httpd_start(w->loop, listen, &limits, serve, w, errstr, errstr_size);
     if (!w->http)
         return -1;
     log_info("metrics on port %d: /metrics, /healthz", httpd_port(w->http));

@@ -43,8 +43,13 @@ static const config_opt_t api_opts[] = {
      "topic commands are published to"},
     {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576",
      "largest request body accepted (bytes; 413 beyond)"},
+    {"max-header-bytes", 0, "HELMQ_API_MAX_HEADER_BYTES", CONFIG_INT, "16384",
+     "largest request head: its URL, header names and values (bytes; 431 beyond; a URL over 8192: 414)"},
     {"request-timeout-ms", 0, "HELMQ_API_REQUEST_TIMEOUT_MS", CONFIG_INT, "10000",
-     "idle keep-alive connections and slow requests are closed after this long (408)"},
+     "a request not received whole this long after its first byte gets 408; an idle connection, or one "
+     "whose client reads none of its answer for this long, is closed"},
+    {"max-connections", 0, "HELMQ_API_MAX_CONNECTIONS", CONFIG_INT, "0",
+     "open connections; at the limit a new one closes the one idle longest (0: the open-file limit less 64)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
@@ -464,6 +469,19 @@ static void metrics(api_t *a, http_req_t *req) {
         "helmq_kafka_up %d\n",
         a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, api_db_ready(a),
         rd_kafka_outq_len(a->producer) < 1000);
+    httpd_stats_t hs;
+    httpd_stats_get(a->http, &hs);
+    n += snprintf(body + n, sizeof(body) - (size_t)n,
+                  "# HELP helmq_api_connections Open HTTP connections.\n# TYPE helmq_api_connections gauge\n"
+                  "helmq_api_connections %u\n"
+                  "# HELP helmq_api_connections_max The limit of open HTTP connections.\n"
+                  "# TYPE helmq_api_connections_max gauge\nhelmq_api_connections_max %u\n"
+                  "# HELP helmq_api_connections_closed_total HTTP connections the server closed, by reason.\n"
+                  "# TYPE helmq_api_connections_closed_total counter\n"
+                  "helmq_api_connections_closed_total{reason=\"timeout\"} %llu\n"
+                  "helmq_api_connections_closed_total{reason=\"evicted\"} %llu\n"
+                  "helmq_api_connections_closed_total{reason=\"refused\"} %llu\n",
+                  hs.connections, hs.max_connections, hs.timed_out, hs.evicted, hs.refused);
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 }
 
@@ -780,9 +798,18 @@ int main(int argc, char **argv) {
     a->dbs = calloc((size_t)a->ndbs, sizeof(db_t *));
     for (int i = 0; i < a->ndbs; i++)
         a->dbs[i] = db_new(a->loop, config_get(&cfg, "database-url"));
-    a->http =
-        httpd_start(a->loop, listen, (size_t)config_int(&cfg, "max-body"),
-                    (unsigned)config_int(&cfg, "request-timeout-ms"), handle, a, errstr, sizeof(errstr));
+    httpd_limits_t limits = {.max_body = (size_t)config_int(&cfg, "max-body"),
+                             .max_header = (size_t)config_int(&cfg, "max-header-bytes"),
+                             .timeout_ms = (unsigned)config_int(&cfg, "request-timeout-ms"),
+                             .max_connections = (unsigned)config_int(&cfg, "max-connections")};
+    if (config_int(&cfg, "max-header-bytes") < 1024 || config_int(&cfg, "request-timeout-ms") < 1 ||
+        config_int(&cfg, "max-connections") < 0) {
+        fprintf(stderr,
+                "helmq-api: --max-header-bytes must be at least 1024, --request-timeout-ms at least 1, "
+                "--max-connections not negative\n");
+        return 2;
+    }
+    a->http = httpd_start(a->loop, listen, &limits, handle, a, errstr, sizeof(errstr));
     if (!a->http) {
         log_error("%s", errstr);
         return 1;
@@ -793,7 +820,10 @@ int main(int argc, char **argv) {
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
-    log_info("serving %s on port %d (%d tokens)", PREFIX, httpd_port(a->http), a->ntokens);
+    httpd_stats_t hs;
+    httpd_stats_get(a->http, &hs);
+    log_info("serving %s on port %d (%d tokens, up to %u connections)", PREFIX, httpd_port(a->http),
+             a->ntokens, hs.max_connections);
     uv_run(a->loop, UV_RUN_DEFAULT);
     rd_kafka_queue_destroy(a->queue);
     rd_kafka_destroy(a->producer);

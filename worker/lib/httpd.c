@@ -8,15 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 struct httpd {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    size_t max_body;
-    unsigned timeout_ms;
+    httpd_limits_t limits;
     httpd_handler handler;
     void *ctx;
-    http_conn_t *conns;
+    /* Open connections, most recently active first: the tail is the one
+     * idle longest, the first to close when a new one needs room. */
+    http_conn_t *conns, *conns_tail;
+    httpd_stats_t stats;
     int stopping;
 };
 
@@ -32,7 +35,11 @@ struct http_conn {
     int answering;      /* a request is being answered */
     int keep_alive;
     int closing;
-    int eof; /* the client half-closed: answer what was asked, then close */
+    int eof;           /* the client half-closed: answer what was asked, then close */
+    int writing;       /* an answer is being written */
+    size_t write_left; /* its bytes still queued when the timer last looked */
+    uint64_t active;   /* uv_now when accepted, a request began or an answer went out */
+    size_t head_bytes; /* of the request's URL, header names and values */
     char *url;
     size_t url_len;
     char *hdr_field;
@@ -44,6 +51,35 @@ struct http_conn {
 };
 
 static void conn_close(http_conn_t *c);
+
+static void conns_unlink(http_conn_t *c) {
+    httpd_t *h = c->h;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        h->conns_tail = c->prev;
+    c->next = c->prev = NULL;
+}
+
+/* c was active now: it moves to the head of the list. */
+static void conns_touch(http_conn_t *c) {
+    httpd_t *h = c->h;
+    c->active = uv_now(h->loop);
+    if (h->conns == c)
+        return;
+    if (c->prev || c->next || h->conns_tail == c)
+        conns_unlink(c);
+    c->next = h->conns;
+    if (h->conns)
+        h->conns->prev = c;
+    h->conns = c;
+    if (!h->conns_tail)
+        h->conns_tail = c;
+}
 
 static char *append(char *buf, size_t *len, const char *at, size_t n) {
     char *b = realloc(buf, *len + n + 1);
@@ -71,14 +107,14 @@ static void req_free(http_req_t *r) {
 }
 
 /* Answers the request being parsed (or a new one) with an error, then closes. */
-static void conn_fail(http_conn_t *c, int status, const char *message) {
+static void conn_fail(http_conn_t *c, int status, const char *message, const char *rule) {
     http_req_t *r = c->req ? c->req : calloc(1, sizeof(http_req_t));
     c->req = NULL;
     r->conn = c;
     c->handed = r;
     c->answering = 1;
     c->keep_alive = 0;
-    httpd_error(r, status, message, NULL, status == 400 ? "http" : NULL);
+    httpd_error(r, status, message, NULL, rule);
 }
 
 static int on_message_begin(http_parser *p) {
@@ -90,18 +126,39 @@ static int on_message_begin(http_parser *p) {
     free(c->url);
     c->url = NULL;
     c->url_len = 0;
+    c->head_bytes = 0;
+    conns_touch(c);
     uv_timer_again(&c->timer);
     return 0;
 }
 
+/* Counts n more bytes of the request's head; past the limit answers 431. */
+static int head_grow(http_conn_t *c, size_t n) {
+    c->head_bytes += n;
+    if (c->head_bytes <= c->h->limits.max_header)
+        return 0;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "request header fields too large (over %zu bytes)", c->h->limits.max_header);
+    conn_fail(c, 431, msg, "header-size");
+    return -1;
+}
+
 static int on_url(http_parser *p, const char *at, size_t n) {
     http_conn_t *c = p->data;
+    if (c->url_len + n > HTTPD_MAX_URL) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "URI too long (over %d bytes)", HTTPD_MAX_URL);
+        conn_fail(c, 414, msg, "uri-size");
+        return -1;
+    }
     c->url = append(c->url, &c->url_len, at, n);
-    return c->url_len > 8192 ? -1 : 0;
+    return head_grow(c, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n) {
     http_conn_t *c = p->data;
+    if (head_grow(c, n) < 0)
+        return -1;
     if (c->hdr_value_for >= 0) { /* a new field begins */
         free(c->hdr_field);
         c->hdr_field = NULL;
@@ -114,6 +171,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
 
 static int on_header_value(http_parser *p, const char *at, size_t n) {
     http_conn_t *c = p->data;
+    if (head_grow(c, n) < 0)
+        return -1;
     if (c->hdr_value_for < 0)
         c->hdr_value_for = strcasecmp(c->hdr_field, "authorization") == 0  ? 1
                            : strcasecmp(c->hdr_field, "content-type") == 0 ? 2
@@ -132,8 +191,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 static int on_headers_complete(http_parser *p) {
     http_conn_t *c = p->data;
     c->hdr_value_for = 0;
-    if (p->content_length != ULLONG_MAX && p->content_length > c->h->max_body) {
-        conn_fail(c, 413, "request body too large");
+    if (p->content_length != ULLONG_MAX && p->content_length > c->h->limits.max_body) {
+        conn_fail(c, 413, "request body too large", NULL);
         return -1;
     }
     return 0;
@@ -141,8 +200,8 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
     http_conn_t *c = p->data;
-    if (c->req->body_len + n > c->h->max_body) {
-        conn_fail(c, 413, "request body too large");
+    if (c->req->body_len + n > c->h->limits.max_body) {
+        conn_fail(c, 413, "request body too large", NULL);
         return -1;
     }
     c->req->body = append(c->req->body, &c->req->body_len, at, n);
@@ -283,8 +342,10 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
         c->pending_len = rest;
         return;
     }
-    if (err != HPE_OK && !c->answering && !c->closing)
-        conn_fail(c, 400, http_errno_description(err)); /* closes once the answer is written */
+    if (err == HPE_HEADER_OVERFLOW && !c->answering && !c->closing) /* http-parser's own 80 KB */
+        conn_fail(c, 431, "request header fields too large", "header-size");
+    else if (err != HPE_OK && !c->answering && !c->closing)
+        conn_fail(c, 400, http_errno_description(err), "http"); /* closes once the answer is written */
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -315,7 +376,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         if (c->answering || c->pending_len) {
             /* Still answering: keep the bytes in order. */
             c->pending = append(c->pending, &c->pending_len, buf->base, (size_t)n);
-            if (c->pending_len > c->h->max_body + 65536) {
+            if (c->pending_len > c->h->limits.max_body + 65536) {
                 free(buf->base);
                 conn_close(c);
                 return;
@@ -330,10 +391,23 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_timeout(uv_timer_t *t) {
     http_conn_t *c = t->data;
-    if (c->answering)
+    if (c->writing) {
+        /* An answer is going out: fine while the client reads some of it. */
+        size_t left = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        if (left < c->write_left) {
+            c->write_left = left;
+            return;
+        }
+        log_debug("http: closing a connection whose client does not read its answer");
+        c->h->stats.timed_out++;
+        conn_close(c);
         return;
+    }
+    if (c->answering) /* the handler's own timeouts apply */
+        return;
+    c->h->stats.timed_out++;
     if (c->req) { /* a request started and did not finish in time */
-        conn_fail(c, 408, "request timeout");
+        conn_fail(c, 408, "request timeout", NULL);
         return;
     }
     conn_close(c);
@@ -356,12 +430,8 @@ static void conn_close(http_conn_t *c) {
     c->closing = 1;
     if (c->handed) /* the handler may still answer: it must not touch c */
         c->handed->conn = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->h->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    conns_unlink(c);
+    c->h->stats.connections--;
     c->open_handles = 2;
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
@@ -383,6 +453,7 @@ static void on_written(uv_write_t *w, int status) {
     free(wr);
     if (c->closing)
         return;
+    c->writing = 0;
     if (status < 0 || (!c->keep_alive && !c->eof)) {
         conn_close(c);
         return;
@@ -394,6 +465,7 @@ static void on_written(uv_write_t *w, int status) {
 static void resume(http_conn_t *c) {
     c->answering = 0;
     http_parser_pause(&c->parser, 0);
+    conns_touch(c);
     uv_timer_again(&c->timer);
     if (c->pending_len) {
         char *p = c->pending;
@@ -422,7 +494,9 @@ static const char *reason(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Unknown";
@@ -474,7 +548,12 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
         free(wr->buf);
         free(wr);
         conn_close(c);
+        return;
     }
+    /* What the kernel did not take waits in libuv: the timer watches it move. */
+    c->writing = 1;
+    c->write_left = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    uv_timer_again(&c->timer);
 }
 
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {
@@ -502,15 +581,42 @@ char *httpd_query_param(const http_req_t *req, const char *name, size_t *len) {
     return NULL;
 }
 
+/* Makes room for one more connection: closes the one idle longest, unless it
+ * has not had a turn of the loop to send its request yet (a burst of new
+ * connections must not close each other before they can speak). Returns 0,
+ * or -1 when there is no room. */
+static int conns_make_room(httpd_t *h) {
+    if (h->stats.connections < h->stats.max_connections)
+        return 0;
+    for (http_conn_t *c = h->conns_tail; c; c = c->prev) {
+        if (c->answering)
+            continue;
+        if (c->active >= uv_now(h->loop))
+            return -1;
+        h->stats.evicted++;
+        conn_close(c);
+        return 0;
+    }
+    return -1;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     httpd_t *h = server->data;
-    if (status < 0 || h->stopping)
+    if (status < 0) { /* accept failed (libuv handles EMFILE itself, silently) */
+        if (h->stats.refused++ % 1000 == 0)
+            log_warn("http: accept failed: %s (%llu so far)", uv_strerror(status), h->stats.refused);
+        return;
+    }
+    if (h->stopping)
         return;
     http_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
     c->h = h;
     uv_tcp_init(h->loop, &c->tcp);
     c->tcp.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || conns_make_room(h) < 0) {
+        h->stats.refused++;
         c->open_handles = 1;
         uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
         return;
@@ -518,7 +624,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_init(h->loop, &c->timer);
     c->timer.data = c;
-    uv_timer_start(&c->timer, on_timeout, h->timeout_ms, h->timeout_ms);
+    uv_timer_start(&c->timer, on_timeout, h->limits.timeout_ms, h->limits.timeout_ms);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     http_parser_settings_init(&c->settings);
@@ -529,10 +635,8 @@ static void on_connection(uv_stream_t *server, int status) {
     c->settings.on_headers_complete = on_headers_complete;
     c->settings.on_body = on_body;
     c->settings.on_message_complete = on_message_complete;
-    c->next = h->conns;
-    if (h->conns)
-        h->conns->prev = c;
-    h->conns = c;
+    conns_touch(c);
+    h->stats.connections++;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -540,7 +644,16 @@ static void listener_closed(uv_handle_t *hd) {
     free(hd->data);
 }
 
-httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsigned timeout_ms,
+/* The connections that fit in the open-file limit, less a reserve. */
+static unsigned max_connections_auto(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1u << 20)
+        return 1u << 20;
+    return rl.rlim_cur > 2 * HTTPD_FD_RESERVE ? (unsigned)rl.rlim_cur - HTTPD_FD_RESERVE
+                                              : (unsigned)rl.rlim_cur / 2;
+}
+
+httpd_t *httpd_start(uv_loop_t *loop, const char *address, const httpd_limits_t *limits,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size) {
     struct sockaddr_in addr;
     char host[256];
@@ -559,8 +672,8 @@ httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsi
     }
     httpd_t *h = calloc(1, sizeof(*h));
     h->loop = loop;
-    h->max_body = max_body;
-    h->timeout_ms = timeout_ms;
+    h->limits = *limits;
+    h->stats.max_connections = limits->max_connections ? limits->max_connections : max_connections_auto();
     h->handler = handler;
     h->ctx = ctx;
     uv_tcp_init(loop, &h->listener);
@@ -580,6 +693,10 @@ int httpd_port(const httpd_t *h) {
     if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&addr, &len) != 0)
         return -1;
     return ntohs(addr.sin_port);
+}
+
+void httpd_stats_get(const httpd_t *h, httpd_stats_t *out) {
+    *out = h->stats;
 }
 
 void httpd_stop(httpd_t *h) {

@@ -3,11 +3,25 @@
  *
  * Parsing is Debian's http-parser (nodejs/http-parser); this module only
  * manages connections: keep-alive, one request at a time per connection
- * (pipelined requests wait their turn), a body size limit (413), an idle and
- * request timeout (408), and responses that may be sent later, from another
- * callback (a database query, a Kafka delivery report). A client that
- * half-closes after its request (shutdown(SHUT_WR)) still gets its answer;
- * the connection closes after it. HEAD is answered as GET without the body.
+ * (pipelined requests wait their turn, answered in order), and responses that
+ * may be sent later, from another callback (a database query, a Kafka
+ * delivery report). A client that half-closes after its request
+ * (shutdown(SHUT_WR)) still gets its answer; the connection closes after it.
+ * HEAD is answered as GET without the body.
+ *
+ * Limits (httpd_limits_t), so that no client can hold the server or its
+ * memory: a body over max_body gets 413; a URL over HTTPD_MAX_URL 414; a head
+ * whose URL, header names and values hold over max_header bytes 431; a
+ * request not received whole within timeout_ms of its first byte 408; each
+ * then closes. A connection idle for timeout_ms is closed, and so is one
+ * whose answer makes no progress for timeout_ms (a client that does not
+ * read). A connection buffers at most one answer and one read. At
+ * max_connections open, a new connection closes the one idle longest (not
+ * being answered) to make room, or is closed itself when there is none, or
+ * that one arrived in the same turn of the loop (a burst must not close its
+ * own members before they can speak); accept
+ * failing (EMFILE) is left to libuv, which drops the waiting connections
+ * without spinning.
  *
  * The path is split on literal '/' first, then each segment is
  * percent-decoded strictly: a malformed escape, or a segment that decodes to
@@ -38,13 +52,33 @@ typedef struct http_req {
     void *data; /* the handler's */
 } http_req_t;
 
+#define HTTPD_MAX_URL 8192     /* bytes of a request's URL: 414 beyond */
+#define HTTPD_FD_RESERVE 64    /* files kept for the rest of the process when max_connections is 0 */
+#define HTTPD_MAX_HEADER 16384 /* the usual max_header */
+
+typedef struct httpd_limits {
+    size_t max_body;          /* bytes of a request body */
+    size_t max_header;        /* bytes of a request's URL, header names and values */
+    unsigned timeout_ms;      /* idle, request and stalled-answer timeout */
+    unsigned max_connections; /* 0: the open-file limit less HTTPD_FD_RESERVE */
+} httpd_limits_t;
+
+/* What a server has done to its connections, for metrics. */
+typedef struct httpd_stats {
+    unsigned connections;         /* open now */
+    unsigned max_connections;     /* the limit in force */
+    unsigned long long timed_out; /* closed by a timeout: idle, slow request, answer not read */
+    unsigned long long evicted;   /* idle ones closed to make room for a new one */
+    unsigned long long refused;   /* new ones closed at once: no room, or accept failed */
+} httpd_stats_t;
+
 /* Called once per request; the handler answers with httpd_respond, now or
  * later. The request lives until answered. */
 typedef void (*httpd_handler)(http_req_t *req, void *ctx);
 
-/* Listens on address ("HOST:PORT"; port 0 picks a free one). Returns NULL
- * with errstr filled on failure. */
-httpd_t *httpd_start(uv_loop_t *loop, const char *address, size_t max_body, unsigned timeout_ms,
+/* Listens on address ("HOST:PORT"; port 0 picks a free one) with limits
+ * (copied). Returns NULL with errstr filled on failure. */
+httpd_t *httpd_start(uv_loop_t *loop, const char *address, const httpd_limits_t *limits,
                      httpd_handler handler, void *ctx, char *errstr, size_t errstr_size);
 
 /* Adds "name: value" to req's answer (before httpd_respond or httpd_error);
@@ -65,6 +99,9 @@ char *httpd_query_param(const http_req_t *req, const char *name, size_t *len);
 
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);
+
+/* Fills *out with h's counters. */
+void httpd_stats_get(const httpd_t *h, httpd_stats_t *out);
 
 /* The port actually bound (for port 0). */
 int httpd_port(const httpd_t *h);

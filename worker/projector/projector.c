@@ -187,7 +187,9 @@ static http_thread_t *http_start(const char *listen) {
     char errstr[256];
     http_thread_t *h = calloc(1, sizeof(*h));
     uv_loop_init(&h->loop);
-    h->http = httpd_start(&h->loop, listen, 4096, 10000, serve, NULL, errstr, sizeof(errstr));
+    httpd_limits_t limits = {
+        .max_body = 4096, .max_header = HTTPD_MAX_HEADER, .timeout_ms = 10000, .max_connections = 64};
+    h->http = httpd_start(&h->loop, listen, &limits, serve, NULL, errstr, sizeof(errstr));
     if (!h->http) {
         log_error("%s", errstr);
         uv_loop_close(&h->loop);
