@@ -146,6 +146,9 @@ diag "missing chart: $(ev_field .errorMessage)"
 is "$(ev_field '[.eventType,.errorCode] | join(" ")')" "failed CHART_NOT_FOUND" "a chart missing from the registry: CHART_NOT_FOUND"
 is "$(ev_field '[.revision, .chartName, .chartVersion] | join(" ")')" "0 no-such-chart 1.0.0" \
     "its event names the chart it asked for (the release never had one of its own)"
+wait_projected "$id"
+is "$("$HELMQ_BIN/helmq" releases summary | jq -c '[.byChart | has(""), .byChart["no-such-chart"]]')" '[false,1]' \
+    "the summary files it under that chart, none under a blank one"
 is "$(helm_ list -n $NS -a -o json | jq -r '[.[].name | select(. == "nover" or . == "nochart")] | length')" 0 \
     "neither left a release in helm's storage"
 
