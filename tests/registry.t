@@ -32,7 +32,8 @@ out=$("$H" lint --strict tests/charts/$CH 2>&1)
 ok $? "helm lint --strict tests/charts/$CH" || diag "$out"
 out=$("$H" lint --strict tests/charts/tiny-config 2>&1)
 ok $? "helm lint --strict tests/charts/tiny-config" || diag "$out"
-for f in $(grep -rlE '^ *namespace:' tests/charts/*/templates); do
+# (tests/charts/escape reaches beyond its namespace on purpose: tests/tenant_escape.t)
+for f in $(grep -rlE '^ *namespace:' tests/charts/*/templates | grep -v '^tests/charts/escape/'); do
     bad=$(grep -nE '^ *namespace:' "$f" | grep -v '{{ .Release.Namespace }}')
     is "$bad" "" "$f sets no namespace other than {{ .Release.Namespace }}"
 done
@@ -78,7 +79,8 @@ for pair in 1.0.0:2.0.0 1.1.0:2.1.0; do
     is "$(q "$j" '.[0].version + " " + .[0].appVersion')" "$v $app" "$CH $v has appVersion $app"
 done
 out=$("$H" show chart "$HELMQ_CHART_REPO/$CH" --plain-http 2>/dev/null | grep -E '^version:')
-is "$out" "version: 1.1.0" "with no --version helm takes the newest, 1.1.0"
+newest=$(awk -v c="$CH" '$1 == c { print $2 }' tests/charts/VERSIONS | sort -V | tail -1)
+is "$out" "version: $newest" "with no --version helm takes the newest, $newest"
 
 # ---- template: what the chart renders ---------------------------------------------
 render() { # render VERSION ARGS... -> JSON array of the documents
