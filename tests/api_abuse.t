@@ -157,8 +157,16 @@ diag "never reading: $(jq -c .abuse <<<"$out")"
 a=$(jq -c .abuse <<<"$out")
 [ "$(jq -r '.requests_sent_per_conn > 100' <<<"$a")" = true ]
 ok $? "the abusers stalled with their windows full ($(jq -r .requests_sent_per_conn <<<"$a") requests sent on each)"
-[ "$(jq -r '.rss_stalled_kb - .rss_before_kb < 65536' <<<"$a")" = true ]
-ok $? "RSS stays bounded: $(jq -r '"\(.rss_before_kb) KB before, \(.rss_stalled_kb) KB stalled, \(.rss_after_kb) KB after"' <<<"$a")"
+rss=$(jq -r '"\(.rss_before_kb) KB before, \(.rss_stalled_kb) KB stalled, \(.rss_after_kb) KB after"' <<<"$a")
+diag "never reading: $(curl -s "$API_URL/metrics" | awk '/^helmq_api_request_duration_seconds_count /{print $2}') requests answered in all so far"
+if [ -n "${HELMQ_SANITIZER:-}" ]; then
+    # ASan keeps freed memory in quarantine (256 MB by default) to catch uses
+    # after free: tens of thousands of answers fill it, so RSS measures ASan.
+    skip "RSS stays bounded ($rss)" "ASan's quarantine holds freed memory; checked in the plain pass"
+else
+    [ "$(jq -r '.rss_stalled_kb - .rss_before_kb < 65536' <<<"$a")" = true ]
+    ok $? "RSS stays bounded: $rss"
+fi
 [ "$(jq -r '.sockets_after <= .sockets_before' <<<"$a")" = true ]
 ok $? "the stalled connections are closed ($(jq -r '"\(.sockets_stalled) sockets stalled, \(.sockets_after) after \(.released_after_ms) ms"' <<<"$a"))"
 good "never reading" "$out"

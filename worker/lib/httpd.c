@@ -44,9 +44,10 @@ struct http_conn {
     size_t url_len;
     char *hdr_field;
     size_t hdr_field_len;
-    int hdr_value_for; /* 1 authorization, 2 content-type */
-    char *pending;     /* bytes read but not parsed yet (pipelining) */
-    size_t pending_len;
+    int hdr_value_for;  /* 1 authorization, 2 content-type */
+    char *pending;      /* bytes read but not parsed yet (pipelining) */
+    size_t pending_off; /* where they start in pending: parsed requests are skipped, not copied */
+    size_t pending_len; /* how many there are from pending_off */
     int open_handles;
 };
 
@@ -328,18 +329,24 @@ static int on_message_complete(http_parser *p) {
     return 0;
 }
 
-static void feed(http_conn_t *c, const char *data, size_t len) {
+/* Parses data: bytes just read, or (from_pending) the unparsed part of
+ * c->pending. The parser pauses after each complete request, so a pipelined
+ * read is parsed one request per answer: what follows the request stays in
+ * pending, and a later call starts further into the same buffer (copying the
+ * rest once per request would make a 64 KB read of small requests cost
+ * megabytes of copying). */
+static void feed(http_conn_t *c, const char *data, size_t len, int from_pending) {
     size_t n = http_parser_execute(&c->parser, &c->settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (from_pending) {
+        c->pending_off += n;
+        c->pending_len = err == HPE_PAUSED ? len - n : 0;
+    }
     if (err == HPE_PAUSED) {
-        /* Keep what follows the answered request for later. */
-        size_t rest = len - n;
-        char *p = rest ? malloc(rest) : NULL;
-        if (rest)
-            memcpy(p, data + n, rest);
-        free(c->pending);
-        c->pending = p;
-        c->pending_len = rest;
+        if (!from_pending && len > n) { /* keep what follows the answered request */
+            c->pending = append(c->pending, &c->pending_len, data + n, len - n);
+            c->pending_off = 0;
+        }
         return;
     }
     if (err == HPE_HEADER_OVERFLOW && !c->answering && !c->closing) /* http-parser's own 80 KB */
@@ -375,6 +382,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (n > 0) {
         if (c->answering || c->pending_len) {
             /* Still answering: keep the bytes in order. */
+            if (c->pending_off) { /* move the unparsed bytes to the front first */
+                memmove(c->pending, c->pending + c->pending_off, c->pending_len);
+                c->pending_off = 0;
+            }
             c->pending = append(c->pending, &c->pending_len, buf->base, (size_t)n);
             if (c->pending_len > c->h->limits.max_body + 65536) {
                 free(buf->base);
@@ -383,7 +394,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
             }
             uv_read_stop(s);
         } else {
-            feed(c, buf->base, (size_t)n);
+            feed(c, buf->base, (size_t)n, 0);
         }
     }
     free(buf->base);
@@ -468,12 +479,12 @@ static void resume(http_conn_t *c) {
     conns_touch(c);
     uv_timer_again(&c->timer);
     if (c->pending_len) {
-        char *p = c->pending;
-        size_t n = c->pending_len;
-        c->pending = NULL;
-        c->pending_len = 0;
-        feed(c, p, n);
-        free(p);
+        feed(c, c->pending + c->pending_off, c->pending_len, 1);
+        if (!c->pending_len && !c->closing) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pending_off = 0;
+        }
     }
     if (c->closing || c->answering)
         return;
