@@ -1178,10 +1178,17 @@ class Store:
         self.base_rv = self.rv
         log("info", "loaded %d objects at resourceVersion %d from %s" % (len(self.objs), self.rv, self.state_file))
 
-    def save_now(self):
+    def save_now(self, final=False):
+        """Write the state file. With final=True the store lock is taken and
+        kept: the process is exiting, and no write may be applied (and
+        acknowledged to a client) after the last snapshot."""
         if not self.state_file:
+            if final:
+                self.lock.acquire()
             return
         with self._saved_lock:
+            if final:
+                self.lock.acquire()
             with self.lock:
                 snap = {"resourceVersion": self.rv, "ipCounter": self.ip_counter,
                         "objects": list(self.objs.values())}
@@ -2984,7 +2991,9 @@ def main(argv):
         store._stop = True
         store._dirty.set()
         try:
-            store.save_now()
+            # keeps the store locked until exit: a handler thread still
+            # running blocks instead of acknowledging a write that is lost
+            store.save_now(final=True)
         except OSError as e:
             log("error", "cannot save state: %s" % e)
         log("info", "stopped; state saved at resourceVersion %d" % store.rv)
