@@ -32,6 +32,11 @@
  * FAILED: cannot re-use a name that is still in use"; older helm 3 prints it
  * without the prefix). */
 #define NAME_IN_USE_TEXT "cannot re-use a name that is still in use"
+/* helm's storage refusing a revision's Secret that another helm created
+ * meanwhile (the loser of two helm runs on one release at the same moment:
+ * "Error: release: already exists", "Error: UPGRADE FAILED: release: already
+ * exists"); nothing of this run was applied. */
+#define RELEASE_EXISTS_TEXT "release: already exists"
 
 static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target, moved_on "
@@ -1063,13 +1068,17 @@ static void on_tenant_access(command_t *c, helm_run_t *run) {
         return;
     }
     helm_error_text(run, e, sizeof(e));
-    if (strstr(e, IN_PROGRESS_TEXT) && c->access_tries < TENANT_ACCESS_RETRIES) {
+    /* Another worker's set-up of the namespace got there first: it created
+     * the release (or its next revision) while this helm was about to, or
+     * this helm found it running. */
+    int raced = strstr(e, RELEASE_EXISTS_TEXT) || strstr(e, NAME_IN_USE_TEXT);
+    if ((raced || strstr(e, IN_PROGRESS_TEXT)) && c->access_tries < TENANT_ACCESS_RETRIES) {
         /* Another worker sets the namespace up now, or a set-up was
          * interrupted: wait, then look whether it is stuck. */
         c->access_tries++;
-        cmd_log(c, LOG_LEVEL_INFO,
-                "%s in namespace %s: another operation is in progress; trying again in 2 s",
-                TENANT_ACCESS_RELEASE, jstr(c->doc, "namespace"));
+        cmd_log(c, LOG_LEVEL_INFO, "%s in namespace %s: %s; trying again in 2 s", TENANT_ACCESS_RELEASE,
+                jstr(c->doc, "namespace"),
+                raced ? "another set-up created it at the same moment" : "another operation is in progress");
         if (c->access_tries == TENANT_ACCESS_RETRIES / 2) {
             helm_argv_t a = {0};
             tenant_access_argv_sub(&a, &c->w->helmc, "status", jstr(c->doc, "namespace"), 60);
