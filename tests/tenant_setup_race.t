@@ -15,8 +15,9 @@
 #
 # First deterministically: helm wrapped so that the worker's first set-up of a
 # namespace loses the race (the wrapper runs the other set-up to the end, then
-# answers as the loser's helm does); then for real: two workers, first installs
-# into new namespaces at once.
+# answers as the loser's helm does), once as such and once with SIGTERM while the
+# loser waits to try again; then for real: two workers, first installs into new
+# namespaces at once.
 . "$(dirname "$0")/lib/tap.sh"
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/lib/stack.sh"
@@ -37,11 +38,14 @@ install() { # install NAME NS: prints the commandId
 REAL_HELM=$HELMQ_HELM
 cat >"$T/helm-loses" <<'EOF'
 #!/usr/bin/env bash
-# helm, except that the first set-up of namespace race-lost loses the race to
-# another worker's: that one runs to the end, then this one fails as helm does.
-if [ "$1 $2" = "upgrade helmq-tenant-access" ] && [[ " $* " == *" --namespace race-lost "* ]] &&
-    mkdir "$LOSES_DIR/lost" 2>/dev/null; then
-    "$REAL_HELM" "$@" >"$LOSES_DIR/winner.out" 2>&1 || exit 3
+# helm, except that the first set-up of namespaces race-lost and race-drain loses
+# the race to another worker's: that one runs to the end, then this one fails as
+# helm does.
+ns=
+for ((i = 1; i < $#; i++)); do [ "${!i}" = --namespace ] && { j=$((i + 1)); ns=${!j}; }; done
+if [ "$1 $2" = "upgrade helmq-tenant-access" ] && { [ "$ns" = race-lost ] || [ "$ns" = race-drain ]; } &&
+    mkdir "$LOSES_DIR/lost.$ns" 2>/dev/null; then
+    "$REAL_HELM" "$@" >"$LOSES_DIR/winner.$ns.out" 2>&1 || exit 3
     echo "Error: release: already exists" >&2
     exit 1
 fi
@@ -52,7 +56,7 @@ mkdir -p "$T/loses"
 HELMQ_HELM=$T/helm-loses REAL_HELM=$REAL_HELM LOSES_DIR=$T/loses worker_start || bail "the worker did not start"
 ev=$(wait_terminal "$(install lost1 race-lost)" 180)
 is "$(outcome <<<"$ev")" succeeded "a first install whose namespace set-up lost the race to another worker's succeeds"
-[ -d "$T/loses/lost" ]
+[ -d "$T/loses/lost.race-lost" ]
 ok $? "... its first set-up did lose (the other set-up ran first, then helm said 'release: already exists')"
 like "$(cat "$WORKER_LOG")" "helmq-tenant-access in namespace race-lost: another set-up created it at the same moment; trying again in 2 s" \
     "... the worker tried again"
@@ -60,6 +64,28 @@ is "$(helm_secrets race-lost helmq-tenant-access)" "1:superseded 2:deployed" \
     "... helmq-tenant-access: the winner's revision 1, the retry's 2"
 worker_stop
 is "$?" 0 "the worker stops (exit 0)"
+
+# ---------------------------------------------------------------- SIGTERM while the set-up waits to try again
+# The install's start is recorded and its namespace's set-up ran (and lost the
+# race); SIGTERM comes in the 2 s before the set-up is tried again. That command
+# is in flight, not waiting for the helm pool: the draining worker finishes it.
+# Given back, it would be reconciled by the next worker as interrupted (failed
+# INTERRUPTED), although nothing was: found by the rolling fault scenario.
+HELMQ_HELM=$T/helm-loses REAL_HELM=$REAL_HELM LOSES_DIR=$T/loses worker_start || bail "the worker did not start"
+DRAIN_LOG=$WORKER_LOG
+id=$(install drain1 race-drain)
+wait_for "the set-up of race-drain to lose the race" 120 grep -q \
+    'helmq-tenant-access in namespace race-drain: another set-up created it at the same moment; trying again in 2 s' "$DRAIN_LOG"
+worker_stop
+is "$?" 0 "SIGTERM while an install waits to try its namespace's set-up again: exit 0"
+worker_start || bail "the next worker did not start" # runs the command if it was given back
+ev=$(wait_terminal "$id" 180)
+is "$(outcome <<<"$ev")" succeeded "the install succeeded (the draining worker finished it, no INTERRUPTED)"
+is "$(grep -c "$id.*given back" "$DRAIN_LOG")" 0 "... it was not given back"
+like "$(grep "$id" "$DRAIN_LOG")" "done: succeeded" "... the draining worker finished it"
+is "$(helm_secrets race-drain drain1)" "1:deployed" "... helm installed it once"
+worker_stop
+is "$?" 0 "the next worker stops (exit 0)"
 
 # ---------------------------------------------------------------- two workers, for real
 # Installs of different releases go to different partitions, so to both workers:

@@ -460,8 +460,12 @@ typedef void (*step_cb)(command_t *c, helm_run_t *run);
 /* The pool: a command holds one of its `concurrency` slots from recording its
  * start (or from a reconciliation's first helm step) until its helm steps
  * are over, so that at most that many helm processes run. Others wait in
- * order. When the worker stops, commands still waiting are given back:
- * nothing ran for them, the next worker runs (or reconciles) them again. */
+ * order. When the worker stops, commands that never held a slot are given
+ * back: nothing ran for them, the next worker runs (or reconciles) them
+ * again. A command that held one is under way (its start recorded, a helm
+ * step run) even when it waits for a slot again, e.g. between a tenant
+ * set-up that met another worker's and its next try: it goes on and
+ * finishes here, as the next worker would take it for interrupted. */
 
 static void pool_give_back(command_t *c) {
     worker_t *w = c->w;
@@ -484,13 +488,13 @@ static void pool_acquire(command_t *c, void (*then)(command_t *)) {
         then(c);
         return;
     }
-    if (w->stopping) {
+    if (w->stopping && !c->held_slot) {
         pool_give_back(c); /* the tick notices when nothing is left */
         return;
     }
     if (w->helm_running < w->concurrency) {
         w->helm_running++;
-        c->has_slot = 1;
+        c->has_slot = c->held_slot = 1;
         then(c);
         return;
     }
@@ -503,15 +507,16 @@ static void pool_acquire(command_t *c, void (*then)(command_t *)) {
     w->helm_wait_tail = c;
 }
 
+/* While the worker stops, only commands under way wait (pool_acquire). */
 static void pool_pump(worker_t *w) {
-    while (!w->exiting && !w->stopping && w->helm_running < w->concurrency && w->helm_wait_head) {
+    while (!w->exiting && w->helm_running < w->concurrency && w->helm_wait_head) {
         command_t *n = w->helm_wait_head;
         w->helm_wait_head = n->helm_wait_next;
         if (!w->helm_wait_head)
             w->helm_wait_tail = NULL;
         n->helm_wait_next = NULL;
         w->helm_running++;
-        n->has_slot = 1;
+        n->has_slot = n->held_slot = 1;
         n->slot_then(n);
     }
 }
@@ -525,13 +530,20 @@ void command_pool_release(command_t *c) {
 }
 
 void command_pool_stop(worker_t *w) {
+    command_t *keep = NULL, **tail = &keep, *last = NULL;
     while (w->helm_wait_head) {
         command_t *c = w->helm_wait_head;
         w->helm_wait_head = c->helm_wait_next;
         c->helm_wait_next = NULL;
-        pool_give_back(c);
+        if (c->held_slot) { /* under way: keeps its place */
+            *tail = last = c;
+            tail = &c->helm_wait_next;
+        } else {
+            pool_give_back(c);
+        }
     }
-    w->helm_wait_tail = NULL;
+    w->helm_wait_head = keep;
+    w->helm_wait_tail = last;
 }
 
 static void helm_finished(void *arg) {
