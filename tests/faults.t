@@ -6,7 +6,7 @@
 # hanging and crashing, real helm against the emulated cluster (kill -9, the API
 # server and the registry down), and a rolling restart (SIGTERM, one worker after
 # the other) of three workers running real helm. Each scenario drives a few
-# hundred commands; one test per scenario and invariant. About 9 minutes. First,
+# hundred commands; one test per scenario and invariant. About 10 minutes. First,
 # the broker's control socket itself.
 # Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
 root=$(cd "$(dirname "$0")" && pwd)
