@@ -3,10 +3,11 @@
 # tests/faults/README.md) as a TAP test: kill -9 of the worker at random
 # moments (3 runs), the broker down and answering with request errors,
 # PostgreSQL stopped and killed, three workers with one killed mid-load, helm
-# hanging and crashing, and real helm against the emulated cluster (kill -9,
-# the API server and the registry down). Each scenario drives a few hundred
-# commands; one test per scenario and invariant. About 7 minutes. First, the
-# broker's control socket itself.
+# hanging and crashing, real helm against the emulated cluster (kill -9, the API
+# server and the registry down), and a rolling restart (SIGTERM, one worker after
+# the other) of three workers running real helm. Each scenario drives a few
+# hundred commands; one test per scenario and invariant. About 10 minutes. First,
+# the broker's control socket itself.
 # Runs from tests/ or from tests/faults/: the repository is where tests/lib/tap.sh is.
 root=$(cd "$(dirname "$0")" && pwd)
 while [ "$root" != / ] && [ ! -f "$root/tests/lib/tap.sh" ]; do root=$(dirname "$root"); done
@@ -64,8 +65,12 @@ while IFS=$'\t' read -r name runs cmds faults lost dup miss extra mism rebuild s
     is "$mism" 0 "$name: the ledger, the events, the projection and helm agree"
     is "$rebuild" yes "$name: the projection equals a fresh rebuild"
     is "$san" 0 "$name: no sanitizer report in the logs"
+    if [ "$name" = rolling ]; then
+        like "$note" "non-zero exits: 0;" "rolling: every worker stopped by SIGTERM exited 0"
+        like "$note" "drain timeouts: 0;" "rolling: ... having drained within --drain-timeout-ms"
+    fi
 done <"$tmp/results.tsv"
-is "$n" 7 "the seven scenarios ran to the end"
+is "$n" 8 "the eight scenarios ran to the end"
 is "$rc" 0 "tests/faults/run.sh exits 0"
 [ "$rc" = 0 ] || tail -40 "$tmp/out" | sed 's/^/# /'
 done_testing

@@ -32,6 +32,11 @@
  * FAILED: cannot re-use a name that is still in use"; older helm 3 prints it
  * without the prefix). */
 #define NAME_IN_USE_TEXT "cannot re-use a name that is still in use"
+/* helm's storage refusing a revision's Secret that another helm created
+ * meanwhile (the loser of two helm runs on one release at the same moment:
+ * "Error: release: already exists", "Error: UPGRADE FAILED: release: already
+ * exists"); nothing of this run was applied. */
+#define RELEASE_EXISTS_TEXT "release: already exists"
 
 static const char SQL_BEGIN[] =
     "SELECT state, terminal_event, release, namespace_owner, command, rollback_target, moved_on "
@@ -455,8 +460,12 @@ typedef void (*step_cb)(command_t *c, helm_run_t *run);
 /* The pool: a command holds one of its `concurrency` slots from recording its
  * start (or from a reconciliation's first helm step) until its helm steps
  * are over, so that at most that many helm processes run. Others wait in
- * order. When the worker stops, commands still waiting are given back:
- * nothing ran for them, the next worker runs (or reconciles) them again. */
+ * order. When the worker stops, commands that never held a slot are given
+ * back: nothing ran for them, the next worker runs (or reconciles) them
+ * again. A command that held one is under way (its start recorded, a helm
+ * step run) even when it waits for a slot again, e.g. between a tenant
+ * set-up that met another worker's and its next try: it goes on and
+ * finishes here, as the next worker would take it for interrupted. */
 
 static void pool_give_back(command_t *c) {
     worker_t *w = c->w;
@@ -479,13 +488,13 @@ static void pool_acquire(command_t *c, void (*then)(command_t *)) {
         then(c);
         return;
     }
-    if (w->stopping) {
+    if (w->stopping && !c->held_slot) {
         pool_give_back(c); /* the tick notices when nothing is left */
         return;
     }
     if (w->helm_running < w->concurrency) {
         w->helm_running++;
-        c->has_slot = 1;
+        c->has_slot = c->held_slot = 1;
         then(c);
         return;
     }
@@ -498,15 +507,16 @@ static void pool_acquire(command_t *c, void (*then)(command_t *)) {
     w->helm_wait_tail = c;
 }
 
+/* While the worker stops, only commands under way wait (pool_acquire). */
 static void pool_pump(worker_t *w) {
-    while (!w->exiting && !w->stopping && w->helm_running < w->concurrency && w->helm_wait_head) {
+    while (!w->exiting && w->helm_running < w->concurrency && w->helm_wait_head) {
         command_t *n = w->helm_wait_head;
         w->helm_wait_head = n->helm_wait_next;
         if (!w->helm_wait_head)
             w->helm_wait_tail = NULL;
         n->helm_wait_next = NULL;
         w->helm_running++;
-        n->has_slot = 1;
+        n->has_slot = n->held_slot = 1;
         n->slot_then(n);
     }
 }
@@ -520,13 +530,20 @@ void command_pool_release(command_t *c) {
 }
 
 void command_pool_stop(worker_t *w) {
+    command_t *keep = NULL, **tail = &keep, *last = NULL;
     while (w->helm_wait_head) {
         command_t *c = w->helm_wait_head;
         w->helm_wait_head = c->helm_wait_next;
         c->helm_wait_next = NULL;
-        pool_give_back(c);
+        if (c->held_slot) { /* under way: keeps its place */
+            *tail = last = c;
+            tail = &c->helm_wait_next;
+        } else {
+            pool_give_back(c);
+        }
     }
-    w->helm_wait_tail = NULL;
+    w->helm_wait_head = keep;
+    w->helm_wait_tail = last;
 }
 
 static void helm_finished(void *arg) {
@@ -1063,13 +1080,17 @@ static void on_tenant_access(command_t *c, helm_run_t *run) {
         return;
     }
     helm_error_text(run, e, sizeof(e));
-    if (strstr(e, IN_PROGRESS_TEXT) && c->access_tries < TENANT_ACCESS_RETRIES) {
+    /* Another worker's set-up of the namespace got there first: it created
+     * the release (or its next revision) while this helm was about to, or
+     * this helm found it running. */
+    int raced = strstr(e, RELEASE_EXISTS_TEXT) || strstr(e, NAME_IN_USE_TEXT);
+    if ((raced || strstr(e, IN_PROGRESS_TEXT)) && c->access_tries < TENANT_ACCESS_RETRIES) {
         /* Another worker sets the namespace up now, or a set-up was
          * interrupted: wait, then look whether it is stuck. */
         c->access_tries++;
-        cmd_log(c, LOG_LEVEL_INFO,
-                "%s in namespace %s: another operation is in progress; trying again in 2 s",
-                TENANT_ACCESS_RELEASE, jstr(c->doc, "namespace"));
+        cmd_log(c, LOG_LEVEL_INFO, "%s in namespace %s: %s; trying again in 2 s", TENANT_ACCESS_RELEASE,
+                jstr(c->doc, "namespace"),
+                raced ? "another set-up created it at the same moment" : "another operation is in progress");
         if (c->access_tries == TENANT_ACCESS_RETRIES / 2) {
             helm_argv_t a = {0};
             tenant_access_argv_sub(&a, &c->w->helmc, "status", jstr(c->doc, "namespace"), 60);

@@ -84,6 +84,7 @@ struct command {
     /* helm */
     helm_run_t *run;
     int has_slot;                    /* holds a slot of the helm pool (command.c) */
+    int held_slot;                   /* has held one: under way, not given back when stopping */
     int follow_up;                   /* in the step after a helm run: a next one takes its slot back */
     void (*slot_then)(command_t *c); /* waiting for a slot: what runs once it has one */
     command_t *helm_wait_next;       /* the pool's queue of waiting commands */
@@ -238,7 +239,7 @@ void command_free(command_t *c);
 /* The command's outcome is being recorded: its slot of the helm pool (if
  * any) goes to the next waiting command. */
 void command_pool_release(command_t *c);
-/* Stopping: the commands waiting for a slot are given back. */
+/* Stopping: the commands waiting for their first slot are given back. */
 void command_pool_stop(worker_t *w);
 
 #endif

@@ -1,7 +1,7 @@
 # tests/faults/faults.mk: make targets of the fault-injection suite (tests/faults/README.md).
 #
 #   make test-faults             the short form: kill -9 of the worker 3 times, every other
-#                                scenario once (~5 minutes; tests/faults.t, in make test, is the same as TAP)
+#                                scenario once (~10 minutes; tests/faults.t, in make test, is the same as TAP)
 #   make test-faults RUNS=50     the long form: 50 kill -9 runs (any RUNS > 3 is the long form)
 #   make test-faults-long        the long form with RUNS (default 50)
 #   make test-faults ONLY=kill9,workers   some scenarios only

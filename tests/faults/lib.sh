@@ -8,10 +8,13 @@
 #                                  the simulated helm, the projector
 #   fq_scenario_end                stop everything the scenario started
 #   fq_worker_start NAME [ARGS]    start (or restart) worker NAME; log $T/worker.NAME.N.log
+#                                  (the program: $FQ_WORKER_BIN/helmq-worker, default $HELMQ_BIN)
 #   fq_worker_wait_assigned NAME   until worker NAME's current incarnation has partitions
 #   fq_worker_kill9 NAME leave|kill   kill -9 the worker; its helm children are left running
 #                                  or their process groups killed too; FQ_KILL_N: how many
 #   fq_worker_stop NAME            SIGTERM and wait
+#   fq_worker_term NAME [TIMEOUT]  SIGTERM and wait, timed: FQ_TERM_MS (SIGTERM to exit),
+#                                  FQ_TERM_RC (exit status; 137 when killed -9 after TIMEOUT s)
 #   fq_projector_start / fq_projector_stop
 #   brokerctl CMD...               send a command to the broker's control socket
 #   fq_plan TAG PREFIX NKEYS [STORY_OFFSET]  append a load plan (4 phases, one command per
@@ -20,9 +23,15 @@
 #                                  each acknowledged command is appended to $T/sent.tsv
 #                                  ($FQ_EXTRA_ARGS are added to every command)
 #   fq_send_bg TAG [PHASE...]      the same in the background; fq_send_wait waits for it
-#   fq_wait_done TIMEOUT           until every sent command has a terminal event
-#   fq_check TAG                   the invariants for TAG's commands (empty TAG: all);
-#                                  sets FQ_R_* and prints problems
+#   fq_wait_done TIMEOUT [TAG]     until every sent command (of TAG) has a terminal event
+#   fq_check TAG                   the invariants for TAG's commands (empty TAG: all; a TAG
+#                                  ending in * : every tag it starts); sets FQ_R_* and prints problems
+#   fq_cluster_begin               real helm (through helm-logged) against the emulated cluster
+#                                  and the OCI registry (tests/lib/cluster.sh), as realhelm runs it
+#   fq_cluster_check TAG PREFIX    after fq_wait_done: helm's storage read from the cluster, then
+#                                  fq_check TAG and cluster vs helm's storage for the releases
+#                                  named PREFIX*; sets FQ_R_CLUSTER (problems, counted as mismatches)
+#   fq_cluster_end                 stop the cluster and the registry, the simulated helm again
 #   fq_rebuild_check               projection == helmq-projector rebuild (stops and restarts
 #                                  the projector); sets FQ_REBUILD=yes|no
 #   fq_result NAME RUNS FAULTS NOTE   print the scenario's result line, add it to the summary
@@ -123,7 +132,59 @@ fq_scenario_end() {
     broker_stop
     _fq_forget_pid "$BROKER_PID"
     pg_stop "$T/pg" >/dev/null 2>&1
+    fq_cluster_end
     T=$FQ_T
+}
+
+# --- real helm -------------------------------------------------------------------
+
+# After fq_scenario_begin: REAL helm 3.17 against the emulated Kubernetes API
+# (tests/kube/, RBAC as docs/rbac/ sets it up, each tenant's helm impersonating its
+# service account) and charts from the real OCI registry. helm runs through
+# helm-logged, which logs each invocation in the simulated helm's format, so that
+# helm's runs per command are counted the same way. fq_scenario_end calls
+# fq_cluster_end, which puts back what the next scenario expects.
+fq_cluster_begin() {
+    . "$FQ_ROOT/tests/lib/cluster.sh"
+    FQ_CLUSTER_SAVED=("${HELMQ_TIMEOUT_GRACE_MS:-}" "${HELMQ_KILL_GRACE_MS:-}")
+    FQ_CLUSTER_UP=1
+    if ! cluster_start "$T/cluster" >"$T/cluster.log" 2>&1; then
+        echo "fault suite: the emulated cluster did not start: $(tail -3 "$T/cluster.log")" >&2
+        return 1
+    fi
+    export FQ_REAL_HELM=$HELMQ_HELM HELMQ_HELM=$FQ_DIR/helm-logged FQ_HELM_PROG=helm-logged
+    export HELMQ_TIMEOUT_GRACE_MS=4000 HELMQ_KILL_GRACE_MS=5000
+}
+
+fq_cluster_end() {
+    [ "${FQ_CLUSTER_UP:-0}" = 1 ] || return 0
+    FQ_CLUSTER_UP=0
+    cluster_stop
+    export HELMQ_TIMEOUT_GRACE_MS=${FQ_CLUSTER_SAVED[0]} HELMQ_KILL_GRACE_MS=${FQ_CLUSTER_SAVED[1]}
+    unset FQ_REAL_HELM FQ_HELM_PROG HELMQ_KUBECONFIG HELMQ_ADMIN_KUBECONFIG HELMQ_REGISTRY_PLAIN_HTTP KUBECONFIG \
+        HELM_CACHE_HOME HELM_CONFIG_HOME HELM_DATA_HOME HELM_REGISTRY_CONFIG
+}
+
+# Once every command of TAG has its outcome: helm's storage (the release Secrets,
+# decoded) replaces the simulated helm's release files, the invariants of TAG are
+# checked against it (fq_check), and the cluster against helm's storage for the
+# releases named PREFIX*: no release left pending-*, a Deployment for every
+# deployed release and none for another (helm_storage.py check).
+fq_cluster_check() { # TAG PREFIX: sets FQ_R_* and FQ_R_CLUSTER
+    local tag=$1 prefix=$2 problems
+    fq_wait_no_helm 120 >/dev/null
+    rm -rf "$HELM_SIM_STATE/releases"
+    kubectl_ get secrets -A -l owner=helm -o json 2>>"$T/cluster.log" |
+        python3 "$FQ_DIR/helm_storage.py" export "$HELM_SIM_STATE" ||
+        echo "fault suite: cannot read helm's storage from the cluster" >&2
+    fq_check "$tag"
+    problems=$(kubectl_ get deployments -A -o json 2>>"$T/cluster.log" |
+        python3 "$FQ_DIR/helm_storage.py" check "$HELM_SIM_STATE" "$prefix")
+    FQ_R_CLUSTER=$(sed -n 's/^FQ_R_CLUSTER=//p' <<<"$problems")
+    grep -v '^FQ_R_CLUSTER=' <<<"$problems" | sed 's/^/    problem: cluster: /' >&2
+    FQ_R_CLUSTER=${FQ_R_CLUSTER:-1}
+    FQ_C_MISMATCH=$((FQ_C_MISMATCH + FQ_R_CLUSTER))
+    [ "$FQ_R_CLUSTER" = 0 ] || FQ_ALL_OK=0
 }
 
 # helm processes of the scenario that are still running (started, no end logged, alive).
@@ -152,7 +213,7 @@ fq_worker_start() { # NAME [ARGS...]
     shift
     FQ_WINC[$name]=$((${FQ_WINC[$name]:-0} + 1))
     FQ_WLOG[$name]="$T/worker.$name.${FQ_WINC[$name]}.log"
-    "$HELMQ_BIN/helmq-worker" --log-level info "${WORKER_KAFKA_ARGS[@]}" --concurrency "$FQ_CONCURRENCY" "$@" \
+    "${FQ_WORKER_BIN:-$HELMQ_BIN}/helmq-worker" --log-level info "${WORKER_KAFKA_ARGS[@]}" --concurrency "$FQ_CONCURRENCY" "$@" \
         >"${FQ_WLOG[$name]}" 2>&1 &
     FQ_WPID[$name]=$!
 }
@@ -184,6 +245,18 @@ fq_worker_stop() { # NAME
     local rc=$?
     _fq_forget_pid "$pid"
     return $rc
+}
+
+fq_worker_term() { # NAME [TIMEOUT]: sets FQ_TERM_MS and FQ_TERM_RC
+    local pid=${FQ_WPID[$1]} t0 end=$((SECONDS + ${2:-120}))
+    t0=$(date +%s%N)
+    kill -TERM "$pid" 2>/dev/null
+    while _fq_alive_prog "$pid" helmq-worker && [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
+    FQ_TERM_MS=$((($(date +%s%N) - t0) / 1000000))
+    _fq_alive_prog "$pid" helmq-worker && { echo "fault suite: worker $1 still runs ${2:-120} s after SIGTERM: kill -9" >&2; kill -9 "$pid"; }
+    { wait "$pid"; } 2>/dev/null
+    FQ_TERM_RC=$?
+    _fq_forget_pid "$pid"
 }
 
 fq_projector_start() {
@@ -344,12 +417,13 @@ fq_check() { # TAG: sets FQ_R_* (and adds them to the scenario's totals)
     _fq_dump_db || echo "fault suite: cannot read the database" >&2
     FQ_R_COMMANDS=0 FQ_R_UNACKED=0 FQ_R_LOST=0 FQ_R_DUP=0 FQ_R_MISSING=0 FQ_R_EXTRA=0 FQ_R_REDELIVERED=0
     FQ_R_HELM=0 FQ_R_MISMATCH=1 FQ_R_OUTCOMES=
-    if out=$(python3 -c "$_FQ_PY" check "$T" "$tag" 2>"$T/check.$tag.txt"); then
+    local report="$T/check.${tag//\*/all}.txt"
+    if out=$(python3 -c "$_FQ_PY" check "$T" "$tag" 2>"$report"); then
         eval "$out"
     else
         echo "    problem: the checker failed" >&2
     fi
-    sed 's/^/    problem: /' "$T/check.$tag.txt" | head -40 >&2
+    sed 's/^/    problem: /' "$report" | head -40 >&2
     local san
     san=$(cat "$T"/worker.*.log "$T/projector.log" "$T/broker.log" 2>/dev/null |
         grep -c -E 'AddressSanitizer|LeakSanitizer|runtime error:')
@@ -446,7 +520,9 @@ with open(os.path.join(d, "sent.tsv")) as f:
         if len(p) == 7:
             sent.append(dict(id=p[0], verb=p[1], tenant=p[2], ns=p[3], rel=p[4], tag=p[5], acked=p[6] == "1"))
 all_ids = {s["id"] for s in sent}
-mine = [s for s in sent if not tag or s["tag"] == tag]
+def tagged(s):
+    return not tag or s["tag"] == tag or (tag.endswith("*") and s["tag"].startswith(tag[:-1]))
+mine = [s for s in sent if tagged(s)]
 
 events = jsonl("events.jsonl")
 terminal = collections.defaultdict(dict)   # commandId -> eventId -> event

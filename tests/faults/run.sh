@@ -28,6 +28,8 @@ KEYS=${FQ_KEYS:-30} # release keys per load: 4 commands each
 K9_KEYS=${FQ_KEYS:-$([ "$LONG" = 1 ] && echo 30 || echo 20)} # per kill9 run (shorter in the short form)
 RH_RUNS=${FQ_RH_RUNS:-$([ "$LONG" = 1 ] && echo 12 || echo 4)} # realhelm runs: each fault once, or 3 times
 RH_KEYS=${FQ_RH_KEYS:-8}                                          # release keys per realhelm run
+RL_PASSES=${FQ_RL_PASSES:-$([ "$LONG" = 1 ] && echo 4 || echo 1)}  # rolling passes (3 restarts each)
+RL_KEYS=${FQ_RL_KEYS:-6}                                          # release keys per wave of a rolling pass
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 rand_ms() { echo $((RANDOM % ($2 - $1 + 1) + $1)); } # MIN MAX
@@ -243,7 +245,6 @@ scenario_helm() {
     fq_scenario_end
 }
 
-# A scenario whose stack did not come up is reported as failed, not skipped.
 # (g) REAL helm 3.17 against the emulated Kubernetes API (tests/kube/, RBAC as
 # docs/rbac/ sets it up, each tenant's helm impersonating its service account) and
 # charts from the real OCI registry. Run after run, one fault lands mid-load:
@@ -256,14 +257,8 @@ scenario_helm() {
 # the projection.
 scenario_realhelm() {
     fq_scenario_begin realhelm
-    . "$FQ_ROOT/tests/lib/cluster.sh"
-    if ! cluster_start "$T/cluster" >"$T/cluster.log" 2>&1; then
-        echo "fault suite: the emulated cluster did not start: $(tail -3 "$T/cluster.log")" >&2
-        return 1
-    fi
-    export FQ_REAL_HELM=$HELMQ_HELM HELMQ_HELM=$FQ_DIR/helm-logged FQ_HELM_PROG=helm-logged
-    export HELMQ_TIMEOUT_GRACE_MS=4000 HELMQ_KILL_GRACE_MS=5000
-    local run tag delay fault faults=0 k9=0 kube=0 reg=0 cluster=0 problems
+    fq_cluster_begin || return 1
+    local run tag delay fault faults=0 k9=0 kube=0 reg=0 cluster=0
     fq_worker_start w1
     fq_worker_wait_assigned w1 || return 1
     for run in $(seq 1 "$RH_RUNS"); do
@@ -298,29 +293,97 @@ scenario_realhelm() {
         faults=$((faults + 1))
         fq_send_wait
         fq_wait_done 400 "$tag"
-        fq_wait_no_helm 120 >/dev/null
-        rm -rf "$HELM_SIM_STATE/releases"
-        kubectl_ get secrets -A -l owner=helm -o json 2>>"$T/cluster.log" |
-            python3 "$FQ_DIR/helm_storage.py" export "$HELM_SIM_STATE" ||
-            echo "fault suite: cannot read helm's storage from the cluster" >&2
-        fq_check "$tag"
-        problems=$(kubectl_ get deployments -A -o json 2>>"$T/cluster.log" |
-            python3 "$FQ_DIR/helm_storage.py" check "$HELM_SIM_STATE" "rh$run-")
-        FQ_R_CLUSTER=$(sed -n 's/^FQ_R_CLUSTER=//p' <<<"$problems")
-        grep -v '^FQ_R_CLUSTER=' <<<"$problems" | sed 's/^/    problem: cluster: /' >&2
-        FQ_R_CLUSTER=${FQ_R_CLUSTER:-1}
+        fq_cluster_check "$tag" "rh$run-"
         cluster=$((cluster + FQ_R_CLUSTER))
-        FQ_C_MISMATCH=$((FQ_C_MISMATCH + FQ_R_CLUSTER))
-        [ "$FQ_R_CLUSTER" = 0 ] || FQ_ALL_OK=0
         say "realhelm run $run/$RH_RUNS: $fault ${delay} ms into the load; $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH, cluster vs helm storage $FQ_R_CLUSTER; $FQ_R_OUTCOMES"
     done
     fq_rebuild_check
     fq_result realhelm "$RH_RUNS" "$faults" "real helm: $k9 kill -9 of the worker, API server down $kube x 10 s, registry down $reg x 10 s; cluster vs helm's storage: $cluster problems"
     fq_worker_stop w1
-    cluster_stop
     fq_scenario_end
 }
 
+# (h) a rolling restart of a 3-worker group under load, as an operator upgrades
+# helmq: with REAL helm as in (g), each worker in turn gets SIGTERM (it drains:
+# commands whose helm started finish, those waiting for a slot are given back),
+# exits, and starts again — from a copy of the binary on odd passes, the original
+# on even ones, the same code at another path — and the next one follows once
+# it has partitions again. The load goes on throughout: waves of release keys,
+# a new one whenever the wave before the last has finished. Besides the
+# invariants of (g): every graceful stop exits 0; SIGTERM-to-exit times are
+# printed.
+rl_load() { # PASS: waves rlPASS.N (releases rlPASSwN-*) until $T/roll.done.PASS exists
+    local pass=$1 wave=0 end
+    while [ ! -e "$T/roll.done.$pass" ]; do
+        wave=$((wave + 1))
+        end=$((SECONDS + 180))
+        while [ "$wave" -gt 2 ] && [ ! -e "$T/roll.done.$pass" ] && [ "$SECONDS" -lt "$end" ] &&
+            [ "$(psql_q "select count(*) from helmq_worker.commands where state = 'finished'
+                          and release_key like '%/rl${pass}w$((wave - 2))-%'" 2>/dev/null)" != $((RL_KEYS * 4)) ]; do
+            sleep 0.5
+        done
+        [ -e "$T/roll.done.$pass" ] && break
+        fq_plan "rl$pass.$wave" "rl${pass}w$wave" "$RL_KEYS" "$wave"
+        fq_send "rl$pass.$wave"
+    done
+}
+
+scenario_rolling() {
+    fq_scenario_begin rolling
+    fq_cluster_begin || return 1
+    local pass w n bin kids inflight given loader waves faults=0 bad=0 drains=0 times=() rejoin=() cluster=0
+    mkdir -p "$T/upgrade" && cp "$HELMQ_BIN/helmq-worker" "$T/upgrade/helmq-worker" || return 1
+    for w in w1 w2 w3; do fq_worker_start "$w"; done
+    for w in w1 w2 w3; do fq_worker_wait_assigned "$w" || return 1; done
+    for pass in $(seq 1 "$RL_PASSES"); do
+        bin=$([ $((pass % 2)) = 1 ] && echo "$T/upgrade" || echo "$HELMQ_BIN")
+        rl_load "$pass" &
+        loader=$!
+        sleep 3
+        for w in w1 w2 w3; do
+            # SIGTERM while it runs helm (when it gets some within 15 s)
+            n=$((SECONDS + 15))
+            while [ "$SECONDS" -lt "$n" ] && [ -z "$(ps -o pid= --ppid "${FQ_WPID[$w]}" 2>/dev/null)" ]; do sleep 0.2; done
+            kids=$(ps -o pid= --ppid "${FQ_WPID[$w]}" 2>/dev/null | grep -c .)
+            fq_worker_term "$w" 120
+            times+=("$FQ_TERM_MS")
+            inflight=$(sed -n 's/.*waiting for \([0-9]*\) in flight.*/\1/p' "${FQ_WLOG[$w]}" | head -1)
+            given=$(grep -c 'given back before its helm ran' "${FQ_WLOG[$w]}")
+            if grep -q 'drain timeout' "${FQ_WLOG[$w]}"; then drains=$((drains + 1)); fi
+            if [ "$FQ_TERM_RC" != 0 ]; then
+                bad=$((bad + 1))
+                FQ_ALL_OK=0
+                echo "    problem: worker $w exited $FQ_TERM_RC after SIGTERM (${FQ_WLOG[$w]##*/})" >&2
+            fi
+            faults=$((faults + 1))
+            n=$(date +%s%N)
+            FQ_WORKER_BIN=$bin fq_worker_start "$w"
+            fq_worker_wait_assigned "$w" 60 || { FQ_ALL_OK=0; echo "    problem: worker $w did not rejoin" >&2; }
+            n=$((($(date +%s%N) - n) / 1000000))
+            rejoin+=("$n")
+            say "rolling pass $pass/$RL_PASSES: $w SIGTERM with $kids helm running, ${inflight:-?} commands in flight, $given given back: exit $FQ_TERM_RC after $FQ_TERM_MS ms; restarted from ${bin#"$FQ_T"/}/helmq-worker, partitions again after $n ms"
+        done
+        touch "$T/roll.done.$pass"
+        wait "$loader"
+        waves=$(awk -F'\t' -v p="rl$pass." 'index($6, p) == 1 { print $6 }' "$T/sent.tsv" | sort -u | wc -l)
+        fq_wait_done 400 "rl$pass.*"
+        fq_cluster_check "rl$pass.*" "rl${pass}w"
+        cluster=$((cluster + FQ_R_CLUSTER))
+        say "rolling pass $pass/$RL_PASSES: $waves waves of $RL_KEYS release keys; $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH, cluster vs helm storage $FQ_R_CLUSTER; $FQ_R_OUTCOMES"
+    done
+    fq_rebuild_check
+    # the last incarnations stop gracefully too (no load)
+    local last=()
+    for w in w1 w2 w3; do
+        fq_worker_term "$w" 120
+        last+=("$FQ_TERM_MS")
+        [ "$FQ_TERM_RC" = 0 ] || { bad=$((bad + 1)); FQ_ALL_OK=0; echo "    problem: worker $w exited $FQ_TERM_RC after SIGTERM at the end" >&2; }
+    done
+    fq_result rolling "$RL_PASSES" "$faults" "real helm, 3 workers: $faults SIGTERM restarts under load, SIGTERM-to-exit ms: ${times[*]} (the final stops, no load: ${last[*]}); restart-to-partitions ms: ${rejoin[*]}; non-zero exits: $bad; drain timeouts: $drains; cluster vs helm's storage: $cluster problems"
+    fq_scenario_end
+}
+
+# A scenario whose stack did not come up is reported as failed, not skipped.
 run_scenario() { # NAME FUNCTION
     want "$1" || return 0
     "$2" && return 0
@@ -337,5 +400,6 @@ run_scenario pg-restart scenario_pg
 run_scenario workers scenario_workers
 run_scenario helm-faults scenario_helm
 run_scenario realhelm scenario_realhelm
+run_scenario rolling scenario_rolling
 
 fq_summary
