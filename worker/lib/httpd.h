@@ -1,7 +1,7 @@
 /* A small HTTP/1.1 server on the libuv loop, for helmq-api and the /metrics
  * and /healthz endpoints of the worker and the projector.
  *
- * Parsing is Debian's http-parser (nodejs/http-parser); this module only
+ * Parsing is http_request.h's (on Debian's http-parser); this module only
  * manages connections: keep-alive, one request at a time per connection
  * (pipelined requests wait their turn), a body size limit (413), an idle and
  * request timeout (408), and responses that may be sent later, from another
@@ -11,32 +11,17 @@
  *
  * The path is split on literal '/' first, then each segment is
  * percent-decoded strictly: a malformed escape, or a segment that decodes to
- * a NUL or a '/', is answered 400 here and never reaches the handler. */
+ * a NUL or a '/', is answered 400 here and never reaches the handler.
+ * http_req_t and httpd_query_param are declared in http_request.h. */
 #ifndef HELMQ_HTTPD_H
 #define HELMQ_HTTPD_H
+
+#include "http_request.h"
 
 #include <stddef.h>
 #include <uv.h>
 
 typedef struct httpd httpd_t;
-typedef struct http_conn http_conn_t;
-
-typedef struct http_req {
-    http_conn_t *conn;   /* NULL once the client went away: responding is then a no-op */
-    const char *method;  /* "GET", "POST", ...; "GET" for a HEAD request too */
-    int head;            /* a HEAD request: httpd_respond sends no body */
-    char *path;          /* the path as sent (not decoded), without the query */
-    char **segments;     /* the path's segments between '/', each percent-decoded */
-    int nsegments;       /* "/" has none; "/a/" has "a" and "" */
-    char *query;         /* the raw query string (after '?'), or "" */
-    char *authorization; /* the Authorization header, or NULL */
-    char *content_type;
-    char *body; /* NUL-terminated */
-    size_t body_len;
-    char *headers; /* extra response header lines (httpd_add_header) */
-    size_t headers_len;
-    void *data; /* the handler's */
-} http_req_t;
 
 /* Called once per request; the handler answers with httpd_respond, now or
  * later. The request lives until answered. */
@@ -57,11 +42,6 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
 /* Answers with a JSON error document {"error": message[, "field", "rule"]};
  * a 400 always carries "field" and "rule", null when not given. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
-
-/* The value of name in the request's query string (decoded, '+' as a space,
- * malloc'd), or NULL. Its decoded length goes to *len (when len is not NULL):
- * an encoded NUL makes it longer than strlen, for the caller to refuse. */
-char *httpd_query_param(const http_req_t *req, const char *name, size_t *len);
 
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);
