@@ -40,6 +40,7 @@ static int on_message_begin(http_parser *hp) {
     free(p->url);
     p->url = NULL;
     p->url_len = 0;
+    p->authorization_len = p->content_type_len = 0;
     if (p->on_begin)
         p->on_begin(p->owner);
     return 0;
@@ -48,11 +49,27 @@ static int on_message_begin(http_parser *hp) {
 static int on_url(http_parser *hp, const char *at, size_t n) {
     http_reqparser_t *p = hp->data;
     p->url = append(p->url, &p->url_len, at, n);
-    return p->url_len > HTTP_REQUEST_MAX_URL ? -1 : 0;
+    if (p->url_len > HTTP_REQUEST_MAX_URL) {
+        p->error = "the request target is longer than 8192 bytes";
+        return -1;
+    }
+    return 0;
+}
+
+/* A header holding a NUL byte is refused: RFC 9110 forbids it, and as C
+ * text it would end early (http-parser lets one through as the first byte
+ * of a value). */
+static int refuse_nul(http_reqparser_t *p, const char *at, size_t n) {
+    if (!memchr(at, '\0', n))
+        return 0;
+    p->error = "a header holds a NUL byte";
+    return -1;
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t n) {
     http_reqparser_t *p = hp->data;
+    if (refuse_nul(p, at, n) < 0)
+        return -1;
     if (p->hdr_value_for >= 0) { /* a new field begins */
         free(p->hdr_field);
         p->hdr_field = NULL;
@@ -69,14 +86,13 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
         p->hdr_value_for = strcasecmp(p->hdr_field, "authorization") == 0  ? 1
                            : strcasecmp(p->hdr_field, "content-type") == 0 ? 2
                                                                            : 0;
-    size_t len;
-    if (p->hdr_value_for == 1) {
-        len = p->req->authorization ? strlen(p->req->authorization) : 0;
-        p->req->authorization = append(p->req->authorization, &len, at, n);
-    } else if (p->hdr_value_for == 2) {
-        len = p->req->content_type ? strlen(p->req->content_type) : 0;
-        p->req->content_type = append(p->req->content_type, &len, at, n);
-    }
+    if (refuse_nul(p, at, n) < 0)
+        return -1;
+    /* The lengths are kept: a value may come in pieces, one per read. */
+    if (p->hdr_value_for == 1)
+        p->req->authorization = append(p->req->authorization, &p->authorization_len, at, n);
+    else if (p->hdr_value_for == 2)
+        p->req->content_type = append(p->req->content_type, &p->content_type_len, at, n);
     return 0;
 }
 

@@ -64,6 +64,8 @@ typedef struct http_reqparser {
     char *hdr_field;
     size_t hdr_field_len;
     int hdr_value_for; /* 1 authorization, 2 content-type, 0 another, -1 a name being read */
+    size_t authorization_len, content_type_len; /* of the request's values so far */
+    const char *error; /* why the bytes were refused, when this module refused them (static text) */
 } http_reqparser_t;
 
 /* Initialises p (embedded in its owner) for requests. on_begin and
@@ -75,8 +77,10 @@ void http_reqparser_init(http_reqparser_t *p, size_t max_body, http_reqparser_be
 /* Parses data[0..len). Returns the bytes consumed and the parser's state in
  * *err: HPE_OK (all consumed; a request may be incomplete), HPE_PAUSED (a
  * request was completed; data[consumed..len) waits for
- * http_reqparser_resume), or an error (http_errno_description names it):
- * the connection is answered 400 (413 after on_too_large) and closed. */
+ * http_reqparser_resume), or an error: the connection is answered 400 (413
+ * after on_too_large) and closed. p->error says why when this module
+ * refused the bytes (a request target over HTTP_REQUEST_MAX_URL, a NUL in a
+ * header), http_errno_description otherwise. */
 size_t http_reqparser_execute(http_reqparser_t *p, const char *data, size_t len, enum http_errno *err);
 
 /* Lets a paused parser go on (after the request was answered). */

@@ -97,7 +97,7 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
         return;
     }
     if (err != HPE_OK && !c->answering && !c->closing)
-        conn_fail(c, 400, http_errno_description(err)); /* closes once the answer is written */
+        conn_fail(c, 400, c->rp.error ? c->rp.error : http_errno_description(err)); /* closes once answered */
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
