@@ -49,8 +49,8 @@ static int on_message_begin(http_parser *hp) {
 static int on_url(http_parser *hp, const char *at, size_t n) {
     http_reqparser_t *p = hp->data;
     p->url = append(p->url, &p->url_len, at, n);
-    if (p->url_len > HTTP_REQUEST_MAX_URL) {
-        p->error = "the request target is longer than 8192 bytes";
+    if (p->url_len > p->max_url) {
+        p->error = "the request target is too long";
         return -1;
     }
     return 0;
@@ -245,6 +245,7 @@ void http_reqparser_init(http_reqparser_t *p, size_t max_body, http_reqparser_be
     p->settings.on_body = on_body;
     p->settings.on_message_complete = on_message_complete;
     p->max_body = max_body;
+    p->max_url = HTTP_REQUEST_MAX_URL;
     p->on_begin = on_begin;
     p->on_request = on_request;
     p->on_too_large = on_too_large;

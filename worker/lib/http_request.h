@@ -19,7 +19,7 @@
 
 typedef struct http_conn http_conn_t; /* httpd.c's */
 
-#define HTTP_REQUEST_MAX_URL 8192 /* bytes of a request target; longer is a 400 */
+#define HTTP_REQUEST_MAX_URL 8192 /* bytes of a request target (httpd.c's limit); longer is a 400 */
 
 typedef struct http_req {
     http_conn_t *conn;   /* NULL once the client went away: responding is then a no-op */
@@ -54,6 +54,7 @@ typedef struct http_reqparser {
     http_parser parser;
     http_parser_settings settings;
     size_t max_body;
+    size_t max_url; /* HTTP_REQUEST_MAX_URL unless changed after init (the fuzz target's is smaller) */
     http_reqparser_begin_cb on_begin;
     http_reqparser_request_cb on_request;
     http_reqparser_too_large_cb on_too_large;
