@@ -53,7 +53,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
+/* tests/fuzz/fuzz_common.c */
+int fuzz_known(const char *finding);
+
 static void check_refusal(const validate_error_t *e, const char *origin) {
+    /* F6 (FINDINGS.md, open): a field named "-" is refused as unknown with
+     * field "-", which api.c reads as "the body as a whole": field null. */
+    if (strcmp(e->field, "-") == 0 && strcmp(e->rule, "unknown-field") == 0 && fuzz_known("F6"))
+        return;
     if (!e->rule[0] || !e->message[0] || (!e->field[0] && strcmp(e->rule, "unknown-field") != 0))
         fuzz_fail("%s: a 400 without a rule, a message or a field (\"-\" for the body)", origin);
     if (strcmp(e->field, "-") == 0 && strcmp(e->rule, "json") != 0 && strcmp(e->rule, "json-object") != 0 &&
