@@ -210,6 +210,37 @@ ok $? "PostgreSQL started again: GET answers 200"
 r=$(raw 'GARBAGE / HTTP/9.9\r\n\r\n')
 is "$(jq -r '.body | fromjson | "\(.field) \(.rule)"' <<<"$r")" "null http" "a malformed request line: 400 with field null, rule http"
 
+# A NUL in a header (tests/fuzz/FINDINGS.md F5): refused whole, however the
+# bytes arrive. It was kept as C text (cut at the NUL, and a value that came
+# in two reads was written over from the NUL on), so "Authorization: \0"
+# then "Bearer TOKEN" in a second read authenticated, and in one read did not.
+nul_split() {
+    $PY - "$PORT" "$ADMIN_TOKEN" "$P/summary" "$1" <<'PY'
+import json, socket, sys, time
+port, token, path, split = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "split"
+req = ("GET %s HTTP/1.1\r\nHost: t\r\nAuthorization: \0Bearer %s\r\n\r\n" % (path, token)).encode()
+cut = req.index(b"\0") + 1
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for part in ([req[:cut], req[cut:]] if split else [req]):
+    s.sendall(part)
+    time.sleep(0.3)
+buf = b""
+while b"\r\n\r\n" not in buf:
+    d = s.recv(65536)
+    if not d:
+        break
+    buf += d
+head, _, body = buf.partition(b"\r\n\r\n")
+print(head.split(b" ")[1].decode() if head else "0", body.decode(errors="replace"))
+PY
+}
+for how in whole split; do
+    r=$(nul_split $how)
+    is "${r%% *}" 400 "a NUL in the Authorization header, in $how: 400"
+    like "$r" "NUL" "  saying why"
+done
+
 kill -TERM "$API_PID"
 wait "$API_PID"
 is "$?" 0 "SIGTERM: helmq-api exits 0"
