@@ -32,14 +32,14 @@ char *cli_read_all(FILE *f, size_t max, size_t *len);
 /* The options of helmq install|upgrade|rollback|uninstall. */
 extern const config_opt_t cli_send_opts[];
 
-/* Reads path (- for stdin) as a JSON object for field ("-" for the command
- * document itself): at most max bytes, whose limit (max, as the check uses it)
- * the message names. Returns a new reference, or NULL with *err filled (rule
- * "read", "max-size", or cli_document_parse's). */
+/* Reads path (- for stdin) as a JSON object for field (NULL for the command
+ * document itself, which an error then names as a whole): at most max bytes, whose limit (max, as the check
+ * uses it) the message names. Returns a new reference, or NULL with *err filled (rule "read", "max-size", or
+ * cli_document_parse's). */
 json_t *cli_load_document(const char *path, const char *field, size_t max, validate_error_t *err);
 
 /* Parses text[0..len), read from path, as a JSON object without duplicate
- * keys for field. Returns a new reference, or NULL with *err filled (rule
+ * keys for field (NULL: the command document). Returns a new reference, or NULL with *err filled (rule
  * "json" with jansson's line and column, or "json-object"). */
 json_t *cli_document_parse(const char *text, size_t len, const char *path, const char *field,
                            validate_error_t *err);

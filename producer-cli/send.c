@@ -39,12 +39,12 @@ static void send_usage(const char *verb) {
     config_usage(cli_send_opts, stdout);
 }
 
-/* Prints err the way every refusal of input is printed; returns EXIT_USAGE. */
+/* Prints err the way every refusal of input is printed; returns EXIT_USAGE.
+ * A field that does not read as a name is quoted (validate_field_text). */
 static int refuse(const char *verb, const validate_error_t *err) {
-    if (strcmp(err->field, "-") == 0)
-        fprintf(stderr, "helmq %s: invalid input (rule %s): %s\n", verb, err->rule, err->message);
-    else
-        fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb, err->field, err->rule, err->message);
+    char field[VALIDATE_FIELD_TEXT_SIZE];
+    fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb,
+            err->whole ? "input" : validate_field_text(err, field, sizeof(field)), err->rule, err->message);
     return EXIT_USAGE;
 }
 
@@ -233,7 +233,7 @@ int cli_send(const char *verb, int argc, char **argv) {
 
     validate_error_t verr;
     const char *file = config_get(&cfg, "file");
-    doc = file ? cli_load_document(file, "-", CLI_MAX_DOCUMENT, &verr) : json_object();
+    doc = file ? cli_load_document(file, NULL, CLI_MAX_DOCUMENT, &verr) : json_object();
     if (!doc) {
         rc = refuse(verb, &verr);
         goto out;

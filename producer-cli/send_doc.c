@@ -85,7 +85,7 @@ json_t *cli_load_document(const char *path, const char *field, size_t max, valid
             validate_fail(err, field, "read", "%s: cannot read", path);
         else
             validate_fail(err, field, "max-size", "%s is larger than the limit of %zu bytes (%zu KiB)%s",
-                          path, max, max / 1024, strcmp(field, "-") == 0 ? " for a command document" : "");
+                          path, max, max / 1024, field ? "" : " for a command document");
         return NULL;
     }
     json_t *doc = cli_document_parse(text, len, path, field, err);

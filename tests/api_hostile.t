@@ -136,6 +136,18 @@ four "valuesOverride an array" "$(post "$(seed '.valuesOverride=[1]')")" valuesO
 four "a releaseId that is not a UUID" "$(post "$(seed '.releaseId="nope"')")" releaseId uuid
 four "an unknown field" "$(post "$(seed '.colour=1')")" colour unknown-field
 four "a timeout of the wrong type" "$(post "$(seed '.timeout="600"')")" timeout type
+# Any key is named exactly in "field" (tests/fuzz/FINDINGS.md F6): "-" was the
+# marker for "the body as a whole" and got field null; a name cut in the middle
+# of a character by the 64-byte field got no field at all.
+four 'a field named "-"' "$(post "$(seed '.["-"]=1')")" - unknown-field 'invalid "-": unknown field "-"'
+four 'a field named ""' "$(post "$(seed '.[""]=1')")" "" unknown-field 'invalid "": unknown field ""'
+four 'a field named "a/b"' "$(post "$(seed '.["a/b"]=1')")" a/b unknown-field
+four 'a field named "~0"' "$(post "$(seed '.["~0"]=1')")" "~0" unknown-field
+e62=$(printf 'a%.0s' $(seq 62))
+four "a field of 62 letters and an é" "$(post "$(seed ".[\"${e62}é\"]=1")")" "${e62}é" unknown-field
+r=$(post "$(seed '.["\("é" * 300)"]=1')")
+is "$(jq -r '"\(.field | test("^é+$")) \(.field | length) \(.rule)"' <<<"${r#* }")" "true 127 unknown-field" \
+    "a field name of 600 bytes: named by its first 127 characters (254 bytes), not cut inside one"
 d() { curl -s -o "$T/body" -w '%{http_code}' -X DELETE -H "Authorization: Bearer $ADMIN_TOKEN" "$B/$RID?reason=$1"; printf ' '; cat "$T/body"; }
 four "an uninstall reason that is not UTF-8" "$(d 'caf%E9')" reason utf-8
 four "an uninstall reason with an encoded NUL" "$(d 'a%00b')" reason utf-8

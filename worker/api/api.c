@@ -199,13 +199,9 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
 /* The next connection that is up and not swamped, in turn; NULL when none. */
 /* 400 naming the field (null for the body as a whole) and the rule. */
 static void reply_invalid(pending_t *p, const validate_error_t *verr) {
-    int whole = strcmp(verr->field, "-") == 0;
-    char msg[700];
-    if (whole)
-        snprintf(msg, sizeof(msg), "%s", verr->message);
-    else
-        snprintf(msg, sizeof(msg), "invalid %s: %s", verr->field, verr->message);
-    reply_error(p, 400, msg, whole ? NULL : verr->field, verr->rule);
+    char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(verr->message) + 16];
+    const char *field = api_invalid_answer(verr, msg, sizeof(msg));
+    reply_error(p, 400, msg, field, verr->rule);
 }
 
 static db_t *api_db(api_t *a) {

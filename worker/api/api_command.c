@@ -16,13 +16,13 @@ int api_install_command(const char *body, size_t len, const api_caller_t *who, j
     release_id[0] = '\0';
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
-        validate_fail(err, "-", "json", "the body is not valid JSON: line %d, column %d: %s", jerr.line,
+        validate_fail(err, NULL, "json", "the body is not valid JSON: line %d, column %d: %s", jerr.line,
                       jerr.column, jerr.text);
         return API_COMMAND_INVALID;
     }
     if (!json_is_object(doc)) {
         json_decref(doc);
-        validate_fail(err, "-", "json-object", "the body must be a JSON object");
+        validate_fail(err, NULL, "json-object", "the body must be a JSON object");
         return API_COMMAND_INVALID;
     }
     /* The principal is who performs it; the API chooses the ids. */
@@ -63,7 +63,7 @@ int api_uninstall_command(const char *tenant, const char *ns, const char *name, 
     json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "tenantId", tenant, "namespace", ns, "releaseName", name,
                             "releaseId", release_id);
     if (!doc) {
-        validate_fail(err, "-", "utf-8", "the release's row is not UTF-8 text");
+        validate_fail(err, NULL, "utf-8", "the release's row is not UTF-8 text");
         return API_COMMAND_INVALID;
     }
     if (reason)
@@ -76,12 +76,23 @@ int api_uninstall_command(const char *tenant, const char *ns, const char *name, 
     return 0;
 }
 
+const char *api_invalid_answer(const validate_error_t *err, char *msg, size_t msg_size) {
+    char field[VALIDATE_FIELD_TEXT_SIZE];
+    if (err->whole)
+        snprintf(msg, msg_size, "%s", err->message);
+    else
+        snprintf(msg, msg_size, "invalid %s: %s", validate_field_text(err, field, sizeof(field)),
+                 err->message);
+    utf8_sanitize(msg); /* a cut must not split a character: the answer is JSON */
+    return err->whole ? NULL : err->field;
+}
+
 int api_command_encode(const json_t *doc, unsigned char **buf, size_t *len, validate_error_t *err) {
     char errstr[512];
     if (validate_command(doc, err) < 0)
         return API_COMMAND_INVALID;
     if (codec_encode(CODEC_COMMAND, doc, buf, len, errstr, sizeof(errstr)) < 0) {
-        validate_fail(err, "-", "schema", "%s", errstr); /* the schema's message names the field */
+        validate_fail(err, NULL, "schema", "%s", errstr); /* the schema's message names the field */
         return API_COMMAND_INVALID;
     }
     return 0;

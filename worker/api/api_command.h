@@ -19,7 +19,7 @@ typedef struct api_caller {
     const char *tenant;
 } api_caller_t;
 
-#define API_COMMAND_INVALID (-1)   /* 400: *err names the field ("-": the body) and the rule */
+#define API_COMMAND_INVALID (-1)   /* 400: *err names the field (or whole: the body) and the rule */
 #define API_COMMAND_NOT_FOUND (-2) /* 404: the body names another tenant than the caller's */
 
 /* Builds the install command of a POST body[0..len): JSON without duplicate
@@ -45,8 +45,16 @@ int api_uninstall_command(const char *tenant, const char *ns, const char *name, 
 /* Validates doc (validate_command) and encodes it (codec_encode): *buf
  * (malloc'd, the caller frees it) and *len hold the record. Returns 0, or
  * API_COMMAND_INVALID with *err filled: the rule validation names, or rule
- * "schema" with field "-" and the codec's message (which names the field)
- * when the schema refuses what validation passed. */
+ * "schema" for the command as a whole (whole) with the codec's message
+ * (which names the field) when the schema refuses what validation passed. */
 int api_command_encode(const json_t *doc, unsigned char **buf, size_t *len, validate_error_t *err);
+
+/* The 400 answering err, as api.c sends it: the message goes to msg (of
+ * msg_size bytes; UTF-8, cut at a character boundary), "invalid FIELD: why"
+ * with the field as validate_field_text writes it, or err's message alone
+ * for the body as a whole. Returns the error document's "field": err's
+ * field, any key's exact name (up to VALIDATE_FIELD_SIZE - 1 bytes), or NULL
+ * (JSON null) for the body as a whole. */
+const char *api_invalid_answer(const validate_error_t *err, char *msg, size_t msg_size);
 
 #endif
