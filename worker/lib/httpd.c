@@ -2,6 +2,7 @@
 #include "httpd.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -339,15 +340,30 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
 }
 
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {
-    json_t *e = json_pack("{s:s}", "error", message);
-    if (field || status == 400)
-        json_object_set_new(e, "field", field ? json_string(field) : json_null());
+    /* The texts may quote what a client sent. Text that is not UTF-8 makes
+     * no JSON string (json_pack returned NULL, and the strlen of no document
+     * killed the process: fuzz finding F7), so it is sanitized here too. */
+    char *msg = strdup(message), *fld = field ? strdup(field) : NULL;
+    if (!msg || (field && !fld))
+        abort();
+    utf8_sanitize(msg);
+    if (fld)
+        utf8_sanitize(fld);
+    json_t *e = json_pack("{s:s}", "error", msg);
+    if (!e)
+        abort();
+    if (fld || status == 400)
+        json_object_set_new(e, "field", fld ? json_string(fld) : json_null());
     if (rule || status == 400)
         json_object_set_new(e, "rule", rule ? json_string(rule) : json_null());
     char *s = json_dumps(e, JSON_COMPACT);
+    if (!s)
+        abort();
     httpd_respond(req, status, "application/json", s, strlen(s));
     free(s);
     json_decref(e);
+    free(msg);
+    free(fld);
 }
 
 /* Makes room for one more connection: closes the one idle longest, unless it

@@ -73,7 +73,8 @@ void httpd_add_header(http_req_t *req, const char *name, const char *value);
  * request gets the headers only, with the Content-Length of body. */
 void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Answers with a JSON error document {"error": message[, "field", "rule"]};
- * a 400 always carries "field" and "rule", null when not given. */
+ * a 400 always carries "field" and "rule", null when not given. message and
+ * field may quote a client's bytes: what is not UTF-8 in them is sent as '?'. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
 
 /* Stops listening and closes every connection. */
