@@ -18,8 +18,13 @@
  * Oracles ("a clear error, nothing lost"): the answer is one of
  * - 404, only for a tenant's token and a body naming another tenantId;
  * - 400 naming a rule and a message, and a field unless the rule is about
- *   the body as a whole (json, json-object); never rule "schema" (the
- *   schema refusing what validation passed: the 400 would name no field);
+ *   the body as a whole (json, json-object; utf-8 for a DELETE's row);
+ *   never rule "schema" (the schema refusing what validation passed: the
+ *   400 would name no field). Checked on the answer as api.c sends it
+ *   (api_invalid_answer, then the JSON document httpd_error builds): valid
+ *   UTF-8, "field" null exactly for the body as a whole, and for an unknown
+ *   field the key's exact name (or its first characters, for a key longer
+ *   than the field holds), whatever the key: "-", "", "a/b" (F6);
  * - a command that carries the token's principal as performedBy, a tenant
  *   token's own tenantId, a new commandId (never the body's), the releaseId
  *   the API reports, operation install (uninstall), the reason as given;
@@ -53,19 +58,47 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-/* tests/fuzz/fuzz_common.c */
-int fuzz_known(const char *finding);
+/* Whether field names one of doc's keys: exactly, or as the first
+ * characters of a key longer than validate_error_t's field. */
+static int names_a_key(const json_t *doc, const char *field) {
+    const char *k;
+    json_t *v;
+    size_t n = strlen(field);
+    json_object_foreach((json_t *)doc, k, v) {
+        if (strcmp(k, field) == 0)
+            return 1;
+        if (strlen(k) >= VALIDATE_FIELD_SIZE && n > VALIDATE_FIELD_SIZE - 5 && strncmp(k, field, n) == 0)
+            return 1; /* cut at a character boundary: up to 3 bytes short */
+    }
+    return 0;
+}
 
-static void check_refusal(const validate_error_t *e, const char *origin) {
-    /* F6 (FINDINGS.md, open): a field named "-" is refused as unknown with
-     * field "-", which api.c reads as "the body as a whole": field null. */
-    if (strcmp(e->field, "-") == 0 && strcmp(e->rule, "unknown-field") == 0 && fuzz_known("F6"))
-        return;
-    if (!e->rule[0] || !e->message[0] || (!e->field[0] && strcmp(e->rule, "unknown-field") != 0))
-        fuzz_fail("%s: a 400 without a rule, a message or a field (\"-\" for the body)", origin);
-    if (strcmp(e->field, "-") == 0 && strcmp(e->rule, "json") != 0 && strcmp(e->rule, "json-object") != 0 &&
-        strcmp(e->rule, "utf-8") != 0)
-        fuzz_fail("%s: a 400 with rule %s names no field: %s", origin, e->rule, e->message);
+/* A refusal (given: the body as parsed, NULL when it is not JSON or for a
+ * DELETE), and the 400 api.c would answer with it. */
+static void check_refusal(const validate_error_t *e, const json_t *given, const char *origin) {
+    int whole_rule = strcmp(e->rule, "json") == 0 || strcmp(e->rule, "json-object") == 0 ||
+                     strcmp(e->rule, "utf-8") == 0;
+    if (!e->rule[0] || !e->message[0])
+        fuzz_fail("%s: a 400 without a rule or a message", origin);
+    if (e->whole ? !whole_rule || e->field[0] : !e->field[0] && strcmp(e->rule, "unknown-field") != 0)
+        fuzz_fail("%s: a 400 with rule %s, whole %d, field \"%s\": %s", origin, e->rule, e->whole, e->field,
+                  e->message);
+    if (strcmp(e->rule, "unknown-field") == 0 && (!given || !names_a_key(given, e->field)))
+        fuzz_fail("%s: unknown field \"%s\" is none of the body's keys", origin, e->field);
+
+    char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(e->message) + 16];
+    const char *field = api_invalid_answer(e, msg, sizeof(msg));
+    if ((field == NULL) != e->whole || (field && strcmp(field, e->field) != 0))
+        fuzz_fail("%s: the 400 for field \"%s\" (whole %d) says field %s%s%s", origin, e->field, e->whole,
+                  field ? "\"" : "", field ? field : "null", field ? "\"" : "");
+    /* httpd_error's document. */
+    json_t *doc = json_pack("{s:s,s:o,s:s}", "error", msg, "field", field ? json_string(field) : json_null(), "rule",
+                            e->rule);
+    const json_t *f = doc ? json_object_get(doc, "field") : NULL;
+    if (!doc || !f || (field ? !json_is_string(f) || strcmp(json_string_value(f), field) != 0 : !json_is_null(f)))
+        fuzz_fail("%s: the 400 cannot carry its message or field as JSON: \"%s\" (field %s)", origin, msg,
+                  field ? field : "null");
+    json_decref(doc);
 }
 
 static const char *text(const json_t *doc, const char *k) {
@@ -83,7 +116,7 @@ static int encode_and_check(const json_t *doc, const char *origin) {
             char *d = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
             fuzz_fail("%s: validation passed, the schema refused: %s\n  command: %s", origin, e.message, d);
         }
-        check_refusal(&e, origin);
+        check_refusal(&e, doc, origin);
         return 0;
     }
     free(buf);
@@ -105,7 +138,7 @@ static void post(const char *body, size_t len, const char *tenant) {
         if (!tenant || !t || strcasecmp(t, tenant) == 0)
             fuzz_fail("%s: 404 for a body whose tenantId is the caller's (or absent)", origin);
     } else if (rc < 0) {
-        check_refusal(&e, origin);
+        check_refusal(&e, given, origin);
     } else {
         if (!given || !json_is_object(given))
             fuzz_fail("%s: a command from a body that is not a JSON object", origin);
@@ -151,7 +184,7 @@ static void delete(const char *in, size_t n) {
     int rc = api_uninstall_command(t ? t : TENANT, ns ? ns : "tenant-acme", name ? name : "acme-ai-service",
                                    RELEASE_ID, reason, reason_len, &who, &doc, &e);
     if (rc < 0) {
-        check_refusal(&e, "DELETE");
+        check_refusal(&e, NULL, "DELETE");
     } else {
         const char *r = text(doc, "reason");
         if (reason && (!r || strcmp(r, reason) != 0 || reason_len != strlen(reason)))

@@ -67,11 +67,40 @@ static const struct {
     {"performed-by", "performedBy", 0, 0},
 };
 
-/* A refusal names a rule, says why, and names the field ("-" for the
- * document; "" only for an unknown field whose name is empty). */
-static void check_refusal(const validate_error_t *e) {
-    if (!e->rule[0] || !e->message[0] || (!e->field[0] && strcmp(e->rule, "unknown-field") != 0))
-        fuzz_fail("cli_json: a refusal without a field, a rule or a message");
+/* A refusal names a rule, says why, and names the field (or the document
+ * as a whole, for its syntax, its type or its size; "" only for an unknown
+ * field whose name is empty); an unknown field is one of the command's
+ * keys (doc: the document with the flags' fields), exactly or by its first characters
+ * when longer than the field holds (F6). validate_field_text, which send.c
+ * prints it with, gives UTF-8 text that reads as that key. */
+static void check_refusal(const validate_error_t *e, const json_t *doc) {
+    int whole_rule = strcmp(e->rule, "json") == 0 || strcmp(e->rule, "json-object") == 0 ||
+                     strcmp(e->rule, "read") == 0 || strcmp(e->rule, "max-size") == 0;
+    if (!e->rule[0] || !e->message[0])
+        fuzz_fail("cli_json: a refusal without a rule or a message");
+    if (e->whole ? !whole_rule || e->field[0] : !e->field[0] && strcmp(e->rule, "unknown-field") != 0)
+        fuzz_fail("cli_json: a refusal with rule %s, whole %d, field \"%s\": %s", e->rule, e->whole, e->field,
+                  e->message);
+    if (e->whole)
+        return;
+    char text[VALIDATE_FIELD_TEXT_SIZE];
+    validate_field_text(e, text, sizeof(text));
+    json_error_t jerr;
+    json_t *named = text[0] == '"' ? json_loads(text, JSON_DECODE_ANY, &jerr) : json_string(text);
+    if (!named || strcmp(json_string_value(named), e->field) != 0)
+        fuzz_fail("cli_json: field \"%s\" is written \"%s\", which reads as another", e->field, text);
+    json_decref(named);
+    if (strcmp(e->rule, "unknown-field") != 0)
+        return;
+    const char *k;
+    json_t *v;
+    size_t n = strlen(e->field);
+    json_object_foreach((json_t *)doc, k, v) {
+        if (strcmp(k, e->field) == 0 ||
+            (strlen(k) >= VALIDATE_FIELD_SIZE && n > VALIDATE_FIELD_SIZE - 5 && strncmp(k, e->field, n) == 0))
+            return;
+    }
+    fuzz_fail("cli_json: unknown field \"%s\" is none of the command's keys", e->field);
 }
 
 static void check_field(const json_t *doc, const char *field, const char *want, int uuid) {
@@ -113,14 +142,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         goto out;
 
     validate_error_t e;
-    doc = has_doc ? cli_document_parse(doc_text, doc_len, "fuzz.json", "-", &e) : json_object();
+    doc = has_doc ? cli_document_parse(doc_text, doc_len, "fuzz.json", NULL, &e) : json_object();
     if (!doc) {
-        check_refusal(&e);
+        check_refusal(&e, NULL);
         goto out;
     }
     json_t *given = json_deep_copy(doc);
     if (cli_command_build(doc, verb, &cfg, "fuzz-user", &e) < 0) {
-        check_refusal(&e);
+        check_refusal(&e, doc); /* the document with the flags' fields: --reason is unknown to install */
         json_decref(given);
         goto out;
     }
