@@ -19,61 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CLI_MAX_DOCUMENT (4 * 1024 * 1024) /* a command document given with -f */
-
-static const config_opt_t send_opts[] = {
-    {"file", 'f', NULL, CONFIG_STRING, NULL,
-     "read the command from this JSON document (- for stdin); flags override its fields"},
-    {"tenant-id", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL, "tenant UUID (tenantId)"},
-    {"namespace", 'n', NULL, CONFIG_STRING, NULL, "Kubernetes namespace (namespace)"},
-    {"release-name", 'r', NULL, CONFIG_STRING, NULL,
-     "Helm release name (releaseName); also the first argument"},
-    {"chart-name", 0, NULL, CONFIG_STRING, NULL, "chart name (chartName; install, upgrade)"},
-    {"chart-version", 0, NULL, CONFIG_STRING, NULL, "chart version (chartVersion; install, upgrade)"},
-    {"app-version", 0, NULL, CONFIG_STRING, NULL, "application version (appVersion; install, upgrade)"},
-    {"values", 0, NULL, CONFIG_STRING, NULL,
-     "file holding valuesOverride as a JSON object (install, upgrade)"},
-    {"set-values", 0, NULL, CONFIG_STRING, NULL, "valuesOverride as JSON object text (install, upgrade)"},
-    {"timeout", 0, NULL, CONFIG_INT, NULL, "seconds to wait for the operation (timeout; schema default 300)"},
-    {"atomic", 0, NULL, CONFIG_BOOL, NULL, "roll back automatically on failure (atomic; default false)"},
-    {"wait-for-jobs", 0, NULL, CONFIG_BOOL, NULL,
-     "wait for resources and hook jobs (waitForJobs; default false)"},
-    {"description", 'd', NULL, CONFIG_STRING, NULL, "description recorded in the revision history"},
-    {"reason", 0, NULL, CONFIG_STRING, NULL, "why the release is uninstalled (uninstall)"},
-    {"revision", 0, NULL, CONFIG_INT, NULL,
-     "revision to roll back to (rollback; default the previous deployed one)"},
-    {"release-id", 0, NULL, CONFIG_STRING, NULL, "guard: apply only to this release lifecycle (releaseId)"},
-    {"command-id", 0, NULL, CONFIG_STRING, NULL,
-     "command UUID, the idempotency key (default: a new random UUID)"},
-    {"performed-by", 'u', "HELMQ_PERFORMED_BY", CONFIG_STRING, NULL,
-     "who asks for the operation (default: the OS user)"},
-    {"dry-run", 0, NULL, CONFIG_BOOL, "false", "validate and print the command as JSON; send nothing"},
-    {"wait", 'w', NULL, CONFIG_BOOL, "false",
-     "wait for the command's terminal event, show progress, print the outcome; exit 3 if it failed or was "
-     "rejected"},
-    {"wait-timeout", 0, "HELMQ_WAIT_TIMEOUT", CONFIG_INT, NULL,
-     "with --wait, give up after this many seconds (exit 1; default: the command's timeout + 120)"},
-    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
-     "topic --wait reads the outcome from"},
-    {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
-    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
-     "topic the command is published to"},
-    {"delivery-timeout-ms", 0, "HELMQ_DELIVERY_TIMEOUT_MS", CONFIG_INT, "30000",
-     "give up delivering after this many ms (exit 1)"},
-    {NULL, 0, NULL, 0, NULL, NULL},
-};
-
-/* Flag name -> command field, for the flags that copy straight over. */
-static const struct {
-    const char *flag, *field;
-    int integer;
-} flag_fields[] = {
-    {"tenant-id", "tenantId", 0},   {"namespace", "namespace", 0},        {"release-name", "releaseName", 0},
-    {"chart-name", "chartName", 0}, {"chart-version", "chartVersion", 0}, {"app-version", "appVersion", 0},
-    {"timeout", "timeout", 1},      {"description", "description", 0},    {"reason", "reason", 0},
-    {"revision", "revision", 1},    {"release-id", "releaseId", 0},       {"command-id", "commandId", 0},
-};
-
 static void send_usage(const char *verb) {
     printf("Usage: helmq %s [RELEASE] [OPTIONS]\n\n", verb);
     if (strcmp(verb, "install") == 0)
@@ -91,65 +36,16 @@ static void send_usage(const char *verb) {
            "Exit codes: 0 delivered (with --wait: succeeded), 1 delivery failed or no outcome in time,\n"
            "2 invalid input (nothing sent), 3 (with --wait) the command failed, was rolled back or "
            "rejected.\n\nOptions:\n");
-    config_usage(send_opts, stdout);
+    config_usage(cli_send_opts, stdout);
 }
 
-/* Reads path (- for stdin) as a JSON object for field ("-" for the command
- * document itself): at most max bytes, whose limit (max, as the check uses it)
- * the message names. Returns a new reference, or NULL with *err filled (rule
- * "read", "max-size", "json" with jansson's line and column, or
- * "json-object"). */
-static json_t *load_document(const char *path, const char *field, size_t max, validate_error_t *err) {
-    size_t len;
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    if (!f) {
-        validate_fail(err, field, "read", "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = cli_read_all(f, max, &len);
-    int io_error = !text && ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (!text) {
-        if (io_error)
-            validate_fail(err, field, "read", "%s: cannot read", path);
-        else
-            validate_fail(err, field, "max-size", "%s is larger than the limit of %zu bytes (%zu KiB)%s",
-                          path, max, max / 1024, strcmp(field, "-") == 0 ? " for a command document" : "");
-        return NULL;
-    }
-    json_error_t jerr;
-    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
-    if (!doc) {
-        validate_fail(err, field, "json", "%s: invalid JSON at line %d, column %d: %s", path, jerr.line,
-                      jerr.column, jerr.text);
-        return NULL;
-    }
-    if (!json_is_object(doc)) {
-        validate_fail(err, field, "json-object", "%s: the document must be a JSON object", path);
-        json_decref(doc);
-        return NULL;
-    }
-    return doc;
-}
-
-/* Prints err the way every refusal of input is printed; returns EXIT_USAGE. */
+/* Prints err the way every refusal of input is printed; returns EXIT_USAGE.
+ * A field that does not read as a name is quoted (validate_field_text). */
 static int refuse(const char *verb, const validate_error_t *err) {
-    if (strcmp(err->field, "-") == 0)
-        fprintf(stderr, "helmq %s: invalid input (rule %s): %s\n", verb, err->rule, err->message);
-    else
-        fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb, err->field, err->rule, err->message);
+    char field[VALIDATE_FIELD_TEXT_SIZE];
+    fprintf(stderr, "helmq %s: invalid %s (rule %s): %s\n", verb,
+            err->whole ? "input" : validate_field_text(err, field, sizeof(field)), err->rule, err->message);
     return EXIT_USAGE;
-}
-
-/* Sets doc[field] to the text v of a flag (or argument), refusing what is not
- * UTF-8: jansson would turn it into a missing field, silently. */
-static int set_text(json_t *doc, const char *field, const char *v, validate_error_t *err) {
-    if (validate_utf8(field, v, strlen(v), err) < 0)
-        return -1;
-    json_object_set_new(doc, field, json_string(v));
-    return 0;
 }
 
 typedef struct delivery {
@@ -322,7 +218,7 @@ int cli_send(const char *verb, int argc, char **argv) {
     json_t *doc = NULL;
     unsigned char *buf = NULL;
     size_t len = 0;
-    int rc = config_parse(&cfg, send_opts, argc, argv, 2, errstr, sizeof(errstr));
+    int rc = config_parse(&cfg, cli_send_opts, argc, argv, 2, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
         send_usage(verb);
         config_free(&cfg);
@@ -337,63 +233,13 @@ int cli_send(const char *verb, int argc, char **argv) {
 
     validate_error_t verr;
     const char *file = config_get(&cfg, "file");
-    doc = file ? load_document(file, "-", CLI_MAX_DOCUMENT, &verr) : json_object();
+    doc = file ? cli_load_document(file, NULL, CLI_MAX_DOCUMENT, &verr) : json_object();
     if (!doc) {
         rc = refuse(verb, &verr);
         goto out;
     }
-    if (cfg.nargs == 1 && set_text(doc, "releaseName", cfg.args[0], &verr) < 0) {
-        rc = refuse(verb, &verr);
-        goto out;
-    }
-    for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
-        const char *v = config_get(&cfg, flag_fields[i].flag);
-        if (v && flag_fields[i].integer) {
-            json_object_set_new(doc, flag_fields[i].field,
-                                json_integer(config_int(&cfg, flag_fields[i].flag)));
-        } else if (v && set_text(doc, flag_fields[i].field, v, &verr) < 0) {
-            rc = refuse(verb, &verr);
-            goto out;
-        }
-    }
-    if (config_get(&cfg, "atomic"))
-        json_object_set_new(doc, "atomic", json_boolean(config_bool(&cfg, "atomic")));
-    if (config_get(&cfg, "wait-for-jobs"))
-        json_object_set_new(doc, "waitForJobs", json_boolean(config_bool(&cfg, "wait-for-jobs")));
-    const char *values_file = config_get(&cfg, "values");
-    const char *values_text = config_get(&cfg, "set-values");
-    if (values_file || values_text) {
-        /* The text as given: validate_values checks it as valuesOverride is
-         * checked everywhere (syntax with line and column, object, size of
-         * the compact form, depth). A file may be pretty-printed, so it is
-         * read up to the document limit; its compact form is what counts. */
-        json_t *values = values_file ? load_document(values_file, "valuesOverride", CLI_MAX_DOCUMENT, &verr)
-                                     : validate_values(values_text, &verr);
-        if (!values) {
-            if (values_file && strcmp(verr.rule, "max-size") == 0)
-                validate_fail(
-                    &verr, "valuesOverride", "max-size",
-                    "%s is larger than %d bytes: valuesOverride may be at most %d bytes (%d KiB) of "
-                    "compact JSON",
-                    values_file, CLI_MAX_DOCUMENT, VALIDATE_VALUES_MAX_BYTES,
-                    VALIDATE_VALUES_MAX_BYTES / 1024);
-            rc = refuse(verb, &verr);
-            goto out;
-        }
-        json_object_set_new(doc, "valuesOverride", values);
-    }
-    const char *by = config_get(&cfg, "performed-by");
-    if (by && set_text(doc, "performedBy", by, &verr) < 0) {
-        rc = refuse(verb, &verr);
-        goto out;
-    }
     struct passwd *pw = getpwuid(geteuid());
-    if (cmddoc_prepare(doc, verb, pw ? pw->pw_name : "unknown", &verr) < 0) {
-        rc = refuse(verb, &verr);
-        goto out;
-    }
-
-    if (validate_command(doc, &verr) < 0) {
+    if (cli_command_build(doc, verb, &cfg, pw ? pw->pw_name : "unknown", &verr) < 0) {
         rc = refuse(verb, &verr);
         goto out;
     }

@@ -76,6 +76,11 @@ bad "values too large" "invalid valuesOverride (rule max-size)" install -f $SEED
 bad "timeout zero" "invalid timeout (rule range)" install -f $SEED --timeout 0
 bad "timeout too large" "invalid timeout (rule range)" install -f $SEED --timeout 100000
 bad "unknown field" 'invalid colour (rule unknown-field)' install -f <(sed 's/"atomic"/"colour": 1, "atomic"/' $SEED)
+# A key that does not read as a name is quoted, so that any key is told apart
+# (tests/fuzz/FINDINGS.md F6: "-" was taken for "the document as a whole").
+bad 'a field named "-"' 'invalid "-" (rule unknown-field): unknown field "-"' install -f <(sed 's/"atomic"/"-": 1, "atomic"/' $SEED)
+bad 'a field named ""' 'invalid "" (rule unknown-field)' install -f <(sed 's/"atomic"/"": 1, "atomic"/' $SEED)
+bad 'a field named "a b"' 'invalid "a b" (rule unknown-field)' install -f <(sed 's/"atomic"/"a b": 1, "atomic"/' $SEED)
 bad "unknown flag" "unknown option --colour" install -f $SEED --colour red
 bad "operation mismatch" 'operation is not "upgrade"' upgrade -f <(sed 's/{/{"operation":"install",/' $SEED)
 # Issue 21: text that is not UTF-8 is refused, never sent as null; SemVer 2.0.0

@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib/common.sh"
 
 SECONDS_EACH=${HELMQ_FUZZ_SECONDS:-20}
-TARGETS="codec_decode codec_datum command_json validate_values"
+TARGETS="codec_decode codec_datum command_json validate_values http_request api_body cli_json"
 
 probe() {
     command -v clang >/dev/null 2>&1 || return 1
@@ -57,7 +57,7 @@ for t in $TARGETS; do
         ok 1 "$t: built"
         continue
     fi
-    case $t in codec_*) dict=tests/fuzz/avro.dict ;; *) dict=tests/fuzz/json.dict ;; esac
+    case $t in codec_*) dict=tests/fuzz/avro.dict ;; http_*) dict=tests/fuzz/http.dict ;; *) dict=tests/fuzz/json.dict ;; esac
     n=$(find "tests/fuzz/corpus/$t" -type f | wc -l)
 
     "$bin" -runs=0 -artifact_prefix="$T/$t-" "tests/fuzz/corpus/$t" >"$T/$t.corpus.log" 2>&1

@@ -1688,7 +1688,10 @@ void command_run(command_t *c) {
         return;
     }
     if (validate_command(c->doc, &verr) < 0) {
-        reject(c, 0, "INVALID_FIELD", "invalid %s (rule %s): %s", verr.field, verr.rule, verr.message);
+        char field[VALIDATE_FIELD_TEXT_SIZE];
+        reject(c, 0, "INVALID_FIELD", "invalid %s (rule %s): %s",
+               verr.whole ? "command" : validate_field_text(&verr, field, sizeof(field)), verr.rule,
+               verr.message);
         return;
     }
     if (!key_matches(c)) {

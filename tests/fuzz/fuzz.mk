@@ -21,7 +21,7 @@ helmq_fuzz_saved_goal := $(.DEFAULT_GOAL)
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
 FUZZ_GEN := $(or $(BUILD),build)
-FUZZ_TARGETS ?= codec_decode codec_datum command_json validate_values
+FUZZ_TARGETS ?= codec_decode codec_datum command_json validate_values http_request api_body cli_json
 FUZZ_SECONDS ?= 600
 FUZZ_RUNS ?=
 FUZZ_SMOKE_SECONDS ?= 20
@@ -30,20 +30,25 @@ FUZZ_OPT ?= -O1 -g
 FUZZ_SANITIZE := address,undefined
 FUZZ_CFLAGS_ALL = $(FUZZ_OPT) -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
                   -fsanitize=fuzzer-no-link,$(FUZZ_SANITIZE) -fno-sanitize-recover=all \
-                  -Wall -Wextra -Wno-unused-parameter -MMD -MP -Iworker/lib -I$(FUZZ_GEN) $(PKG_CFLAGS)
-FUZZ_LDLIBS = $(or $(LDLIBS),$(shell pkg-config --libs avro-c jansson libcrypto) -lm)
+                  -Wall -Wextra -Wno-unused-parameter -MMD -MP -Iworker/lib -Iworker/api -Iproducer-cli -I$(FUZZ_GEN) $(PKG_CFLAGS)
+FUZZ_LDLIBS = $(or $(LDLIBS),$(shell pkg-config --libs avro-c jansson libcrypto) -lhttp_parser -lm)
 
 # The project's shared code, as an archive: a target links only the objects
-# it uses, so libraries the fuzzed code never calls need not be linked.
-FUZZ_LIB_SRC = $(sort $(wildcard worker/lib/*.c)) $(FUZZ_GEN)/schemas_gen.c $(FUZZ_GEN)/sql_gen.c
+# it uses, so libraries the fuzzed code never calls need not be linked. The
+# API's and the CLI's command building (api_body, cli_json) come with it;
+# codec_cmd.c holds the CLI's cli_read_all.
+FUZZ_LIB_SRC = $(sort $(wildcard worker/lib/*.c)) $(FUZZ_GEN)/schemas_gen.c $(FUZZ_GEN)/sql_gen.c \
+               worker/api/api_command.c producer-cli/send_doc.c producer-cli/codec_cmd.c
 FUZZ_LIB_OBJ = $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_LIB := $(FUZZ_DIR)/libhelmq-fuzz.a
 FUZZ_COMMON_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_common.o
 FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 
-# Dictionaries: Avro records for the codec targets, JSON for the others
-# (a shell snippet: the recipes loop over the targets in the shell).
-FUZZ_DICT_SH = case $$t in codec_*) dict=tests/fuzz/avro.dict ;; *) dict=tests/fuzz/json.dict ;; esac
+# Dictionaries: Avro records for the codec targets, HTTP for http_request,
+# JSON for the others (a shell snippet: the recipes loop over the targets in
+# the shell).
+FUZZ_DICT_SH = case $$t in codec_*) dict=tests/fuzz/avro.dict ;; http_*) dict=tests/fuzz/http.dict ;; \
+               *) dict=tests/fuzz/json.dict ;; esac
 
 # Sanitizer settings of every run. Leaks are reported, with no suppression:
 # LeakSanitizer must scan unaligned words (use_unaligned=1) because avro-c's

@@ -27,6 +27,7 @@ void fuzz_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 void fuzz_check_decoded(codec_type_t type, const json_t *doc, const char *origin);
 void fuzz_check_encode(codec_type_t type, const json_t *doc);
 void fuzz_decode(const uint8_t *data, size_t size, const char *origin);
+void fuzz_command_round_trip(const json_t *doc, const char *origin);
 
 #define FUZZ_MAX_SCHEMAS 32
 
@@ -497,4 +498,52 @@ void fuzz_decode(const uint8_t *data, size_t size, const char *origin) {
         fuzz_fail("%s: a record under %s decoded as the other type", origin, ws->path);
     fuzz_check_decoded(type, doc, origin);
     json_decref(doc);
+}
+
+/* Round-trip stability of a command (command_json, api_body, cli_json):
+ * validate_command either refuses doc naming a rule, or accepts it; then
+ * codec_encode succeeds, codec_decode gives a command that validates too
+ * and carries every field of doc unchanged, and the decoder oracles hold. */
+void fuzz_command_round_trip(const json_t *doc, const char *origin) {
+    validate_error_t verr;
+    char err[512] = "";
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    codec_type_t type;
+    json_t *dec = NULL;
+
+    if (validate_command(doc, &verr) != 0) {
+        if (!verr.rule[0] || !verr.message[0])
+            fuzz_fail("%s: validate_command refused without naming a rule", origin);
+        return;
+    }
+    if (codec_encode(CODEC_COMMAND, doc, &buf, &len, err, sizeof(err)) != 0) {
+        char *d = dump(doc);
+        fuzz_fail("%s: a command validate_command accepted does not encode: %s\n  command: %s", origin, err, d);
+    }
+    int rc = codec_decode(buf, len, &type, &dec, err, sizeof(err));
+    free(buf);
+    if (rc != 0) {
+        char *d = dump(doc);
+        fuzz_fail("%s: decode(encode(x)) failed (%s: %s) for a validated command\n  command: %s", origin,
+                  codec_strerror(rc), err, d);
+    }
+    if (type != CODEC_COMMAND)
+        fuzz_fail("%s: an encoded command decodes as an event", origin);
+    if (validate_command(dec, &verr) != 0) {
+        char *a = dump(doc), *b = dump(dec);
+        fuzz_fail("%s: decode(encode(x)) of a validated command fails validation: %s (rule %s): %s\n"
+                  "  sent:    %s\n  decoded: %s", origin, verr.field, verr.rule, verr.message, a, b);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)doc, k, v) {
+        const json_t *d = json_object_get(dec, k);
+        if (!d || !json_equal(v, d)) {
+            char *a = dump(doc), *b = dump(dec);
+            fuzz_fail("%s: field \"%s\" changed through encode/decode\n  sent:    %s\n  decoded: %s", origin, k, a, b);
+        }
+    }
+    fuzz_check_decoded(CODEC_COMMAND, dec, origin);
+    json_decref(dec);
 }

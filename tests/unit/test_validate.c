@@ -106,6 +106,39 @@ int main(void) {
     expect("install", "atomic", "\"yes\"", "atomic", "type");
     expect("install", "extra", "1", "extra", "unknown-field");
     expect("uninstall", "chartName", "\"x\"", "chartName", "unknown-field");
+
+    /* Any key is named as it is, told apart from the command as a whole
+     * (FINDINGS.md F6: "-" was that marker), and written for people quoted
+     * when it does not read as a name. */
+    static const struct {
+        const char *key, *text;
+    } keys[] = {{"-", "\"-\""},         {"", "\"\""},         {"a/b", "\"a/b\""}, {"~0", "\"~0\""},
+                {"a\"b", "\"a\\\"b\""}, {"colour", "colour"}, {"_x9", "_x9"},     {"9x", "\"9x\""}};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char text[VALIDATE_FIELD_TEXT_SIZE];
+        expect("install", keys[i].key, "1", keys[i].key, "unknown-field");
+        json_t *c = base("install");
+        json_object_set_new(c, keys[i].key, json_integer(1));
+        validate_command(c, &e);
+        is_int(e.whole, 0, "  the key \"%s\" is not the command as a whole", keys[i].key);
+        is_str(validate_field_text(&e, text, sizeof(text)), keys[i].text, "  written for people");
+        json_decref(c);
+    }
+    json_t *arr = json_array();
+    ok(validate_command(arr, &e) == -1 && e.whole && e.field[0] == '\0' && strcmp(e.rule, "json-object") == 0,
+       "a command that is not an object: the command as a whole, field \"\"");
+    json_decref(arr);
+    /* A key longer than the field is cut at a character boundary. */
+    char key[700] = "";
+    for (int i = 0; i < 300; i++)
+        strcat(key, "\xc3\xa9");
+    json_t *c = base("install");
+    json_object_set_new(c, key, json_integer(1));
+    validate_command(c, &e);
+    ok(strlen(e.field) == 254 && strncmp(e.field, key, 254) == 0,
+       "a 600-byte key is named by its first 127 characters (254 bytes), not cut inside one: %zu bytes",
+       strlen(e.field));
+    json_decref(c);
     expect("install", "description", "\"line\\nbreak\"", "description", "no-control-characters");
     expect("install", "performedBy", "\"\"", "performedBy", "required");
     expect("rollback", "revision", "0", "revision", "range");

@@ -11,7 +11,7 @@
  * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
-#include "cmddoc.h"
+#include "api_command.h"
 #include "codec.h"
 #include "config.h"
 #include "db.h"
@@ -199,13 +199,9 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
 /* The next connection that is up and not swamped, in turn; NULL when none. */
 /* 400 naming the field (null for the body as a whole) and the rule. */
 static void reply_invalid(pending_t *p, const validate_error_t *verr) {
-    int whole = strcmp(verr->field, "-") == 0;
-    char msg[700];
-    if (whole)
-        snprintf(msg, sizeof(msg), "%s", verr->message);
-    else
-        snprintf(msg, sizeof(msg), "invalid %s: %s", verr->field, verr->message);
-    reply_error(p, 400, msg, whole ? NULL : verr->field, verr->rule);
+    char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(verr->message) + 16];
+    const char *field = api_invalid_answer(verr, msg, sizeof(msg));
+    reply_error(p, 400, msg, field, verr->rule);
 }
 
 static db_t *api_db(api_t *a) {
@@ -340,16 +336,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 /* Validates doc, encodes it and produces it; the answer follows delivery. */
 static void send_command(pending_t *p, json_t *doc) {
-    char errstr[512];
     validate_error_t verr;
-    if (validate_command(doc, &verr) < 0) {
-        reply_invalid(p, &verr);
-        return;
-    }
     unsigned char *buf;
     size_t len;
-    if (codec_encode(CODEC_COMMAND, doc, &buf, &len, errstr, sizeof(errstr)) < 0) {
-        reply_error(p, 400, errstr, NULL, "schema"); /* field null: the schema's message names it */
+    if (api_command_encode(doc, &buf, &len, &verr) < 0) {
+        reply_invalid(p, &verr);
         return;
     }
     char key[512];
@@ -369,47 +360,24 @@ static void send_command(pending_t *p, json_t *doc) {
     }
 }
 
+static api_caller_t caller(const pending_t *p) {
+    api_caller_t who = {p->tok->principal, p->tok->admin ? NULL : p->tok->tenant};
+    return who;
+}
+
 static void post_install(pending_t *p) {
     validate_error_t verr;
-    json_error_t jerr;
-    json_t *doc = json_loadb(p->req->body, p->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc) {
-        validate_fail(&verr, "-", "json", "the body is not valid JSON: line %d, column %d: %s", jerr.line,
-                      jerr.column, jerr.text);
-        reply_invalid(p, &verr);
-        return;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        validate_fail(&verr, "-", "json-object", "the body must be a JSON object");
-        reply_invalid(p, &verr);
-        return;
-    }
-    /* The principal is who performs it; the API chooses the ids. */
-    json_object_set_new(doc, "performedBy", json_string(p->tok->principal));
-    const char *tenant = json_string_value(json_object_get(doc, "tenantId"));
-    if (!p->tok->admin && tenant && strcasecmp(tenant, p->tok->tenant) != 0) {
-        json_decref(doc);
+    json_t *doc;
+    api_caller_t who = caller(p);
+    int rc = api_install_command(p->req->body, p->req->body_len, &who, &doc, p->release_id, &verr);
+    if (rc == API_COMMAND_NOT_FOUND) {
         reply_error(p, 404, "tenant not found", NULL, NULL);
         return;
     }
-    if (!p->tok->admin && !tenant)
-        json_object_set_new(doc, "tenantId", json_string(p->tok->tenant));
-    json_object_del(doc, "commandId");
-    const json_t *rid = json_object_get(doc, "releaseId");
-    if (!rid || json_is_null(rid)) { /* one given is validated, never replaced */
-        uuid_v4(p->release_id);
-        json_object_set_new(doc, "releaseId", json_string(p->release_id));
-    }
-    if (cmddoc_prepare(doc, "install", p->tok->principal, &verr) < 0) {
-        json_decref(doc);
+    if (rc < 0) {
         reply_invalid(p, &verr);
         return;
     }
-    /* As prepared: a given releaseId in its canonical lower case (one that is
-     * not a UUID is refused by send_command's validation). */
-    const char *prepared_rid = json_string_value(json_object_get(doc, "releaseId"));
-    snprintf(p->release_id, sizeof(p->release_id), "%s", prepared_rid ? prepared_rid : "");
     send_command(p, doc);
     json_decref(doc);
 }
@@ -430,13 +398,11 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
         reply_error(p, 409, "the release is already uninstalled", NULL, NULL);
         return;
     }
-    json_t *doc =
-        json_pack("{s:s,s:s,s:s,s:s}", "tenantId", PQgetvalue(res, 0, 0), "namespace", PQgetvalue(res, 0, 1),
-                  "releaseName", PQgetvalue(res, 0, 2), "releaseId", p->release_id);
-    if (p->reason)
-        json_object_set_new(doc, "reason", json_string(p->reason));
-    if (cmddoc_prepare(doc, "uninstall", p->tok->principal, &verr) < 0) {
-        json_decref(doc);
+    json_t *doc;
+    api_caller_t who = caller(p);
+    if (api_uninstall_command(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                              p->release_id, p->reason, p->reason ? strlen(p->reason) : 0, &who, &doc,
+                              &verr) < 0) {
         reply_invalid(p, &verr);
         return;
     }

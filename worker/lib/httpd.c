@@ -1,9 +1,9 @@
-/* HTTP/1.1 connections on libuv with http-parser; see httpd.h. */
+/* HTTP/1.1 connections on libuv; requests are parsed by http_request.c. See httpd.h. */
 #include "httpd.h"
 
 #include "log.h"
+#include "util.h"
 
-#include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,23 +28,15 @@ struct http_conn {
     uv_timer_t timer;
     httpd_t *h;
     http_conn_t *next, *prev;
-    http_parser parser;
-    http_parser_settings settings;
-    http_req_t *req;    /* being parsed */
-    http_req_t *handed; /* handed to the handler, not answered yet */
-    int answering;      /* a request is being answered */
+    http_reqparser_t rp; /* http_request.h: the request being parsed, the head and body limits */
+    http_req_t *handed;  /* handed to the handler, not answered yet */
+    int answering;       /* a request is being answered */
     int keep_alive;
     int closing;
-    int eof;           /* the client half-closed: answer what was asked, then close */
-    int writing;       /* an answer is being written */
-    size_t write_left; /* its bytes still queued when the timer last looked */
-    uint64_t active;   /* uv_now when accepted, a request began or an answer went out */
-    size_t head_bytes; /* of the request's URL, header names and values */
-    char *url;
-    size_t url_len;
-    char *hdr_field;
-    size_t hdr_field_len;
-    int hdr_value_for;  /* 1 authorization, 2 content-type */
+    int eof;            /* the client half-closed: answer what was asked, then close */
+    int writing;        /* an answer is being written */
+    size_t write_left;  /* its bytes still queued when the timer last looked */
+    uint64_t active;    /* uv_now when accepted, a request began or an answer went out */
     char *pending;      /* bytes read but not parsed yet (pipelining) */
     size_t pending_off; /* where they start in pending: parsed requests are skipped, not copied */
     size_t pending_len; /* how many there are from pending_off */
@@ -92,25 +84,11 @@ static char *append(char *buf, size_t *len, const char *at, size_t n) {
     return b;
 }
 
-static void req_free(http_req_t *r) {
-    if (!r)
-        return;
-    free(r->path);
-    for (int i = 0; i < r->nsegments; i++)
-        free(r->segments[i]);
-    free(r->segments);
-    free(r->headers);
-    free(r->query);
-    free(r->authorization);
-    free(r->content_type);
-    free(r->body);
-    free(r);
-}
-
 /* Answers the request being parsed (or a new one) with an error, then closes. */
 static void conn_fail(http_conn_t *c, int status, const char *message, const char *rule) {
-    http_req_t *r = c->req ? c->req : calloc(1, sizeof(http_req_t));
-    c->req = NULL;
+    http_req_t *r = http_reqparser_take(&c->rp);
+    if (!r)
+        r = calloc(1, sizeof(http_req_t));
     r->conn = c;
     c->handed = r;
     c->answering = 1;
@@ -118,215 +96,24 @@ static void conn_fail(http_conn_t *c, int status, const char *message, const cha
     httpd_error(r, status, message, NULL, rule);
 }
 
-static int on_message_begin(http_parser *p) {
-    http_conn_t *c = p->data;
-    req_free(c->req);
-    c->req = calloc(1, sizeof(http_req_t));
-    if (!c->req)
-        abort();
-    free(c->url);
-    c->url = NULL;
-    c->url_len = 0;
-    c->head_bytes = 0;
+static void on_request_begin(void *owner) {
+    http_conn_t *c = owner;
     conns_touch(c);
     uv_timer_again(&c->timer);
-    return 0;
 }
 
-/* Counts n more bytes of the request's head; past the limit answers 431. */
-static int head_grow(http_conn_t *c, size_t n) {
-    c->head_bytes += n;
-    if (c->head_bytes <= c->h->limits.max_header)
-        return 0;
-    char msg[96];
-    snprintf(msg, sizeof(msg), "request header fields too large (over %zu bytes)", c->h->limits.max_header);
-    conn_fail(c, 431, msg, "header-size");
-    return -1;
-}
-
-static int on_url(http_parser *p, const char *at, size_t n) {
-    http_conn_t *c = p->data;
-    if (c->url_len + n > HTTPD_MAX_URL) {
-        char msg[64];
-        snprintf(msg, sizeof(msg), "URI too long (over %d bytes)", HTTPD_MAX_URL);
-        conn_fail(c, 414, msg, "uri-size");
-        return -1;
-    }
-    c->url = append(c->url, &c->url_len, at, n);
-    return head_grow(c, n);
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n) {
-    http_conn_t *c = p->data;
-    if (head_grow(c, n) < 0)
-        return -1;
-    if (c->hdr_value_for >= 0) { /* a new field begins */
-        free(c->hdr_field);
-        c->hdr_field = NULL;
-        c->hdr_field_len = 0;
-        c->hdr_value_for = -1;
-    }
-    c->hdr_field = append(c->hdr_field, &c->hdr_field_len, at, n);
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n) {
-    http_conn_t *c = p->data;
-    if (head_grow(c, n) < 0)
-        return -1;
-    if (c->hdr_value_for < 0)
-        c->hdr_value_for = strcasecmp(c->hdr_field, "authorization") == 0  ? 1
-                           : strcasecmp(c->hdr_field, "content-type") == 0 ? 2
-                                                                           : 0;
-    size_t len;
-    if (c->hdr_value_for == 1) {
-        len = c->req->authorization ? strlen(c->req->authorization) : 0;
-        c->req->authorization = append(c->req->authorization, &len, at, n);
-    } else if (c->hdr_value_for == 2) {
-        len = c->req->content_type ? strlen(c->req->content_type) : 0;
-        c->req->content_type = append(c->req->content_type, &len, at, n);
-    }
-    return 0;
-}
-
-static int on_headers_complete(http_parser *p) {
-    http_conn_t *c = p->data;
-    c->hdr_value_for = 0;
-    if (p->content_length != ULLONG_MAX && p->content_length > c->h->limits.max_body) {
-        conn_fail(c, 413, "request body too large", NULL);
-        return -1;
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n) {
-    http_conn_t *c = p->data;
-    if (c->req->body_len + n > c->h->limits.max_body) {
-        conn_fail(c, 413, "request body too large", NULL);
-        return -1;
-    }
-    c->req->body = append(c->req->body, &c->req->body_len, at, n);
-    return 0;
-}
-
-static int hexval(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string (plus_space: '+' is a space);
- * lenient: a malformed escape stays as it is. For query parameters. */
-static char *pct_decode(const char *s, size_t n, int plus_space, size_t *out_len) {
-    char *out = malloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            *o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else if (plus_space && s[i] == '+') {
-            *o++ = ' ';
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    if (out_len)
-        *out_len = (size_t)(o - out);
-    return out;
-}
-
-/* Percent-decodes one path segment s[0..n) strictly into a new string.
- * Returns NULL with *why set when an escape is malformed or the segment
- * decodes to a NUL or a '/' (which would cut a C string short or act as a
- * separator the router never saw). */
-static char *segment_decode(const char *s, size_t n, const char **why) {
-    char *out = malloc(n + 1), *o = out;
-    if (!out)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            *o++ = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? hexval(s[i + 1]) : -1, lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
-            *why = "a '%' in the path must be followed by two hex digits";
-            free(out);
-            return NULL;
-        }
-        char ch = (char)(hi * 16 + lo);
-        if (ch == '\0' || ch == '/') {
-            *why = ch ? "a path segment must not hold an encoded '/' (%2F)"
-                      : "a path segment must not hold an encoded NUL (%00)";
-            free(out);
-            return NULL;
-        }
-        *o++ = ch;
-        i += 2;
-    }
-    *o = '\0';
-    return out;
-}
-
-/* Splits r->path on '/' into decoded segments. Returns 0, or -1 with *why. */
-static int path_split(http_req_t *r, const char **why) {
-    const char *s = r->path;
-    if (*s == '/')
-        s++;
-    if (!*s)
-        return 0;
-    for (;;) {
-        const char *slash = strchr(s, '/');
-        size_t n = slash ? (size_t)(slash - s) : strlen(s);
-        char *seg = segment_decode(s, n, why);
-        if (!seg)
-            return -1;
-        r->segments = realloc(r->segments, sizeof(char *) * (size_t)(r->nsegments + 1));
-        if (!r->segments)
-            abort();
-        r->segments[r->nsegments++] = seg;
-        if (!slash)
-            return 0;
-        s = slash + 1;
-    }
-}
-
-static int on_message_complete(http_parser *p) {
-    http_conn_t *c = p->data;
-    http_req_t *r = c->req;
-    struct http_parser_url u;
-    const char *why = NULL;
-    http_parser_url_init(&u);
-    r->head = p->method == HTTP_HEAD;
-    r->method = r->head ? "GET" : http_method_str((enum http_method)p->method);
-    if (!c->url || http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
-        r->path = strdup("");
-        r->query = strdup("");
-    } else {
-        r->path = strndup(c->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-        r->query = (u.field_set & (1 << UF_QUERY))
-                       ? strndup(c->url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
-                       : strdup("");
-    }
-    int bad_path = path_split(r, &why) < 0;
-    if (!r->body)
-        r->body = strdup("");
+/* A complete request: the parser is paused until it is answered. */
+static void on_request(http_req_t *r, int keep_alive, const char *bad_path, void *owner) {
+    http_conn_t *c = owner;
     r->conn = c;
-    c->keep_alive = http_should_keep_alive(p) && !c->eof;
+    c->keep_alive = keep_alive && !c->eof;
     c->answering = 1;
     c->handed = r;
-    c->req = NULL;
     uv_timer_stop(&c->timer);
-    http_parser_pause(p, 1); /* one request at a time: the rest waits in pending */
     if (bad_path)
-        httpd_error(r, 400, why, "path", "path-segment");
+        httpd_error(r, 400, bad_path, "path", "path-segment");
     else
         c->h->handler(r, c->h->ctx);
-    return 0;
 }
 
 /* Parses data: bytes just read, or (from_pending) the unparsed part of
@@ -336,8 +123,8 @@ static int on_message_complete(http_parser *p) {
  * rest once per request would make a 64 KB read of small requests cost
  * megabytes of copying). */
 static void feed(http_conn_t *c, const char *data, size_t len, int from_pending) {
-    size_t n = http_parser_execute(&c->parser, &c->settings, data, len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    enum http_errno err;
+    size_t n = http_reqparser_execute(&c->rp, data, len, &err);
     if (from_pending) {
         c->pending_off += n;
         c->pending_len = err == HPE_PAUSED ? len - n : 0;
@@ -349,10 +136,8 @@ static void feed(http_conn_t *c, const char *data, size_t len, int from_pending)
         }
         return;
     }
-    if (err == HPE_HEADER_OVERFLOW && !c->answering && !c->closing) /* http-parser's own 80 KB */
-        conn_fail(c, 431, "request header fields too large", "header-size");
-    else if (err != HPE_OK && !c->answering && !c->closing)
-        conn_fail(c, 400, http_errno_description(err), "http"); /* closes once the answer is written */
+    if (err != HPE_OK && !c->answering && !c->closing) /* closes once the answer is written */
+        conn_fail(c, c->rp.status, c->rp.error, c->rp.rule);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -417,7 +202,7 @@ static void on_timeout(uv_timer_t *t) {
     if (c->answering) /* the handler's own timeouts apply */
         return;
     c->h->stats.timed_out++;
-    if (c->req) { /* a request started and did not finish in time */
+    if (http_reqparser_busy(&c->rp)) { /* a request started and did not finish in time */
         conn_fail(c, 408, "request timeout", NULL);
         return;
     }
@@ -428,9 +213,7 @@ static void conn_handle_closed(uv_handle_t *h) {
     http_conn_t *c = h->data;
     if (--c->open_handles > 0)
         return;
-    req_free(c->req);
-    free(c->url);
-    free(c->hdr_field);
+    http_reqparser_free(&c->rp);
     free(c->pending);
     free(c);
 }
@@ -475,7 +258,7 @@ static void on_written(uv_write_t *w, int status) {
 /* The answer went out: parse what waited, or read more. */
 static void resume(http_conn_t *c) {
     c->answering = 0;
-    http_parser_pause(&c->parser, 0);
+    http_reqparser_resume(&c->rp);
     conns_touch(c);
     uv_timer_again(&c->timer);
     if (c->pending_len) {
@@ -532,7 +315,7 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
     if (c)
         c->handed = NULL;
     if (!c || c->closing) {
-        req_free(req);
+        http_req_free(req);
         return;
     }
     char head[512];
@@ -554,7 +337,7 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
         memcpy(wr->buf + (size_t)hn + req->headers_len + 2, body, body_len);
     wr->conn = c;
     uv_buf_t b = uv_buf_init(wr->buf, (unsigned)total);
-    req_free(req);
+    http_req_free(req);
     if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         free(wr->buf);
         free(wr);
@@ -568,28 +351,30 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
 }
 
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {
-    json_t *e = json_pack("{s:s}", "error", message);
-    if (field || status == 400)
-        json_object_set_new(e, "field", field ? json_string(field) : json_null());
+    /* The texts may quote what a client sent. Text that is not UTF-8 makes
+     * no JSON string (json_pack returned NULL, and the strlen of no document
+     * killed the process: fuzz finding F7), so it is sanitized here too. */
+    char *msg = strdup(message), *fld = field ? strdup(field) : NULL;
+    if (!msg || (field && !fld))
+        abort();
+    utf8_sanitize(msg);
+    if (fld)
+        utf8_sanitize(fld);
+    json_t *e = json_pack("{s:s}", "error", msg);
+    if (!e)
+        abort();
+    if (fld || status == 400)
+        json_object_set_new(e, "field", fld ? json_string(fld) : json_null());
     if (rule || status == 400)
         json_object_set_new(e, "rule", rule ? json_string(rule) : json_null());
     char *s = json_dumps(e, JSON_COMPACT);
+    if (!s)
+        abort();
     httpd_respond(req, status, "application/json", s, strlen(s));
     free(s);
     json_decref(e);
-}
-
-char *httpd_query_param(const http_req_t *req, const char *name, size_t *len) {
-    size_t nl = strlen(name);
-    const char *q = req->query;
-    while (q && *q) {
-        const char *amp = strchr(q, '&');
-        size_t seg = amp ? (size_t)(amp - q) : strlen(q);
-        if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
-            return pct_decode(q + nl + 1, seg - nl - 1, 1, len);
-        q = amp ? amp + 1 : NULL;
-    }
-    return NULL;
+    free(msg);
+    free(fld);
 }
 
 /* Makes room for one more connection: closes the one idle longest, unless it
@@ -636,16 +421,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_timer_init(h->loop, &c->timer);
     c->timer.data = c;
     uv_timer_start(&c->timer, on_timeout, h->limits.timeout_ms, h->limits.timeout_ms);
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    http_parser_settings_init(&c->settings);
-    c->settings.on_message_begin = on_message_begin;
-    c->settings.on_url = on_url;
-    c->settings.on_header_field = on_header_field;
-    c->settings.on_header_value = on_header_value;
-    c->settings.on_headers_complete = on_headers_complete;
-    c->settings.on_body = on_body;
-    c->settings.on_message_complete = on_message_complete;
+    http_reqparser_init(&c->rp, h->limits.max_body, h->limits.max_header, on_request_begin, on_request, c);
     conns_touch(c);
     h->stats.connections++;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);

@@ -1,7 +1,7 @@
 /* A small HTTP/1.1 server on the libuv loop, for helmq-api and the /metrics
  * and /healthz endpoints of the worker and the projector.
  *
- * Parsing is Debian's http-parser (nodejs/http-parser); this module only
+ * Parsing is http_request.h's (on Debian's http-parser); this module only
  * manages connections: keep-alive, one request at a time per connection
  * (pipelined requests wait their turn, answered in order), and responses that
  * may be sent later, from another callback (a database query, a Kafka
@@ -10,49 +10,33 @@
  * HEAD is answered as GET without the body.
  *
  * Limits (httpd_limits_t), so that no client can hold the server or its
- * memory: a body over max_body gets 413; a URL over HTTPD_MAX_URL 414; a head
- * whose URL, header names and values hold over max_header bytes 431; a
- * request not received whole within timeout_ms of its first byte 408; each
- * then closes. A connection idle for timeout_ms is closed, and so is one
- * whose answer makes no progress for timeout_ms (a client that does not
- * read). A connection buffers at most one answer and one read. At
+ * memory: a body over max_body gets 413; a URL over HTTP_REQUEST_MAX_URL 414;
+ * a head whose URL, header names and values hold over max_header bytes 431
+ * (these three are http_request.c's, which also refuses a NUL in a header:
+ * 400); a request not received whole within timeout_ms of its first byte
+ * 408; each then closes. A connection idle for timeout_ms is closed, and so
+ * is one whose answer makes no progress for timeout_ms (a client that does
+ * not read). A connection buffers at most one answer and one read. At
  * max_connections open, a new connection closes the one idle longest (not
  * being answered) to make room, or is closed itself when there is none, or
  * that one arrived in the same turn of the loop (a burst must not close its
- * own members before they can speak); accept
- * failing (EMFILE) is left to libuv, which drops the waiting connections
- * without spinning.
+ * own members before they can speak); accept failing (EMFILE) is left to
+ * libuv, which drops the waiting connections without spinning.
  *
  * The path is split on literal '/' first, then each segment is
  * percent-decoded strictly: a malformed escape, or a segment that decodes to
- * a NUL or a '/', is answered 400 here and never reaches the handler. */
+ * a NUL or a '/', is answered 400 here and never reaches the handler.
+ * http_req_t and httpd_query_param are declared in http_request.h. */
 #ifndef HELMQ_HTTPD_H
 #define HELMQ_HTTPD_H
+
+#include "http_request.h"
 
 #include <stddef.h>
 #include <uv.h>
 
 typedef struct httpd httpd_t;
-typedef struct http_conn http_conn_t;
 
-typedef struct http_req {
-    http_conn_t *conn;   /* NULL once the client went away: responding is then a no-op */
-    const char *method;  /* "GET", "POST", ...; "GET" for a HEAD request too */
-    int head;            /* a HEAD request: httpd_respond sends no body */
-    char *path;          /* the path as sent (not decoded), without the query */
-    char **segments;     /* the path's segments between '/', each percent-decoded */
-    int nsegments;       /* "/" has none; "/a/" has "a" and "" */
-    char *query;         /* the raw query string (after '?'), or "" */
-    char *authorization; /* the Authorization header, or NULL */
-    char *content_type;
-    char *body; /* NUL-terminated */
-    size_t body_len;
-    char *headers; /* extra response header lines (httpd_add_header) */
-    size_t headers_len;
-    void *data; /* the handler's */
-} http_req_t;
-
-#define HTTPD_MAX_URL 8192     /* bytes of a request's URL: 414 beyond */
 #define HTTPD_FD_RESERVE 64    /* files kept for the rest of the process when max_connections is 0 */
 #define HTTPD_MAX_HEADER 16384 /* the usual max_header */
 
@@ -89,13 +73,9 @@ void httpd_add_header(http_req_t *req, const char *name, const char *value);
  * request gets the headers only, with the Content-Length of body. */
 void httpd_respond(http_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Answers with a JSON error document {"error": message[, "field", "rule"]};
- * a 400 always carries "field" and "rule", null when not given. */
+ * a 400 always carries "field" and "rule", null when not given. message and
+ * field may quote a client's bytes: what is not UTF-8 in them is sent as '?'. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
-
-/* The value of name in the request's query string (decoded, '+' as a space,
- * malloc'd), or NULL. Its decoded length goes to *len (when len is not NULL):
- * an encoded NUL makes it longer than strlen, for the caller to refuse. */
-char *httpd_query_param(const http_req_t *req, const char *name, size_t *len);
 
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* SemVer 2.0.0 (semver.org), as its own regular expression: MAJOR.MINOR.PATCH
@@ -40,7 +41,7 @@ static int compile_patterns(void) {
 
 int validate_namespace(const char *ns, validate_error_t *err) {
     if (compile_patterns() < 0)
-        return validate_fail(err, "-", "internal", "cannot compile the validation patterns");
+        return validate_fail(err, NULL, "internal", "cannot compile the validation patterns");
     if (strlen(ns) > 63 || regexec(&re_label, ns, 0, NULL, 0) != 0)
         return validate_fail(
             err, "namespace", "dns-1123-label",
@@ -52,13 +53,32 @@ int validate_namespace(const char *ns, validate_error_t *err) {
 
 int validate_fail(validate_error_t *err, const char *field, const char *rule, const char *fmt, ...) {
     va_list ap;
-    snprintf(err->field, sizeof(err->field), "%s", field);
+    err->whole = field == NULL;
+    snprintf(err->field, sizeof(err->field), "%s", field ? field : "");
+    utf8_sanitize(err->field); /* a key longer than field: cut at a character boundary */
     snprintf(err->rule, sizeof(err->rule), "%s", rule);
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
     utf8_sanitize(err->message); /* it quotes values: a cut must not split a character */
     return -1;
+}
+
+const char *validate_field_text(const validate_error_t *err, char *buf, size_t size) {
+    const char *f = err->field;
+    int name = !err->whole && ((*f >= 'A' && *f <= 'Z') || (*f >= 'a' && *f <= 'z') || *f == '_');
+    for (const char *q = f; name && *q; q++)
+        name = (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_';
+    char *quoted = NULL;
+    if (!err->whole && !name) {
+        json_t *s = json_string(f);
+        quoted = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        json_decref(s);
+    }
+    snprintf(buf, size, "%s", err->whole ? "" : quoted ? quoted : f);
+    free(quoted);
+    utf8_sanitize(buf);
+    return buf;
 }
 
 static int has_control(const char *s) {
@@ -172,9 +192,9 @@ int validate_command(const json_t *cmd, validate_error_t *err) {
     json_t *val;
     memset(err, 0, sizeof(*err));
     if (compile_patterns() < 0)
-        return validate_fail(err, "-", "internal", "cannot compile the validation patterns");
+        return validate_fail(err, NULL, "internal", "cannot compile the validation patterns");
     if (!json_is_object(cmd))
-        return validate_fail(err, "-", "json-object", "a command must be a JSON object");
+        return validate_fail(err, NULL, "json-object", "a command must be a JSON object");
 
     const char *op = req_string(cmd, "operation", err);
     if (!op)

@@ -14,8 +14,15 @@
 #define VALIDATE_TIMEOUT_MAX 86400 /* seconds: one day */
 #define VALIDATE_TEXT_MAX 1024     /* description, reason, performedBy */
 
+#define VALIDATE_FIELD_SIZE 256 /* of validate_error_t's field: any name of up to 255 bytes */
+
 typedef struct validate_error {
-    char field[64];    /* the offending field, e.g. "releaseName" */
+    /* The offending field, named as the input names it ("releaseName",
+     * "colour", "-", "" or "a/b" for a key of those names); a name longer
+     * than VALIDATE_FIELD_SIZE - 1 bytes is cut at a character boundary. ""
+     * when whole is set. */
+    char field[VALIDATE_FIELD_SIZE];
+    int whole;         /* the input as a whole is refused (not JSON, not an object, ...), no one field */
     char rule[64];     /* the rule, e.g. "helm-release-name" */
     char message[512]; /* a sentence for people */
 } validate_error_t;
@@ -46,8 +53,22 @@ json_t *validate_values(const char *text, validate_error_t *err);
 int validate_utf8(const char *field, const char *s, size_t len, validate_error_t *err);
 
 /* Fills *err (field, rule, then a printf message) and returns -1: for callers
- * that refuse input with the same shape of error. */
+ * that refuse input with the same shape of error. field NULL: the input as a
+ * whole (err->whole). No marker string stands for "the whole": any string
+ * can be a key. */
 int validate_fail(validate_error_t *err, const char *field, const char *rule, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+#define VALIDATE_FIELD_TEXT_SIZE                                                                             \
+    (6 * VALIDATE_FIELD_SIZE + 3) /* any field as validate_field_text writes it */
+
+/* Writes err's field into buf (of size bytes; VALIDATE_FIELD_TEXT_SIZE holds
+ * any) for a message to people: as it is when it reads as a name (a letter
+ * or '_', then letters, digits and '_', as every field of the schemas),
+ * otherwise as a JSON string ("-", "", "a b", "a\"b"), so that every key is
+ * told apart from every other and from the words around it. "" for an
+ * error about the input as a whole: the caller says "input", "body" or
+ * "command" then. Returns buf. */
+const char *validate_field_text(const validate_error_t *err, char *buf, size_t size);
 
 #endif
