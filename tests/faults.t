@@ -69,6 +69,12 @@ while IFS=$'\t' read -r name runs cmds faults lost dup miss extra mism rebuild s
         like "$note" "non-zero exits: 0;" "rolling: every worker stopped by SIGTERM exited 0"
         like "$note" "drain timeouts: 0;" "rolling: ... having drained within --drain-timeout-ms"
     fi
+    if [ "$name" = realhelm ]; then
+        re='kill -9 of the worker \(([0-9]+) leaving [0-9]+ helm running, ([0-9]+) killing'
+        [[ $note =~ $re ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] && [ "${BASH_REMATCH[2]}" -ge 1 ]
+        ok $? "realhelm: the worker was killed both leaving real helm running and killing its groups" ||
+            echo "#   note: $note"
+    fi
 done <"$tmp/results.tsv"
 is "$n" 8 "the eight scenarios ran to the end"
 is "$rc" 0 "tests/faults/run.sh exits 0"

@@ -23,13 +23,31 @@ like "$(cat "$WORKER_LOG")" "SIGKILL to its process group" "SIGKILL logged after
 pid=$(sim_invocations 'select(.event=="start" and .release=="hangs" and .subcommand=="install") | .pid')
 kill -0 "$pid" 2>/dev/null
 is "$?" 1 "the hanging helm process is gone"
-# The release was left pending by the SIGKILL: the worker unlocks it before the next operation.
-ev_state=$("$HELMQ_HELM" status hangs -n $NS -o json | jq -r .info.status)
-is "$ev_state" pending-install "the killed install left helm's release pending-install"
-id=$(send uninstall hangs -t $TENANT -n $NS)
+# The SIGKILL left helm's release pending-install (helm could not record the
+# failure): the worker removes it at once, so no lock outlives the command.
+is "$(jf '[.status,.revision] | join(" ")' <<<"$ev")" "uninstalled 2" \
+    "the install killed pending-install: the worker removed it"
+is "$(jf '[.history[] | (.revision|tostring) + ":" + .status] | join(",")' <<<"$ev")" "1:failed,2:uninstalled" \
+    "... with its revision 1 recorded failed"
+"$HELMQ_HELM" status hangs -n $NS >"$T/st.out" 2>&1
+is "$?:$(cat "$T/st.out")" "1:Error: release: not found" "... and nothing left pending in helm's storage"
+like "$(cat "$WORKER_LOG")" "helm left the release pending-install: uninstalling it" "... which the worker logs"
+
+# A stale pending-* release left where the worker did not see it fail (here a helm
+# upgrade crashing outside helmq): the next command unlocks it, then runs.
+id=$(send install $(install_args stale))
+wait_terminal "$id" 30 >/dev/null
+sim_knob $NS stale '{"upgrade": {"crash": true}}'
+"$HELMQ_HELM" upgrade stale oci://registry.example/charts/matih-ai-service --version 1.1.0 -n $NS >/dev/null 2>&1
+is "$("$HELMQ_HELM" status stale -n $NS -o json | jq -r .info.status)" pending-upgrade \
+    "a crashed helm upgrade left the release pending-upgrade"
+sim_knob $NS stale '{}'
+id=$(send upgrade stale -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.2.0)
 ev=$(wait_terminal "$id" 30)
-is "$(jf '[.eventType,.status] | join(" ")' <<<"$ev")" "succeeded uninstalled" \
-    "the stale pending release is uninstalled by the next command"
+is "$(jf '[.eventType,.status,.chartVersion] | join(" ")' <<<"$ev")" "succeeded deployed 1.2.0" \
+    "the stale pending release is unlocked by the next command, which then runs"
+like "$(cat "$WORKER_LOG")" "release stuck in pending-upgrade (an interrupted operation): rolling back to revision 1" \
+    "... the unlock logged"
 
 # With atomic: helm honours SIGTERM (marks the release failed); the worker rolls back.
 sim_knob $NS hangs2 '{"install": {"hang": true}}'

@@ -655,15 +655,49 @@ static void helm_simple(command_t *c, const char *sub, int revision, long timeou
     helm_step(c, &a, strcmp(sub, "status") == 0 ? 60 : timeout_s, next);
 }
 
-/* helm status: fills c->helm / c->helm_found, then next. */
+static void on_status_retry_timer(uv_timer_t *t);
+
+/* helm status: fills c->helm / c->helm_found, then next. A status that
+ * cannot reach the cluster says nothing about the release: helm may have
+ * left it pending-* (an API server lost mid-operation), and what follows a
+ * failure or a crash depends on that. It is asked again, 0.5 s, 1 s, 2 s,
+ * then every 5 s, for up to STATUS_WAIT_MS; only then does the command go on
+ * without the release's state (logged as an error). */
+#define STATUS_WAIT_MS (5 * 60 * 1000)
+
 static void on_status(command_t *c, helm_run_t *run) {
     helm_release_clear(&cmd_rs(c)->helm);
     c->helm_found =
         run->exit_status == 0 && !run->term_signal && helm_release_parse(run->out, &cmd_rs(c)->helm) == 0;
     if (!c->helm_found && !strstr(run->err, "not found")) {
         char e[512];
-        cmd_log(c, LOG_LEVEL_WARN, "helm status failed: %s", helm_error_text(run, e, sizeof(e)));
+        helm_error_text(run, e, sizeof(e));
+        if (strcmp(helm_failure_code(e), "CLUSTER_UNAVAILABLE") == 0) {
+            int64_t now = now_ms();
+            if (!c->status_wait_since)
+                c->status_wait_since = now;
+            if (now - c->status_wait_since < STATUS_WAIT_MS) {
+                c->status_retry_ms = c->status_retry_ms ? c->status_retry_ms * 2 : 500;
+                if (c->status_retry_ms > 5000)
+                    c->status_retry_ms = 5000;
+                cmd_log(
+                    c, LOG_LEVEL_WARN,
+                    "helm status cannot reach the cluster (%s): asking again in %d ms, the release's state "
+                    "decides what follows",
+                    e, c->status_retry_ms);
+                retry_later(c, (uint64_t)c->status_retry_ms, on_status_retry_timer);
+                return;
+            }
+            cmd_log(
+                c, LOG_LEVEL_ERROR,
+                "helm status could not reach the cluster for %d s (%s): going on without the release's state",
+                STATUS_WAIT_MS / 1000, e);
+        } else {
+            cmd_log(c, LOG_LEVEL_WARN, "helm status failed: %s", e);
+        }
     }
+    c->status_wait_since = 0;
+    c->status_retry_ms = 0;
     ((void (*)(command_t *))c->status_then)(c);
 }
 
@@ -671,6 +705,11 @@ static void helm_status(command_t *c, void (*then)(command_t *)) {
     c->phase = PHASE_STATUS;
     c->status_then = (void (*)(void))then;
     helm_simple(c, "status", 0, 60, on_status);
+}
+
+static void on_status_retry_timer(uv_timer_t *t) {
+    command_t *c = t->data;
+    helm_status(c, (void (*)(command_t *))c->status_then);
 }
 
 /* --- success ---------------------------------------------------------------------- */
@@ -789,15 +828,41 @@ static void after_atomic_rollback(command_t *c, helm_run_t *run) {
 static void after_failure_status(command_t *c) {
     const char *code = c->timed_out ? "TIMEOUT" : helm_failure_code(cmd_rs(c)->helm_error);
     int atomic = json_is_true(json_object_get(c->doc, "atomic")) && is_install_or_upgrade(c);
+    /* helm failed and left the revision it made pending-*: it could not
+     * record the failure either (the API server went away mid-operation).
+     * The worker finishes that: the revision is marked failed, and the lock
+     * it would leave goes, as a reconciliation does (reconcile_status). */
+    int stuck = c->helm_found && strncmp(cmd_rs(c)->helm.status, "pending-", 8) == 0 &&
+                cmd_rs(c)->helm.revision > c->base_revision;
     outcome(c, "failed", code, "%s", cmd_rs(c)->helm_error);
     if (c->helm_found) {
         rstate_t s;
         rstate_from_registry(&s, c->release);
         rstate_from_helm(&s, c);
-        if (s.revision > c->base_revision)
+        if (stuck)
+            history_add(
+                c, s.revision, "failed", s.chart, s.version, s.app, c->op,
+                "failed; helm left it pending (it could not record the failure): marked failed by the "
+                "worker",
+                s.digest, s.redacted);
+        else if (s.revision > c->base_revision)
             history_add(c, s.revision, s.status, s.chart, s.version, s.app, c->op, s.description, s.digest,
                         s.redacted);
         free(s.redacted);
+    }
+    if (stuck && !atomic && strcmp(c->op, "uninstall") != 0) {
+        c->phase = PHASE_ROLLBACK;
+        if (strcmp(cmd_rs(c)->helm.status, "pending-install") == 0 || c->base_deployed <= 0) {
+            cmd_log(c, LOG_LEVEL_WARN, "%s failed (%s) and helm left the release %s: uninstalling it", c->op,
+                    code, cmd_rs(c)->helm.status);
+            helm_simple(c, "uninstall", 0, command_timeout(c), after_atomic_uninstall);
+        } else {
+            cmd_log(c, LOG_LEVEL_WARN,
+                    "%s failed (%s) and helm left the release %s: rolling back to revision %d", c->op, code,
+                    cmd_rs(c)->helm.status, c->base_deployed);
+            helm_simple(c, "rollback", c->base_deployed, command_timeout(c), after_atomic_rollback);
+        }
+        return;
     }
     if (atomic && strcmp(c->op, "install") == 0) {
         if (!c->helm_found) {

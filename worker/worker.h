@@ -95,6 +95,8 @@ struct command {
     int64_t recorded_deadline_ms;    /* the helm deadline the start recorded (Unix ms; 0: none) */
     void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
     void (*status_then)(void);       /* the step after helm status */
+    int64_t status_wait_since;       /* helm status met an unreachable cluster since (Unix ms; 0: not) */
+    int status_retry_ms;             /* the last wait before asking helm status again */
     command_rs_t *rs;                /* NULL until the command runs (cmd_rs) */
     char *values_path;               /* the values file (tmpdir fallback), or HELM_PASS_PATH (NULL: none);
                                       * allocated while helm runs, not in every buffered command */

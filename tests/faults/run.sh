@@ -248,8 +248,8 @@ scenario_helm() {
 # (g) REAL helm 3.17 against the emulated Kubernetes API (tests/kube/, RBAC as
 # docs/rbac/ sets it up, each tenant's helm impersonating its service account) and
 # charts from the real OCI registry. Run after run, one fault lands mid-load:
-# kill -9 of the worker while real helm waits (odd runs leave helm running, even
-# runs kill its process group), the API server down for 10 s, the registry down
+# kill -9 of the worker while real helm waits (the 1st, 3rd, ... kill leaves helm
+# running, the 2nd, 4th, ... kills its process groups), the API server down for 10 s, the registry down
 # for 10 s. Besides the invariants of every scenario (helm's runs counted by
 # tests/faults/helm-logged), the cluster must agree with helm's storage
 # (tests/faults/helm_storage.py: no release left pending-*, a Deployment for every
@@ -258,7 +258,7 @@ scenario_helm() {
 scenario_realhelm() {
     fq_scenario_begin realhelm
     fq_cluster_begin || return 1
-    local run tag delay fault faults=0 k9=0 kube=0 reg=0 cluster=0
+    local run tag delay fault faults=0 k9=0 k9_left=0 k9_killed=0 k9_kruns=0 kube=0 reg=0 cluster=0
     fq_worker_start w1
     fq_worker_wait_assigned w1 || return 1
     for run in $(seq 1 "$RH_RUNS"); do
@@ -269,8 +269,18 @@ scenario_realhelm() {
         sleep_ms "$delay"
         case $(((run - 1) % 4)) in
         0 | 2)
-            if [ $((run % 2)) = 1 ]; then fq_worker_kill9 w1 leave; else fq_worker_kill9 w1 kill; fi
-            fault="kill -9 of the worker ($FQ_KILL_N helm $([ $((run % 2)) = 1 ] && echo left running || echo groups killed))"
+            # The kills fall on runs 1, 3, 5, ...: alternate on the kill's own count,
+            # so the first leaves real helm running and the second kills its groups.
+            if [ $((k9 % 2)) = 0 ]; then
+                fq_worker_kill9 w1 leave
+                fault="kill -9 of the worker ($FQ_KILL_N helm left running)"
+                k9_left=$((k9_left + FQ_KILL_N))
+            else
+                fq_worker_kill9 w1 kill
+                fault="kill -9 of the worker ($FQ_KILL_N helm groups killed)"
+                k9_killed=$((k9_killed + FQ_KILL_N))
+                k9_kruns=$((k9_kruns + 1))
+            fi
             k9=$((k9 + 1))
             sleep_ms "$(rand_ms 0 1500)"
             fq_worker_start w1
@@ -298,7 +308,7 @@ scenario_realhelm() {
         say "realhelm run $run/$RH_RUNS: $fault ${delay} ms into the load; $FQ_R_COMMANDS commands: lost $FQ_R_LOST, dup-helm $FQ_R_DUP, missing $FQ_R_MISSING, extra $FQ_R_EXTRA, mismatches $FQ_R_MISMATCH, cluster vs helm storage $FQ_R_CLUSTER; $FQ_R_OUTCOMES"
     done
     fq_rebuild_check
-    fq_result realhelm "$RH_RUNS" "$faults" "real helm: $k9 kill -9 of the worker, API server down $kube x 10 s, registry down $reg x 10 s; cluster vs helm's storage: $cluster problems"
+    fq_result realhelm "$RH_RUNS" "$faults" "real helm: $k9 kill -9 of the worker ($((k9 - k9_kruns)) leaving $k9_left helm running, $k9_kruns killing $k9_killed helm groups too), API server down $kube x 10 s, registry down $reg x 10 s; cluster vs helm's storage: $cluster problems"
     fq_worker_stop w1
     fq_scenario_end
 }
