@@ -8,7 +8,7 @@ packages=(
     gcc make pkg-config libc6-dev
     librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev
     postgresql postgresql-client
-    kcat python3 python3-avro python3-yaml perl jq docker-compose docker-registry libhttp-parser-dev wrk valgrind clang libclang-rt-14-dev
+    kcat python3 python3-avro python3-yaml perl jq docker-compose docker-registry libhttp-parser-dev wrk valgrind clang libclang-rt-14-dev prometheus
     unzip curl procps psmisc util-linux
 )
 # Packages checked by the command they provide: Node.js may come from
