@@ -1,4 +1,4 @@
-# helmq container image: the four programs plus a real helm 3.
+# helmq container image: the five programs plus a real helm 3.
 #
 #   docker build -t helmq .
 #   docker compose up --build          (see compose.yaml)
@@ -12,7 +12,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc make pkg-config libc6-dev \
-        librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev \
+        librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev libhttp-parser-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the program targets need: the sources, and schemas/ + sql/, which
@@ -24,8 +24,8 @@ COPY schemas/ schemas/
 COPY sql/ sql/
 COPY tests/lib/embed.sh tests/lib/embed.sh
 # `make all` would also build the C unit tests (tests/unit); build only the programs.
-RUN make -j"$(nproc)" bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker \
- && strip --strip-debug bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker
+RUN make -j"$(nproc)" bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker bin/helmq-api \
+ && strip --strip-debug bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker bin/helmq-api
 
 # ----------------------------------------------------------------- helm stage
 FROM debian:bookworm-slim AS helm
@@ -49,10 +49,10 @@ RUN set -eu; \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        librdkafka1 libavro23 libpq5 libuv1 libjansson4 libssl3 ca-certificates \
+        librdkafka1 libavro23 libpq5 libuv1 libjansson4 libssl3 libhttp-parser2.9 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=helm /usr/local/bin/helm /usr/local/bin/helm
-COPY --from=build /src/bin/helmq /src/bin/helmq-worker /src/bin/helmq-projector /src/bin/helmq-broker /usr/local/bin/
+COPY --from=build /src/bin/helmq /src/bin/helmq-worker /src/bin/helmq-projector /src/bin/helmq-broker /src/bin/helmq-api /usr/local/bin/
 RUN groupadd --system --gid 10001 helmq \
  && useradd --system --uid 10001 --gid helmq --home-dir /home/helmq --create-home --shell /usr/sbin/nologin helmq
 # helm keeps its cache/config/data under these; /tmp works whatever uid the

@@ -91,7 +91,7 @@ all() { sed -n "s/^$1=//p" "$work/flat"; }
 
 # Services.
 services=$(get services)
-for s in kafka postgres topics migrate worker projector; do
+for s in kafka postgres topics migrate worker projector api prometheus; do
     like ",$services," ",$s," "service $s exists"
 done
 
@@ -124,7 +124,7 @@ is "$(get topics.depends.kafka)" service_healthy "topics waits for a healthy kaf
 
 # The helmq services: built from the Dockerfile, all given the broker and the database.
 helmq_services=
-for s in migrate worker projector; do
+for s in migrate worker projector api; do
     is "$(get "$s.build")" yes "$s is built from the Dockerfile"
     is "$(get "$s.env.HELMQ_BROKERS")" "kafka:9092" "$s gets HELMQ_BROKERS"
     like "$(get "$s.env.HELMQ_DATABASE_URL")" "@postgres:5432/helmq" "$s gets HELMQ_DATABASE_URL"
@@ -133,7 +133,7 @@ done
 is "$(get migrate.depends.postgres)" service_healthy "migrate waits for a healthy postgres"
 like "$(get migrate.run)" "helmq-worker migrate" "migrate applies the worker migrations"
 like "$(get migrate.run)" "helmq-projector migrate" "migrate applies the projection migrations"
-for s in worker projector; do
+for s in worker projector api; do
     is "$(get "$s.depends.topics")" service_completed_successfully "$s starts after the topics exist"
     is "$(get "$s.depends.migrate")" service_completed_successfully "$s starts after the migrations"
 done
@@ -147,6 +147,29 @@ is "$(get worker.env.KUBECONFIG)" /kube/config "worker sets KUBECONFIG=/kube/con
 like "$(all worker.volume)" "$work/home/.kube/config:/kube/config:ro" "worker mounts ~/.kube/config read-only at /kube/config"
 like "$(get worker.env.HELMQ_CHART_REPO)" "oci://" "worker has a default HELMQ_CHART_REPO"
 ok "$([ -n "$(get worker.env.HELMQ_CONCURRENCY)" ]; echo $?)" "worker sets HELMQ_CONCURRENCY"
+
+# The API and Prometheus: the programs serve /metrics on the ports the
+# Prometheus configuration scrapes, and the configuration and rules it
+# mounts are the repository's, accepted by promtool.
+like "$(get api.run)" "exec helmq-api --tokens-file" "api runs helmq-api with a tokens file"
+like "$(get api.env.HELMQ_API_LISTEN)" "0.0.0.0:8080" "api listens on all interfaces"
+like "$(all prometheus.volume)" "/docs/prometheus/helmq-rules.yml:/etc/prometheus/helmq-rules.yml:ro" \
+    "prometheus mounts docs/prometheus/helmq-rules.yml"
+like "$(all prometheus.volume)" "/docs/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" \
+    "prometheus mounts docs/prometheus/prometheus.yml"
+promcfg=docs/prometheus/prometheus.yml
+like "$(cat "$promcfg")" "port: ${wport:=$(get worker.env.HELMQ_WORKER_HTTP | sed 's/.*://')}" \
+    "prometheus scrapes the workers on their metrics port ($wport)"
+like "$(cat "$promcfg")" "projector:$(get projector.env.HELMQ_PROJECTOR_HTTP | sed 's/.*://')" \
+    "prometheus scrapes the projector on its metrics port"
+like "$(cat "$promcfg")" "api:$(get api.env.HELMQ_API_LISTEN | sed 's/.*://')" "prometheus scrapes the API on its port"
+if command -v promtool >/dev/null 2>&1; then
+    mkdir -p "$work/prom"
+    cp docs/prometheus/helmq-rules.yml "$work/prom/"
+    sed "s|/etc/prometheus/helmq-rules.yml|$work/prom/helmq-rules.yml|" "$promcfg" >"$work/prom/prometheus.yml"
+    out=$(promtool check config "$work/prom/prometheus.yml" 2>&1)
+    ok $? "promtool check config accepts docs/prometheus/prometheus.yml with its rules" || _tap_err "$out"
+fi
 
 # ---- The Dockerfile, statically.
 [ -f Dockerfile ]
@@ -191,6 +214,17 @@ for p in $pkgs; do
     esac
     like " $(echo "$build_stage" | tr '\\\n' '  ') " " $dev " "the build stage installs $dev (for pkg-config $p)"
     like " $(echo "$final_stage" | tr '\\\n' '  ') " " $run " "the runtime stage installs $run (for $p)"
+done
+
+# So do the libraries linked by name (LDLIBS -l...), outside pkg-config.
+for l in $(sed -n 's/^LDLIBS[[:space:]]*:\{0,1\}=.*)//p' Makefile); do
+    case "$l" in
+    -lm) continue ;; # libc
+    -lhttp_parser) dev=libhttp-parser-dev run=libhttp-parser2.9 ;;
+    *) ok 1 "LDLIBS has $l, unknown to tests/compose.t: add its Debian packages here and in the Dockerfile"; continue ;;
+    esac
+    like " $(echo "$build_stage" | tr '\\\n' '  ') " " $dev " "the build stage installs $dev (for $l)"
+    like " $(echo "$final_stage" | tr '\\\n' '  ') " " $run " "the runtime stage installs $run (for $l)"
 done
 
 # The build context leaves out local build output and git.

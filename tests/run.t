@@ -4,13 +4,16 @@
 # of the stack stays up, and a command sent afterwards completes; `run.sh
 # restart projector|api` restarts one component; the banner says the
 # embedded broker is volatile; with HELMQ_RUN_RESTART=0 a component dying
-# stops everything, as before.
+# stops everything, as before. With Debian's Prometheus installed, make run
+# starts it: it scrapes the three programs (the restarted worker too, on the
+# same port) with the shipped rules loaded, and stops with the rest.
 . "$(dirname "$0")/lib/tap.sh"
 . "$(dirname "$0")/lib/common.sh"
 
 unset HELMQ_BROKERS HELMQ_DATABASE_URL HELMQ_HELM HELMQ_CHART_REPO HELMQ_RUN_RESTART
 export HELMQ_RUN_DIR="$T/run" HELMQ_LOG_LEVEL=info HELMQ_BIN
 export HELMQ_API_LISTEN=127.0.0.1:$(free_port)
+export HELMQ_PROMETHEUS_LISTEN=127.0.0.1:$(free_port)
 # A killed worker's partitions move to its successor after the session timeout.
 export HELMQ_KAFKA_SESSION_TIMEOUT_MS=6000 HELMQ_KAFKA_HEARTBEAT_INTERVAL_MS=500
 . tests/lib/pg.sh
@@ -42,6 +45,24 @@ ok $? "make run kept running"
 is "$(cat "$R/projector.pid")" "$P1" "the projector was left alone"
 is "$(curl -s -o /dev/null -w '%{http_code}' "http://$HELMQ_API_LISTEN/healthz")" 200 "the API still answers"
 
+if command -v prometheus >/dev/null 2>&1; then
+    like "$banner" "Prometheus:  http://$HELMQ_PROMETHEUS_LISTEN" "the banner says where Prometheus is"
+    PROM_API=http://$HELMQ_PROMETHEUS_LISTEN/api/v1
+    targets_up() { # every helmq target scraped successfully, the restarted worker included
+        [ "$(curl -s "$PROM_API/targets" | jq -r '[.data.activeTargets[] | select(.health == "up") | .labels.job] | sort | join(" ")')" = \
+            "helmq-api helmq-projector helmq-worker" ]
+    }
+    wait_for "Prometheus to scrape worker, projector and API" 40 targets_up
+    ok $? "Prometheus scrapes the worker (after its restart), the projector and the API" ||
+        curl -s "$PROM_API/targets" | jq -c '.data.activeTargets[] | {job: .labels.job, health, lastError}' >&2
+    is "$(curl -s "$PROM_API/rules" | jq -r '[.data.groups[].rules[] | select(.type == "alerting") | .name] | length')" 9 \
+        "with the nine alerts of docs/prometheus/helmq-rules.yml loaded"
+    PROM_PID=$(cat "$R/prometheus.pid")
+else
+    like "$banner" "Prometheus:  not installed" "the banner says Prometheus is not installed"
+    PROM_PID=""
+fi
+
 out=$("$HELMQ_BIN/helmq" install -f tests/fixtures/seed-install.json --wait --wait-timeout 60 2>"$T/wait.err")
 is "$?" 0 "an install sent after the restart completes"
 is "$(sed 1d <<<"$out" | jq -r '"\(.eventType) \(.status)"')" "succeeded deployed" "run by the new worker" ||
@@ -66,6 +87,10 @@ wait "$SERVE"
 like "$(cat "$T/serve.out")" "stopped everything make serve started" "SIGTERM stops everything"
 pg_running "$R/pg"
 is "$?" 1 "including PostgreSQL"
+if [ -n "$PROM_PID" ]; then
+    kill -0 "$PROM_PID" 2>/dev/null
+    is "$?" 1 "and Prometheus"
+fi
 
 # HELMQ_RUN_RESTART=0: the old behaviour. (env.sh pointed at the stack just stopped.)
 unset HELMQ_BROKERS HELMQ_DATABASE_URL

@@ -34,6 +34,9 @@ cluster_start() { # cluster_start DIR
         bash "$_cluster_root/tests/lib/install-real-helm.sh" "$_cluster_root/build/tools/helm" ||
             { echo "cluster: real helm and kubectl could not be installed" >&2; return 1; }
     fi
+    # registry.sh chose its helm when sourced, before the install above on a
+    # fresh machine: it then fell back to a helm on PATH, which may not exist.
+    [ "${REGISTRY_HELM:-helm}" = helm ] && REGISTRY_HELM=$_cluster_root/build/tools/helm
     export HELM_CACHE_HOME=$dir/helm/cache HELM_CONFIG_HOME=$dir/helm/config HELM_DATA_HOME=$dir/helm/data
     export HELMQ_HELM=$_cluster_root/build/tools/helm
     export KUBECTL=$_cluster_root/build/tools/kubectl

@@ -29,6 +29,7 @@ mode=${1:-serve}
 mkdir -p "$RUN"
 chmod 755 "$RUN" "$ROOT/build"
 . "$ROOT/tests/lib/pg.sh"
+. "$ROOT/tests/lib/port.sh"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 [ -t 2 ] || say() { printf '==> %s\n' "$*" >&2; }
@@ -50,6 +51,12 @@ cleanup() {
         kill -9 "$p" 2>/dev/null
         wait "$p" 2>/dev/null
     done
+    if [ -n "${PROM_PID:-}" ]; then
+        kill -TERM "$PROM_PID" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$PROM_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$PROM_PID" 2>/dev/null
+        wait "$PROM_PID" 2>/dev/null
+    fi
     [ -n "$started_pg" ] && pg_stop "$started_pg" >/dev/null 2>&1
     [ -n "${started_cluster:-}" ] && cluster_stop >/dev/null 2>&1
     rm -f "$RUN/env.sh" "$RUN/pids" "$RUN"/*.pid "$RUN"/restart.*
@@ -64,8 +71,8 @@ declare -A comp_pid comp_slot comp_since comp_backoff comp_due
 start_component() { # start_component worker|projector|api
     local name=$1
     case "$name" in
-    worker) "$BIN/helmq-worker" --http-listen "${HELMQ_WORKER_HTTP:-127.0.0.1:0}" >>"$RUN/worker.log" 2>&1 & ;;
-    projector) "$BIN/helmq-projector" --http-listen "${HELMQ_PROJECTOR_HTTP:-127.0.0.1:0}" >>"$RUN/projector.log" 2>&1 & ;;
+    worker) "$BIN/helmq-worker" --http-listen "$WORKER_HTTP" >>"$RUN/worker.log" 2>&1 & ;;
+    projector) "$BIN/helmq-projector" --http-listen "$PROJECTOR_HTTP" >>"$RUN/projector.log" 2>&1 & ;;
     api) "$BIN/helmq-api" --listen "$API_LISTEN" --tokens-file "$RUN/api-tokens" >>"$RUN/api.log" 2>&1 & ;;
     esac
     comp_pid[$name]=$!
@@ -179,6 +186,13 @@ stack_up() {
     else
         HELM_NOTE="helm $HELMQ_HELM (from HELMQ_HELM) with KUBECONFIG=${KUBECONFIG:-~/.kube/config}"
     fi
+    # Fixed metrics ports for the run (a restarted component keeps its port,
+    # so Prometheus keeps scraping it).
+    WORKER_HTTP=${HELMQ_WORKER_HTTP:-127.0.0.1:$(free_port)}
+    PROJECTOR_HTTP=${HELMQ_PROJECTOR_HTTP:-}
+    while [ -z "$PROJECTOR_HTTP" ] || [ "$PROJECTOR_HTTP" = "$WORKER_HTTP" ]; do
+        PROJECTOR_HTTP=127.0.0.1:$(free_port)
+    done
     : >"$RUN/worker.log"
     : >"$RUN/projector.log"
     : >"$RUN/api.log"
@@ -218,6 +232,7 @@ stack_up() {
         kill -0 "$PROJECTOR_PID" 2>/dev/null || { tail -20 "$RUN/projector.log" >&2; say "helmq-projector exited"; exit 1; }
         sleep 0.1
     done
+    prometheus_up
     {
         echo "export HELMQ_BROKERS='$HELMQ_BROKERS'"
         echo "export HELMQ_DATABASE_URL='$HELMQ_DATABASE_URL'"
@@ -233,6 +248,53 @@ stack_up() {
     echo "${started_pids[*]}" >"$RUN/pids"
 }
 
+# Debian's Prometheus, when installed (HELMQ_RUN_PROMETHEUS=0: never), scraping
+# the worker, the projector and the API with docs/prometheus/helmq-rules.yml.
+# Not supervised and not needed: make run goes on without it.
+prometheus_up() {
+    PROM_NOTE="not installed (apt-get install prometheus; rules: docs/prometheus/helmq-rules.yml)"
+    [ "${HELMQ_RUN_PROMETHEUS:-1}" = 0 ] && { PROM_NOTE="off (HELMQ_RUN_PROMETHEUS=0)"; return 0; }
+    command -v prometheus >/dev/null 2>&1 || return 0
+    local dir=$RUN/prometheus listen=${HELMQ_PROMETHEUS_LISTEN:-}
+    if [ -z "$listen" ]; then
+        listen=127.0.0.1:9090
+        (exec 3<>/dev/tcp/127.0.0.1/9090) 2>/dev/null && listen=127.0.0.1:$(free_port)
+    fi
+    mkdir -p "$dir/data"
+    cat >"$dir/prometheus.yml" <<EOY
+# Written by make run (tests/lib/run.sh) for this run's ports.
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $ROOT/docs/prometheus/helmq-rules.yml
+scrape_configs:
+  - job_name: helmq-worker
+    static_configs: [{targets: ['$WORKER_HTTP']}]
+  - job_name: helmq-projector
+    static_configs: [{targets: ['$PROJECTOR_HTTP']}]
+  - job_name: helmq-api
+    static_configs: [{targets: ['$API_LISTEN']}]
+EOY
+    prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+        --web.listen-address="$listen" >"$dir/prometheus.log" 2>&1 &
+    PROM_PID=$!
+    echo "$PROM_PID" >"$RUN/prometheus.pid"
+    local i
+    for i in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null && break
+        kill -0 "$PROM_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$PROM_PID" 2>/dev/null; then
+        PROM_NOTE="http://$listen (Debian's Prometheus: scrapes worker, projector and API every 5 s with docs/prometheus/helmq-rules.yml; /alerts; log $dir/prometheus.log)"
+    else
+        wait "$PROM_PID" 2>/dev/null
+        PROM_PID=""
+        PROM_NOTE="did not start: $(tail -1 "$dir/prometheus.log") (HELMQ_PROMETHEUS_LISTEN=127.0.0.1:PORT)"
+    fi
+}
+
 print_where() {
     CLUSTER_NEXT=""
     [ -n "${started_cluster:-}" ] && CLUSTER_NEXT="  kubectl get deploy,svc -n tenant-acme   # the release in the emulated cluster
@@ -245,9 +307,10 @@ helmq is running.
   Kafka:       $BROKER_NOTE
   PostgreSQL:  $DB_NOTE
   helm:        $HELM_NOTE
-  worker:      pid $WORKER_PID, log $RUN/worker.log
-  projector:   pid $PROJECTOR_PID, log $RUN/projector.log
+  worker:      pid $WORKER_PID, log $RUN/worker.log, metrics http://$WORKER_HTTP/metrics
+  projector:   pid $PROJECTOR_PID, log $RUN/projector.log, metrics http://$PROJECTOR_HTTP/metrics
   HTTP API:    $API_NOTE
+  Prometheus:  $PROM_NOTE
 
 Next, in another terminal:
   source $RUN/env.sh
