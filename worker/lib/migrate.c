@@ -51,14 +51,15 @@ static int check_history(PGconn *c, char *errstr, size_t errstr_size) {
             const char *name = base_name(m->path);
             if (number_len(name) != n || strncmp(name, recorded, n) != 0 || strcmp(name, recorded) == 0)
                 continue;
-            snprintf(errstr, errstr_size,
-                     "the database's migrations are not this program's: it records %s where this program "
-                     "has %s (public.helmq_schema_migrations). A database migrated before sql/0001-0015 were "
-                     "folded into one baseline per schema (0001_worker_baseline.sql, "
-                     "0002_projection_baseline.sql) cannot be upgraded in place; nothing was applied. Drop and "
-                     "recreate the database (or: DROP SCHEMA helmq, helmq_worker CASCADE; DROP TABLE "
-                     "public.helmq_schema_migrations;), then run the migrations again",
-                     recorded, name);
+            snprintf(
+                errstr, errstr_size,
+                "the database's migrations are not this program's: it records %s where this program "
+                "has %s (public.helmq_schema_migrations). A database migrated before sql/0001-0015 were "
+                "folded into one baseline per schema (0001_worker_baseline.sql, "
+                "0002_projection_baseline.sql) cannot be upgraded in place; nothing was applied. Drop and "
+                "recreate the database (or: DROP SCHEMA helmq, helmq_worker CASCADE; DROP TABLE "
+                "public.helmq_schema_migrations;), then run the migrations again",
+                recorded, name);
             PQclear(r);
             return -1;
         }
