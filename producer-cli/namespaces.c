@@ -1,5 +1,5 @@
 /* helmq namespaces get|list|release: which tenant owns a namespace, and the
- * operator's release of a claim (sql/0014). get and list read the
+ * operator's release of a claim (sql/0001_worker_baseline.sql). get and list read the
  * projection's view helmq.namespace_claims, scoped like the releases
  * queries; release calls helmq_worker.namespace_release, so it needs the
  * worker's database credentials (the owner of schema helmq_worker). */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Namespace claims (sql/0014): helmq-api shows who owns a namespace, to its
+# Namespace claims (helmq_worker.namespaces): helmq-api shows who owns a namespace, to its
 # tenant and to admins only (404 to another tenant, the same as for a
 # namespace nobody claimed), and lists a tenant's namespaces; `helmq
 # namespaces release` refuses while a live release or a command in progress

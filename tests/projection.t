@@ -82,7 +82,7 @@ wait $rp
 projection_dump >"$T/dump2"
 cmp -s "$T/dump1" "$T/dump2"
 ok $? "replaying the whole topic again changes nothing (byte-identical dumps)"
-# The direct form (sql/0012) cannot take a replayed batch (its events are in
+# The direct form (helmq.apply_direct_releases) cannot take a replayed batch (its events are in
 # applied_events already): the batch is applied again staged.
 grep -q "failed in the direct form (SQLSTATE 23505" "$T/replay.log"
 ok $? "the replay's first batch fails in the direct form (unique_violation)" || tail -5 "$T/replay.log" | sed 's/^/# /' >&2
@@ -162,11 +162,11 @@ projection_dump >"$T/dump5"
 cmp -s "$T/dump4" "$T/dump5"
 ok $? "the projection still equals a fresh rebuild"
 
-# 7. The COPY staging path (sql/0007): one batch holding a duplicate, a replay,
+# 7. The COPY staging path (helmq.apply_staged): one batch holding a duplicate, a replay,
 # an uninstall and a reinstall of the same name, a failure, a stale and a
 # progress event, with text that COPY must escape (tab, newline, CR,
 # backslash, \N, unicode), gives the tables one-event batches give and the
-# tables 0005's apply_events gives, and keeps the text byte for byte.
+# tables helmq.apply_events gives, and keeps the text byte for byte.
 TRICKY_DESC=$(printf 'tab\there\nnewline\\backslash \\N not null\r CR \xc3\xbcn\xc3\xafc\xc3\xb6d\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x9a\x80 "quoted"\n\\.\nlast')
 TRICKY_ERR=$(printf 'line1\nline2\t\\x00 \\\\ end')
 R1=$(cat /proc/sys/kernel/random/uuid)
@@ -221,7 +221,7 @@ projection_dump >"$T/dump8"
 cmp -s "$T/dump7" "$T/dump8"
 ok $? "with the tricky events too, one event per batch gives the same tables as whole batches" ||
     diff "$T/dump7" "$T/dump8" | sed "s/^/# /" >&2
-# The whole topic in one call of 0005's apply_events (the JSON path; each
+# The whole topic in one call of helmq.apply_events (the JSON path; each
 # release's events in their partition's order) gives the same tables.
 events_json | jq -c 'del(._partition, ._offset)' | jq -cs . >"$T/events_all.json"
 psql_q "select helmq.truncate_projection()" >/dev/null
@@ -231,10 +231,10 @@ psql_q "select helmq.truncate_projection()" >/dev/null
     printf '\\.\n'
     echo "SELECT helmq.apply_events(doc::jsonb) FROM j;"
 } | psql -X -q -At -v ON_ERROR_STOP=1 "$HELMQ_DATABASE_URL" >/dev/null
-ok $? "apply_events (0005) takes the whole topic in one batch"
+ok $? "apply_events takes the whole topic in one batch"
 projection_dump >"$T/dump9"
 cmp -s "$T/dump7" "$T/dump9"
-ok $? "and gives the same tables as the COPY path (apply_staged, 0007)" ||
+ok $? "and gives the same tables as the COPY path (apply_staged)" ||
     diff "$T/dump7" "$T/dump9" | sed "s/^/# /" >&2
 # 8. Two projectors applying the same new event at once (a rebalance): the
 # second one's plain INSERT waits for the first and then collides; apply_staged

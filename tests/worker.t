@@ -194,7 +194,7 @@ is "$(jf .eventType <<<"$ev")" succeeded "the worker still serves after bad inpu
 dups=$(events_json | jq -r 'select(.terminal) | .commandId' | sort | uniq -d)
 is "$dups" "$CID" "exactly one terminal event per command (but the deliberately redelivered one)"
 
-# Finishing a command unlocks its key once (sql/0009): an unlock that finds no
+# Finishing a command unlocks its key once (helmq_worker.command_finish): an unlock that finds no
 # hold would write a WARNING to PostgreSQL's log for every command.
 is "$(grep -c "you don't own a lock" "$T/pg/postgres.log")" 0 "no failed-unlock warnings in PostgreSQL's log"
 

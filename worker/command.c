@@ -1423,7 +1423,7 @@ static void on_started(void *arg, const PGresult *res, const char *err) {
 }
 
 /* Records that helm is about to run; an install first claims its namespace
- * for its tenant, atomically in the ledger (see 0003's command_start). */
+ * for its tenant, atomically in the ledger (see helmq_worker.command_start). */
 static void start_record(command_t *c) {
     char base[16], deployed[16], host[512], deadline[32];
     int claim = strcmp(c->op, "install") == 0;

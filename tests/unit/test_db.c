@@ -6,7 +6,7 @@
  * the order queued (a failed statement's before its group's others); session
  * state survives a failed group (a lock taken in it is held twice after the
  * rerun, and db_undone_runs tells its caller so); the ledger's key_release
- * (sql/0008) drops every hold. */
+ * (sql/0001_worker_baseline.sql) drops every hold. */
 #include "db.h"
 #include "log.h"
 #include "tap.h"

@@ -471,7 +471,7 @@ static const char SQL_TENANT[] =
     "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
 static const char SQL_SUMMARY[] =
     "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
-/* Namespaces: which tenant owns each (sql/0014's helmq.namespace_claims). A
+/* Namespaces: which tenant owns each (helmq.namespace_claims, sql/0002_projection_baseline.sql). A
  * tenant sees only its own (404 for another's, the same as for one nobody
  * claimed); ?tenantId= narrows an admin's list, and a tenant naming another
  * gets 404. */

@@ -18,6 +18,56 @@ static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t errstr_size)
     return ok ? 0 : -1;
 }
 
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* The number a migration's name starts with ("0001" of "0001_worker_baseline.sql"). */
+static size_t number_len(const char *name) {
+    size_t n = 0;
+    while (name[n] >= '0' && name[n] <= '9')
+        n++;
+    return n;
+}
+
+/* sql/ is append-only: a recorded migration whose number is one of ours under
+ * another name means the database has another history than the one compiled
+ * in (the one before the baseline of sql/0001-0002, or another branch's), and
+ * applying ours on top of it would misapply them. A recorded number we do not
+ * have at all is a newer program's migration, and is left alone. Returns -1
+ * with errstr filled on such a database, or when it cannot be read. */
+static int check_history(PGconn *c, char *errstr, size_t errstr_size) {
+    PGresult *r = PQexec(c, "SELECT version FROM public.helmq_schema_migrations ORDER BY version");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errstr_size, "reading the migrations table: %s", PQerrorMessage(c));
+        PQclear(r);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *recorded = PQgetvalue(r, i, 0);
+        size_t n = number_len(recorded);
+        for (const embedded_file_t *m = sql_migrations; n > 0 && m->path; m++) {
+            const char *name = base_name(m->path);
+            if (number_len(name) != n || strncmp(name, recorded, n) != 0 || strcmp(name, recorded) == 0)
+                continue;
+            snprintf(
+                errstr, errstr_size,
+                "the database's migrations are not this program's: it records %s where this program "
+                "has %s (public.helmq_schema_migrations). A database migrated before sql/0001-0015 were "
+                "folded into one baseline per schema (0001_worker_baseline.sql, "
+                "0002_projection_baseline.sql) cannot be upgraded in place; nothing was applied. Drop and "
+                "recreate the database (or: DROP SCHEMA helmq, helmq_worker CASCADE; DROP TABLE "
+                "public.helmq_schema_migrations;), then run the migrations again",
+                recorded, name);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
 int migrate_apply(const char *conninfo, char *errstr, size_t errstr_size) {
     int applied = 0;
     PGconn *c = PQconnectdb(conninfo);
@@ -31,10 +81,11 @@ int migrate_apply(const char *conninfo, char *errstr, size_t errstr_size) {
         exec_ok(c,
                 "CREATE TABLE IF NOT EXISTS public.helmq_schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-                errstr, errstr_size) < 0)
+                errstr, errstr_size) < 0 ||
+        check_history(c, errstr, errstr_size) < 0)
         goto fail;
     for (const embedded_file_t *m = sql_migrations; m->path; m++) {
-        const char *name = strrchr(m->path, '/') ? strrchr(m->path, '/') + 1 : m->path;
+        const char *name = base_name(m->path);
         const char *params[1] = {name};
         PGresult *r = PQexecParams(c, "SELECT 1 FROM public.helmq_schema_migrations WHERE version = $1", 1,
                                    NULL, params, NULL, NULL, 0);

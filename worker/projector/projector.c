@@ -2,8 +2,8 @@
  *
  * Its own consumer group on the events topic. Events are applied in batches,
  * one transaction per batch: the decoded events are streamed with COPY into
- * a TEMP staging table and applied by helmq.apply_staged (sql/0007: the
- * semantics of 0005's apply_events, idempotent by eventId, an older revision
+ * a TEMP staging table and applied by helmq.apply_staged (sql/0002_projection_baseline.sql: the
+ * semantics of helmq.apply_events, idempotent by eventId, an older revision
  * never overwriting newer state). The consumer's offsets are stored and
  * committed only for batches PostgreSQL has committed. PostgreSQL down: the
  * batch is kept and retried with backoff; nothing is lost.
@@ -12,7 +12,7 @@
  * violation, a value the SQL cannot take: SQLSTATE classes 22, 23, ...) is
  * split in halves, recursively, until the refused events are isolated: every
  * other event is applied, in topic order, and each refused one is parked in
- * helmq.parked_events with its error (sql/0004), logged and counted, before
+ * helmq.parked_events with its error (sql/0002_projection_baseline.sql), logged and counted, before
  * the offsets move past it. A record that does not decode as a helmq event is
  * parked the same way. Errors that retrying can fix (connection lost,
  * serialization failure, deadlock, shutdown, resources) are retried with
@@ -69,7 +69,7 @@ static volatile sig_atomic_t stop;
 static atomic_ullong m_events, m_batches, m_batch_buckets[6]; /* batch sizes <=1,10,100,1000,10000,+Inf */
 static atomic_ullong m_parked_refused, m_parked_undecodable;
 static atomic_ullong m_direct_batches,
-    m_direct_retried; /* sql/0012's form: committed, applied again staged */
+    m_direct_retried; /* the direct form: committed, applied again staged */
 static atomic_int m_pg_up, m_kafka_up = -1;
 static atomic_llong m_lag = -1;
 static const long batch_le[6] = {1, 10, 100, 1000, 10000, -1};
@@ -292,7 +292,7 @@ typedef struct projector {
     const char *topic;
     int rebuild;
     unsigned long long parked;
-    int staged_pid;   /* the backend whose staging tables exist (sql/0007), 0 when unknown */
+    int staged_pid;   /* the backend whose staging tables exist (helmq.stage_create), 0 when unknown */
     int direct_pause; /* batches to stage before trying the direct form again */
 } projector_t;
 
@@ -413,7 +413,7 @@ static void copy_text(copy_buf_t *b, const char *s, size_t n) {
     b->len = (size_t)(o - b->data);
 }
 
-/* The columns of pg_temp.helmq_stage after ord and ho (sql/0007): the event
+/* The columns of pg_temp.helmq_stage after ord and ho (helmq.stage_create): the event
  * field each takes in an event's row, and in a row of its history (NULL: the
  * column is null in such rows). */
 static const struct stage_column {
@@ -554,8 +554,8 @@ static PGresult *stage_finish(projector_t *p, const copy_buf_t *more, int nmore)
 }
 
 /* The statements of a batch, each one query string in one transaction. The
- * staged form (sql/0007): every event into pg_temp.helmq_stage, applied by
- * helmq.apply_staged(). The direct form (sql/0012): a batch's new events,
+ * staged form (sql/0002_projection_baseline.sql): every event into pg_temp.helmq_stage, applied by
+ * helmq.apply_staged(). The direct form (the same file): a batch's new events,
  * history rows and releases computed by the projector, COPY'd straight into
  * the tables (the releases through pg_temp.helmq_direct_releases). */
 static const char sql_staged[] =
@@ -753,7 +753,7 @@ static int project_range(projector_t *p, batch_record_t *recs, int lo, int hi, i
     return project_range(p, recs, mid, hi, depth + 1);
 }
 
-/* --- the direct form (sql/0012) ---------------------------------------- */
+/* --- the direct form (helmq.apply_direct_releases) -------------------- */
 
 /* The columns of stage_columns, by name. */
 enum {
@@ -889,9 +889,9 @@ static void direct_work_free(direct_work_t *w) {
 
 /* The batch's events in the direct form: rows[0] for helmq.applied_events,
  * rows[1] for helmq.release_history, rows[2] for
- * pg_temp.helmq_direct_releases, exactly what apply_staged_rows (sql/0007,
- * 0011) writes for a batch all of whose events and history rows are new (see
- * sql/0012). Returns the number of new events, or -1 when the batch must be
+ * pg_temp.helmq_direct_releases, exactly what helmq.apply_staged_rows writes
+ * for a batch all of whose events and history rows are new (see
+ * sql/0002_projection_baseline.sql). Returns the number of new events, or -1 when the batch must be
  * staged (a value only the staged form converts exactly). */
 static int direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_buf_t rows[3]) {
     int nhist = 0, nwin = 0, fresh = 0, found;
@@ -1194,7 +1194,7 @@ static int run(const config_t *cfg, int rebuild) {
     PGconn *db = db_ensure(NULL, url);
     if (stop)
         return 1;
-    char rebuild_began[64] = ""; /* when the rebuild emptied the projection (sql/0015) */
+    char rebuild_began[64] = ""; /* when the rebuild emptied the projection (helmq.rebuild_begin) */
     if (rebuild) {
         PGresult *r = PQexec(db, "SELECT helmq.rebuild_begin()");
         int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
