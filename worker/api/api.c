@@ -3,15 +3,17 @@
  * Reads come from the projection (PostgreSQL, schema helmq) with the seed's
  * field names; POST and DELETE become install and uninstall commands on the
  * commands topic (202 with the commandId once the broker has it). Bearer
- * tokens from a file map to a principal (recorded as performedBy) and either
- * a tenant (which sees and changes only its own releases: 404 otherwise) or
- * the admin role (everything, and the cross-tenant summary). The namespaces
- * routes show which tenant owns a namespace, scoped the same way.
+ * tokens (api_tokens.h) map to a principal (recorded as performedBy) and
+ * either a tenant (which sees and changes only its own releases: 404
+ * otherwise) or the admin role (everything, and the cross-tenant summary).
+ * The namespaces routes show which tenant owns a namespace, scoped the same
+ * way. The commands themselves are built by api_command.c.
  *
  * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
 #include "api_command.h"
+#include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
 #include "db.h"
@@ -21,7 +23,6 @@
 #include "util.h"
 #include "validate.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,6 @@ static const config_opt_t api_opts[] = {
 #define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
 #define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
 
-typedef struct token {
-    char *token, *principal;
-    char tenant[UUID_STR_LEN]; /* "" for admin */
-    int admin;
-} token_t;
-
 typedef struct pending pending_t;
 
 typedef struct api {
@@ -81,8 +76,7 @@ typedef struct api {
     uv_poll_t wake;
     uv_timer_t tick;
     uv_signal_t sigterm, sigint;
-    token_t *tokens;
-    int ntokens;
+    api_tokens_t tokens;
     const char *topic;
     /* metrics */
     unsigned long long requests[6]; /* by status class 1xx..5xx (index 1..5) */
@@ -98,7 +92,7 @@ typedef struct api {
 struct pending {
     api_t *api;
     http_req_t *req;
-    const token_t *tok;
+    const api_token_t *tok; /* borrowed from api.tokens */
     uint64_t started;
     int status;
     char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
@@ -109,70 +103,6 @@ struct pending {
 };
 
 static api_t A;
-
-/* --- tokens ------------------------------------------------------------------ */
-
-static int tokens_load(api_t *a, const char *path, char *errstr, size_t errstr_size) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, errstr_size, "cannot open the tokens file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char line[1024];
-    int lineno = 0;
-    while (fgets(line, sizeof(line), f)) {
-        char tok[512], who[256], role[128];
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        int n = sscanf(line, "%511s %255s %127s", tok, who, role);
-        if (n <= 0)
-            continue;
-        if (n != 3 || (strcmp(role, "admin") != 0 && !uuid_valid(role)) || strlen(tok) < 16) {
-            snprintf(errstr, errstr_size,
-                     "%s:%d: expected TOKEN PRINCIPAL (TENANT_UUID|admin), token of 16+ characters", path,
-                     lineno);
-            fclose(f);
-            return -1;
-        }
-        a->tokens = realloc(a->tokens, sizeof(token_t) * (size_t)(a->ntokens + 1));
-        token_t *t = &a->tokens[a->ntokens++];
-        memset(t, 0, sizeof(*t));
-        t->token = strdup(tok);
-        t->principal = strdup(who);
-        t->admin = strcmp(role, "admin") == 0;
-        if (!t->admin)
-            snprintf(t->tenant, sizeof(t->tenant), "%s", role);
-    }
-    fclose(f);
-    if (a->ntokens == 0) {
-        snprintf(errstr, errstr_size, "%s holds no tokens", path);
-        return -1;
-    }
-    return 0;
-}
-
-/* Constant-time comparison, so timing does not reveal a token's prefix. */
-static int token_eq(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la && i < lb; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-static const token_t *authenticate(api_t *a, const http_req_t *req) {
-    const char *h = req->authorization;
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    const char *given = h + 7;
-    const token_t *found = NULL;
-    for (int i = 0; i < a->ntokens; i++)
-        if (token_eq(a->tokens[i].token, given))
-            found = &a->tokens[i];
-    return found;
-}
 
 /* --- responses ------------------------------------------------------------------ */
 
@@ -196,7 +126,6 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
     free(p);
 }
 
-/* The next connection that is up and not swamped, in turn; NULL when none. */
 /* 400 naming the field (null for the body as a whole) and the rule. */
 static void reply_invalid(pending_t *p, const validate_error_t *verr) {
     char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(verr->message) + 16];
@@ -204,6 +133,7 @@ static void reply_invalid(pending_t *p, const validate_error_t *verr) {
     reply_error(p, 400, msg, field, verr->rule);
 }
 
+/* The next connection that is up and not swamped, in turn; NULL when none. */
 static db_t *api_db(api_t *a) {
     for (int i = 0; i < a->ndbs; i++) {
         db_t *db = a->dbs[a->next_db++ % a->ndbs];
@@ -254,7 +184,7 @@ static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_ro
         reply_db_unavailable(p, "no connection to PostgreSQL is up; retry later");
         return;
     }
-    const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
+    const char *params[2] = {id, api_token_tenant(p->tok)};
     p->on_row = on_row;
     p->db_deadline = uv_now(a->loop) + a->db_timeout_ms;
     p->db_next = a->db_waiting;
@@ -361,8 +291,7 @@ static void send_command(pending_t *p, json_t *doc) {
 }
 
 static api_caller_t caller(const pending_t *p) {
-    api_caller_t who = {p->tok->principal, p->tok->admin ? NULL : p->tok->tenant};
-    return who;
+    return api_token_caller(p->tok);
 }
 
 static void post_install(pending_t *p) {
@@ -560,7 +489,7 @@ static void handle(http_req_t *req, void *ctx) {
         reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
-    p->tok = authenticate(a, req);
+    p->tok = api_tokens_authenticate(&a->tokens, req->authorization);
     if (!p->tok) {
         reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL,
                     NULL);
@@ -718,7 +647,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "helmq-api: --tokens-file (HELMQ_API_TOKENS) is required\n");
         return 2;
     }
-    if (tokens_load(a, config_get(&cfg, "tokens-file"), errstr, sizeof(errstr)) < 0) {
+    if (api_tokens_load(&a->tokens, config_get(&cfg, "tokens-file"), errstr, sizeof(errstr)) < 0) {
         fprintf(stderr, "helmq-api: %s\n", errstr);
         return 2;
     }
@@ -789,16 +718,12 @@ int main(int argc, char **argv) {
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
     log_info("serving %s on port %d (%d tokens, up to %u connections)", PREFIX, httpd_port(a->http),
-             a->ntokens, hs.max_connections);
+             a->tokens.n, hs.max_connections);
     uv_run(a->loop, UV_RUN_DEFAULT);
     rd_kafka_queue_destroy(a->queue);
     rd_kafka_destroy(a->producer);
     uv_loop_close(a->loop);
-    for (int i = 0; i < a->ntokens; i++) {
-        free(a->tokens[i].token);
-        free(a->tokens[i].principal);
-    }
-    free(a->tokens);
+    api_tokens_free(&a->tokens);
     free(a->dbs);
     codec_term();
     config_free(&cfg);
