@@ -13,6 +13,7 @@
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
 #include "api_command.h"
+#include "api_metrics.h"
 #include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
@@ -78,11 +79,7 @@ typedef struct api {
     uv_signal_t sigterm, sigint;
     api_tokens_t tokens;
     const char *topic;
-    /* metrics */
-    unsigned long long requests[6]; /* by status class 1xx..5xx (index 1..5) */
-    unsigned long long commands_sent, commands_failed;
-    unsigned long long latency_count;
-    double latency_sum;
+    api_metrics_t metrics;
 } api_t;
 
 /* A request being answered. One waiting on PostgreSQL is on api.db_waiting
@@ -107,9 +104,7 @@ static api_t A;
 /* --- responses ------------------------------------------------------------------ */
 
 static void count(api_t *a, int status, uint64_t started) {
-    a->requests[status / 100 < 6 ? status / 100 : 5]++;
-    a->latency_count++;
-    a->latency_sum += (double)(uv_now(a->loop) - started) / 1000.0;
+    api_metrics_request(&a->metrics, status, (double)(uv_now(a->loop) - started) / 1000.0);
 }
 
 static void reply(pending_t *p, int status, const char *body) {
@@ -248,12 +243,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (!p)
         return;
     if (m->err) {
-        p->api->commands_failed++;
+        p->api->metrics.commands_failed++;
         log_error("commandId=%s not delivered: %s", p->command_id, rd_kafka_err2str(m->err));
         reply_error(p, 503, "the command could not be delivered to Kafka", NULL, NULL);
         return;
     }
-    p->api->commands_sent++;
+    p->api->metrics.commands_sent++;
     json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id,
                              "status", "accepted");
     char *s = json_dumps(body, JSON_COMPACT);
@@ -285,7 +280,7 @@ static void send_command(pending_t *p, json_t *doc) {
                           RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
     free(buf);
     if (err) {
-        p->api->commands_failed++;
+        p->api->metrics.commands_failed++;
         reply_error(p, 503, rd_kafka_err2str(err), NULL, NULL);
     }
 }
@@ -343,40 +338,10 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
 
 static void metrics(api_t *a, http_req_t *req) {
     char body[4096];
-    int n = snprintf(body, sizeof(body),
-                     "# HELP helmq_api_requests_total HTTP requests answered, by status class.\n"
-                     "# TYPE helmq_api_requests_total counter\n");
-    for (int c = 1; c <= 5; c++)
-        n += snprintf(body + n, sizeof(body) - (size_t)n, "helmq_api_requests_total{class=\"%dxx\"} %llu\n",
-                      c, a->requests[c]);
-    n += snprintf(
-        body + n, sizeof(body) - (size_t)n,
-        "# HELP helmq_api_request_duration_seconds Time to answer requests.\n"
-        "# TYPE helmq_api_request_duration_seconds summary\n"
-        "helmq_api_request_duration_seconds_sum %.6f\nhelmq_api_request_duration_seconds_count %llu\n"
-        "# HELP helmq_api_commands_total Commands published, by outcome.\n"
-        "# TYPE helmq_api_commands_total counter\n"
-        "helmq_api_commands_total{outcome=\"delivered\"} %llu\nhelmq_api_commands_total{outcome=\"failed\"} "
-        "%llu\n"
-        "# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
-        "helmq_postgres_up %d\n"
-        "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
-        "helmq_kafka_up %d\n",
-        a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, api_db_ready(a),
-        rd_kafka_outq_len(a->producer) < 1000);
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
-    n += snprintf(body + n, sizeof(body) - (size_t)n,
-                  "# HELP helmq_api_connections Open HTTP connections.\n# TYPE helmq_api_connections gauge\n"
-                  "helmq_api_connections %u\n"
-                  "# HELP helmq_api_connections_max The limit of open HTTP connections.\n"
-                  "# TYPE helmq_api_connections_max gauge\nhelmq_api_connections_max %u\n"
-                  "# HELP helmq_api_connections_closed_total HTTP connections the server closed, by reason.\n"
-                  "# TYPE helmq_api_connections_closed_total counter\n"
-                  "helmq_api_connections_closed_total{reason=\"timeout\"} %llu\n"
-                  "helmq_api_connections_closed_total{reason=\"evicted\"} %llu\n"
-                  "helmq_api_connections_closed_total{reason=\"refused\"} %llu\n",
-                  hs.connections, hs.max_connections, hs.timed_out, hs.evicted, hs.refused);
+    int n = api_metrics_render(&a->metrics, api_db_ready(a), rd_kafka_outq_len(a->producer) < 1000, &hs, body,
+                               sizeof(body));
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 }
 
