@@ -3,15 +3,18 @@
  * Reads come from the projection (PostgreSQL, schema helmq) with the seed's
  * field names; POST and DELETE become install and uninstall commands on the
  * commands topic (202 with the commandId once the broker has it). Bearer
- * tokens from a file map to a principal (recorded as performedBy) and either
- * a tenant (which sees and changes only its own releases: 404 otherwise) or
- * the admin role (everything, and the cross-tenant summary). The namespaces
- * routes show which tenant owns a namespace, scoped the same way.
+ * tokens (api_tokens.h) map to a principal (recorded as performedBy) and
+ * either a tenant (which sees and changes only its own releases: 404
+ * otherwise) or the admin role (everything, and the cross-tenant summary).
+ * The namespaces routes show which tenant owns a namespace, scoped the same
+ * way. The commands themselves are built by api_command.c.
  *
  * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
 #include "api_command.h"
+#include "api_metrics.h"
+#include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
 #include "db.h"
@@ -21,7 +24,6 @@
 #include "util.h"
 #include "validate.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +61,6 @@ static const config_opt_t api_opts[] = {
 #define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
 #define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
 
-typedef struct token {
-    char *token, *principal;
-    char tenant[UUID_STR_LEN]; /* "" for admin */
-    int admin;
-} token_t;
-
 typedef struct pending pending_t;
 
 typedef struct api {
@@ -81,14 +77,9 @@ typedef struct api {
     uv_poll_t wake;
     uv_timer_t tick;
     uv_signal_t sigterm, sigint;
-    token_t *tokens;
-    int ntokens;
+    api_tokens_t tokens;
     const char *topic;
-    /* metrics */
-    unsigned long long requests[6]; /* by status class 1xx..5xx (index 1..5) */
-    unsigned long long commands_sent, commands_failed;
-    unsigned long long latency_count;
-    double latency_sum;
+    api_metrics_t metrics;
 } api_t;
 
 /* A request being answered. One waiting on PostgreSQL is on api.db_waiting
@@ -98,7 +89,7 @@ typedef struct api {
 struct pending {
     api_t *api;
     http_req_t *req;
-    const token_t *tok;
+    const api_token_t *tok; /* borrowed from api.tokens */
     uint64_t started;
     int status;
     char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
@@ -110,76 +101,10 @@ struct pending {
 
 static api_t A;
 
-/* --- tokens ------------------------------------------------------------------ */
-
-static int tokens_load(api_t *a, const char *path, char *errstr, size_t errstr_size) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, errstr_size, "cannot open the tokens file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char line[1024];
-    int lineno = 0;
-    while (fgets(line, sizeof(line), f)) {
-        char tok[512], who[256], role[128];
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        int n = sscanf(line, "%511s %255s %127s", tok, who, role);
-        if (n <= 0)
-            continue;
-        if (n != 3 || (strcmp(role, "admin") != 0 && !uuid_valid(role)) || strlen(tok) < 16) {
-            snprintf(errstr, errstr_size,
-                     "%s:%d: expected TOKEN PRINCIPAL (TENANT_UUID|admin), token of 16+ characters", path,
-                     lineno);
-            fclose(f);
-            return -1;
-        }
-        a->tokens = realloc(a->tokens, sizeof(token_t) * (size_t)(a->ntokens + 1));
-        token_t *t = &a->tokens[a->ntokens++];
-        memset(t, 0, sizeof(*t));
-        t->token = strdup(tok);
-        t->principal = strdup(who);
-        t->admin = strcmp(role, "admin") == 0;
-        if (!t->admin)
-            snprintf(t->tenant, sizeof(t->tenant), "%s", role);
-    }
-    fclose(f);
-    if (a->ntokens == 0) {
-        snprintf(errstr, errstr_size, "%s holds no tokens", path);
-        return -1;
-    }
-    return 0;
-}
-
-/* Constant-time comparison, so timing does not reveal a token's prefix. */
-static int token_eq(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la && i < lb; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-static const token_t *authenticate(api_t *a, const http_req_t *req) {
-    const char *h = req->authorization;
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    const char *given = h + 7;
-    const token_t *found = NULL;
-    for (int i = 0; i < a->ntokens; i++)
-        if (token_eq(a->tokens[i].token, given))
-            found = &a->tokens[i];
-    return found;
-}
-
 /* --- responses ------------------------------------------------------------------ */
 
 static void count(api_t *a, int status, uint64_t started) {
-    a->requests[status / 100 < 6 ? status / 100 : 5]++;
-    a->latency_count++;
-    a->latency_sum += (double)(uv_now(a->loop) - started) / 1000.0;
+    api_metrics_request(&a->metrics, status, (double)(uv_now(a->loop) - started) / 1000.0);
 }
 
 static void reply(pending_t *p, int status, const char *body) {
@@ -196,7 +121,6 @@ static void reply_error(pending_t *p, int status, const char *msg, const char *f
     free(p);
 }
 
-/* The next connection that is up and not swamped, in turn; NULL when none. */
 /* 400 naming the field (null for the body as a whole) and the rule. */
 static void reply_invalid(pending_t *p, const validate_error_t *verr) {
     char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(verr->message) + 16];
@@ -204,6 +128,7 @@ static void reply_invalid(pending_t *p, const validate_error_t *verr) {
     reply_error(p, 400, msg, field, verr->rule);
 }
 
+/* The next connection that is up and not swamped, in turn; NULL when none. */
 static db_t *api_db(api_t *a) {
     for (int i = 0; i < a->ndbs; i++) {
         db_t *db = a->dbs[a->next_db++ % a->ndbs];
@@ -254,7 +179,7 @@ static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_ro
         reply_db_unavailable(p, "no connection to PostgreSQL is up; retry later");
         return;
     }
-    const char *params[2] = {id, p->tok->admin ? NULL : p->tok->tenant};
+    const char *params[2] = {id, api_token_tenant(p->tok)};
     p->on_row = on_row;
     p->db_deadline = uv_now(a->loop) + a->db_timeout_ms;
     p->db_next = a->db_waiting;
@@ -318,12 +243,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (!p)
         return;
     if (m->err) {
-        p->api->commands_failed++;
+        p->api->metrics.commands_failed++;
         log_error("commandId=%s not delivered: %s", p->command_id, rd_kafka_err2str(m->err));
         reply_error(p, 503, "the command could not be delivered to Kafka", NULL, NULL);
         return;
     }
-    p->api->commands_sent++;
+    p->api->metrics.commands_sent++;
     json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id,
                              "status", "accepted");
     char *s = json_dumps(body, JSON_COMPACT);
@@ -355,14 +280,13 @@ static void send_command(pending_t *p, json_t *doc) {
                           RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
     free(buf);
     if (err) {
-        p->api->commands_failed++;
+        p->api->metrics.commands_failed++;
         reply_error(p, 503, rd_kafka_err2str(err), NULL, NULL);
     }
 }
 
 static api_caller_t caller(const pending_t *p) {
-    api_caller_t who = {p->tok->principal, p->tok->admin ? NULL : p->tok->tenant};
-    return who;
+    return api_token_caller(p->tok);
 }
 
 static void post_install(pending_t *p) {
@@ -414,40 +338,10 @@ static void on_release_for_delete(void *arg, const PGresult *res, const char *er
 
 static void metrics(api_t *a, http_req_t *req) {
     char body[4096];
-    int n = snprintf(body, sizeof(body),
-                     "# HELP helmq_api_requests_total HTTP requests answered, by status class.\n"
-                     "# TYPE helmq_api_requests_total counter\n");
-    for (int c = 1; c <= 5; c++)
-        n += snprintf(body + n, sizeof(body) - (size_t)n, "helmq_api_requests_total{class=\"%dxx\"} %llu\n",
-                      c, a->requests[c]);
-    n += snprintf(
-        body + n, sizeof(body) - (size_t)n,
-        "# HELP helmq_api_request_duration_seconds Time to answer requests.\n"
-        "# TYPE helmq_api_request_duration_seconds summary\n"
-        "helmq_api_request_duration_seconds_sum %.6f\nhelmq_api_request_duration_seconds_count %llu\n"
-        "# HELP helmq_api_commands_total Commands published, by outcome.\n"
-        "# TYPE helmq_api_commands_total counter\n"
-        "helmq_api_commands_total{outcome=\"delivered\"} %llu\nhelmq_api_commands_total{outcome=\"failed\"} "
-        "%llu\n"
-        "# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
-        "helmq_postgres_up %d\n"
-        "# HELP helmq_kafka_up Whether a Kafka broker is reachable.\n# TYPE helmq_kafka_up gauge\n"
-        "helmq_kafka_up %d\n",
-        a->latency_sum, a->latency_count, a->commands_sent, a->commands_failed, api_db_ready(a),
-        rd_kafka_outq_len(a->producer) < 1000);
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
-    n += snprintf(body + n, sizeof(body) - (size_t)n,
-                  "# HELP helmq_api_connections Open HTTP connections.\n# TYPE helmq_api_connections gauge\n"
-                  "helmq_api_connections %u\n"
-                  "# HELP helmq_api_connections_max The limit of open HTTP connections.\n"
-                  "# TYPE helmq_api_connections_max gauge\nhelmq_api_connections_max %u\n"
-                  "# HELP helmq_api_connections_closed_total HTTP connections the server closed, by reason.\n"
-                  "# TYPE helmq_api_connections_closed_total counter\n"
-                  "helmq_api_connections_closed_total{reason=\"timeout\"} %llu\n"
-                  "helmq_api_connections_closed_total{reason=\"evicted\"} %llu\n"
-                  "helmq_api_connections_closed_total{reason=\"refused\"} %llu\n",
-                  hs.connections, hs.max_connections, hs.timed_out, hs.evicted, hs.refused);
+    int n = api_metrics_render(&a->metrics, api_db_ready(a), rd_kafka_outq_len(a->producer) < 1000, &hs, body,
+                               sizeof(body));
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 }
 
@@ -560,7 +454,7 @@ static void handle(http_req_t *req, void *ctx) {
         reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
-    p->tok = authenticate(a, req);
+    p->tok = api_tokens_authenticate(&a->tokens, req->authorization);
     if (!p->tok) {
         reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL,
                     NULL);
@@ -718,7 +612,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "helmq-api: --tokens-file (HELMQ_API_TOKENS) is required\n");
         return 2;
     }
-    if (tokens_load(a, config_get(&cfg, "tokens-file"), errstr, sizeof(errstr)) < 0) {
+    if (api_tokens_load(&a->tokens, config_get(&cfg, "tokens-file"), errstr, sizeof(errstr)) < 0) {
         fprintf(stderr, "helmq-api: %s\n", errstr);
         return 2;
     }
@@ -789,16 +683,12 @@ int main(int argc, char **argv) {
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
     log_info("serving %s on port %d (%d tokens, up to %u connections)", PREFIX, httpd_port(a->http),
-             a->ntokens, hs.max_connections);
+             a->tokens.n, hs.max_connections);
     uv_run(a->loop, UV_RUN_DEFAULT);
     rd_kafka_queue_destroy(a->queue);
     rd_kafka_destroy(a->producer);
     uv_loop_close(a->loop);
-    for (int i = 0; i < a->ntokens; i++) {
-        free(a->tokens[i].token);
-        free(a->tokens[i].principal);
-    }
-    free(a->tokens);
+    api_tokens_free(&a->tokens);
     free(a->dbs);
     codec_term();
     config_free(&cfg);

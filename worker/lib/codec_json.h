@@ -1,0 +1,25 @@
+/* Private to the codec (codec*.c): the mapping between natural JSON (see
+ * codec.h) and avro-c generic values of one schema. Neither direction
+ * resolves between schema versions; codec_schema.h does that on the JSON. */
+#ifndef HELMQ_CODEC_JSON_H
+#define HELMQ_CODEC_JSON_H
+
+#include "codec_schema.h"
+
+#include <avro.h>
+#include <jansson.h>
+#include <stddef.h>
+
+/* Sets record, a reset generic value of cs's record schema, from doc (not
+ * consumed). A field absent from doc takes its default in cs; one without a
+ * default is an error naming it. Returns 0, or -1 with errstr filled (the
+ * field's path, "history.revision", and what was wrong). */
+int codec_json_to_avro(const codec_schema_t *cs, const json_t *doc, avro_value_t *record, char *errstr,
+                       size_t errstr_size);
+
+/* The natural JSON of v, a new reference; NULL when v holds a string that is
+ * not UTF-8 or has a NUL, an enum index its schema lacks, or is nested more
+ * than CODEC_MAX_DEPTH levels. */
+json_t *codec_json_from_avro(avro_value_t *v);
+
+#endif
