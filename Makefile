@@ -118,9 +118,10 @@ UNIT_CFLAGS = -Iworker -Iworker/projector -Itests/unit
 $(BUILD)/tests/unit/support/%.o: tests/unit/support/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(UNIT_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+# (filter-out: -MMD makes the headers prerequisites of the binary too.)
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(UNIT_SUPPORT_OBJ) $(WORKER_LIB) $(PROJECTOR_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(UNIT_CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(UNIT_CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 unit: all
 	prove -e '' $(UNIT_BIN)

@@ -7,7 +7,7 @@
  * those. A batch refused because of an event (SQLSTATE classes 22, 23, ...)
  * is split in halves, recursively, until the refused events stand alone:
  * every other event is applied, in topic order, and each refused one is
- * parked in helmq.parked_events with its error (sql/0004), logged and
+ * parked in helmq.parked_events with its error (sql/0002), logged and
  * counted. */
 #include "projector.h"
 
@@ -171,8 +171,8 @@ static PGresult *stage_finish(projector_t *p, const copy_buf_t *more, int nmore)
 }
 
 /* The statements of a batch, each one query string in one transaction. The
- * staged form (sql/0007): every event into pg_temp.helmq_stage, applied by
- * helmq.apply_staged(). The direct form (sql/0012): a batch's new events,
+ * staged form (sql/0002): every event into pg_temp.helmq_stage, applied by
+ * helmq.apply_staged(). The direct form (sql/0002): a batch's new events,
  * history rows and releases computed by the projector, COPY'd straight into
  * the tables (the releases through pg_temp.helmq_direct_releases). */
 static const char sql_staged[] =

@@ -1,7 +1,7 @@
 /* A batch of the projector: its Kafka records decoded into events in place,
  * and those events written as PostgreSQL COPY rows, in the staged form
- * (pg_temp.helmq_stage, applied by helmq.apply_staged, sql/0007) or the
- * direct form (rows straight for the tables, sql/0012: this file does the
+ * (pg_temp.helmq_stage, applied by helmq.apply_staged, sql/0002) or the
+ * direct form (rows straight for the tables, sql/0002: this file does the
  * dedup by eventId and picks each release's winner by revision). Pure: no
  * PostgreSQL here, so the unit tests drive it without a server. */
 #include "projector.h"
@@ -70,7 +70,7 @@ static void copy_text(copy_buf_t *b, const char *s, size_t n) {
     b->len = (size_t)(o - b->data);
 }
 
-/* The columns of pg_temp.helmq_stage after ord and ho (sql/0007): the event
+/* The columns of pg_temp.helmq_stage after ord and ho (sql/0002): the event
  * field each takes in an event's row, and in a row of its history (NULL: the
  * column is null in such rows). */
 static const struct stage_column {
@@ -159,7 +159,7 @@ void batch_stage_rows(const batch_record_t *recs, int lo, int hi, copy_buf_t *ro
     }
 }
 
-/* --- the direct form (sql/0012) ---------------------------------------- */
+/* --- the direct form (sql/0002) ---------------------------------------- */
 
 /* The columns of stage_columns, by name. */
 enum {
@@ -266,9 +266,9 @@ void batch_direct_work_free(direct_work_t *w) {
 
 /* The batch's events in the direct form: rows[0] for helmq.applied_events,
  * rows[1] for helmq.release_history, rows[2] for
- * pg_temp.helmq_direct_releases, exactly what apply_staged_rows (sql/0007,
- * 0011) writes for a batch all of whose events and history rows are new (see
- * sql/0012). Returns the number of new events, or -1 when the batch must be
+ * pg_temp.helmq_direct_releases, exactly what apply_staged_rows
+ * writes for a batch all of whose events and history rows are new (see
+ * sql/0002). Returns the number of new events, or -1 when the batch must be
  * staged (a value only the staged form converts exactly). */
 int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_buf_t rows[3]) {
     int nhist = 0, nwin = 0, fresh = 0, found;

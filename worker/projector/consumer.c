@@ -94,7 +94,7 @@ int consumer_run(const config_t *cfg, int rebuild, const volatile sig_atomic_t *
     PGconn *db = apply_db_ensure(NULL, url, stop);
     if (*stop)
         return 1;
-    char rebuild_began[64] = ""; /* when the rebuild emptied the projection (sql/0015) */
+    char rebuild_began[64] = ""; /* when the rebuild emptied the projection (sql/0002) */
     if (rebuild) {
         if (rebuild_begin(db, rebuild_began, sizeof(rebuild_began)) < 0) {
             PQfinish(db);

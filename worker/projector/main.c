@@ -3,10 +3,10 @@
  * Its own consumer group on the events topic (consumer.c). Events are
  * applied in batches, one transaction per batch (apply.c): the decoded
  * events (batch.c) are streamed with COPY into a TEMP staging table and
- * applied by helmq.apply_staged (sql/0007: the semantics of 0005's
+ * applied by helmq.apply_staged (sql/0002: the semantics of
  * apply_events, idempotent by eventId, an older revision never overwriting
  * newer state), or, when every event of a batch is new, COPY'd straight into
- * the tables (sql/0012). Events PostgreSQL refuses and records that do not
+ * the tables (sql/0002). Events PostgreSQL refuses and records that do not
  * decode are parked in helmq.parked_events. This file holds the options,
  * signals, migrations and main(); projector.h describes the layers. */
 #include "projector.h"

@@ -100,7 +100,7 @@ typedef struct projector {
     const char *topic;
     int rebuild;
     unsigned long long parked;
-    int staged_pid;   /* the backend whose staging tables exist (sql/0007), 0 when unknown */
+    int staged_pid;   /* the backend whose staging tables exist (sql/0002), 0 when unknown */
     int direct_pause; /* batches to stage before trying the direct form again */
     direct_work_t direct;
     const volatile sig_atomic_t *stop;
@@ -126,15 +126,15 @@ void batch_clear(batch_record_t *recs, int n);
  * direct form pauses (p->direct_pause) or cannot take the batch. */
 void batch_prepare(projector_t *p, batch_t *b);
 
-/* Appends the rows of pg_temp.helmq_stage (sql/0007) for events [lo, hi) of
+/* Appends the rows of pg_temp.helmq_stage (sql/0002) for events [lo, hi) of
  * recs to rows. */
 void batch_stage_rows(const batch_record_t *recs, int lo, int hi, copy_buf_t *rows);
 
 /* The batch's events in the direct form: rows[0] for helmq.applied_events,
  * rows[1] for helmq.release_history, rows[2] for
- * pg_temp.helmq_direct_releases, exactly what apply_staged_rows (sql/0007,
- * 0011) writes for a batch all of whose events and history rows are new (see
- * sql/0012). w is reused scratch space. Returns the number of new events
+ * pg_temp.helmq_direct_releases, exactly what apply_staged_rows
+ * writes for a batch all of whose events and history rows are new (see
+ * sql/0002). w is reused scratch space. Returns the number of new events
  * (distinct eventIds), or -1 when the batch must be staged (a value only the
  * staged form converts exactly). */
 int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_buf_t rows[3]);
@@ -150,7 +150,7 @@ typedef struct apply_counters {
     atomic_ullong events, batches;
     atomic_ullong batch_buckets[6]; /* batch sizes <= apply_batch_le[i] (-1: +Inf) */
     atomic_ullong parked_refused, parked_undecodable;
-    atomic_ullong direct_batches, direct_retried; /* sql/0012's form: committed; applied again staged */
+    atomic_ullong direct_batches, direct_retried; /* the direct form: committed; applied again staged */
     atomic_int pg_up;
 } apply_counters_t;
 
@@ -179,7 +179,7 @@ int apply_finish(projector_t *p, batch_t *b);
 
 /* --- rebuild.c ---------------------------------------------------------- */
 
-/* Empties the projection (helmq.rebuild_begin, sql/0015) and copies when it
+/* Empties the projection (helmq.rebuild_begin, sql/0002) and copies when it
  * did so to began. Returns 0, or -1 (logged). */
 int rebuild_begin(PGconn *db, char *began, size_t began_size);
 

@@ -1,7 +1,7 @@
 /* A rebuild of the projection from the events topic: its start (the
  * projection emptied by helmq.rebuild_begin, every partition assigned from
  * the beginning) and its end (helmq.rebuild_finish deletes the parked rows of
- * records applied this time, sql/0015). The replay itself is the consumer's
+ * records applied this time, sql/0002). The replay itself is the consumer's
  * ordinary loop (consumer.c). */
 #include "projector.h"
 
