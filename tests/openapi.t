@@ -14,7 +14,7 @@
 
 DOC=docs/openapi.json
 if ! NODE_PATH=$(bash tests/lib/node-deps.sh 2>"$T/npm.log"); then
-    why="the Node.js packages (@redocly/cli, ajv) could not be installed: $(tail -1 "$T/npm.log")"
+    why="npm could not install @redocly/cli and ajv (tests/lib/node-deps.sh): $(grep -m1 -E 'FetchError|npm error code|ERR' "$T/npm.log" || tail -1 "$T/npm.log")"
     [ "${CI:-}" = true ] || skip_all "$why"
     ok 1 "CI=true: $why"
     done_testing
