@@ -118,6 +118,25 @@ REQ=$T/own.json x "install without tenantId (the token's tenant)" 202 POST "$B" 
 wait_projection "$RID" deployed 1
 ok $? "the install reaches the projection"
 wait_projection "$GRID" deployed 1
+# A second helmq-api, on the same PostgreSQL, whose broker is unreachable: the
+# commands it takes are never delivered, and answered 503 once librdkafka
+# gives up (message.timeout.ms, 30 s): sent now, collected at the end.
+API2_PORT=$(free_port)
+"$HELMQ_BIN/helmq-api" --listen "127.0.0.1:$API2_PORT" --tokens-file "$T/tokens" --brokers 127.0.0.1:9 \
+    >>"$T/api2.log" 2>&1 &
+at_exit "kill -9 $!"
+wait_for "the second helmq-api to serve" 30 curl -sf "http://127.0.0.1:$API2_PORT/healthz" -o /dev/null
+jq '.releaseName="never-delivered"' "$T/seed.json" >"$T/k1.req"
+undelivered() { # undelivered N METHOD PATH [CURL_ARGS...]: in the background
+    local n=$1 m=$2 path=$3
+    shift 3
+    curl -s -m 90 -o "$T/k$n.b" -D "$T/k$n.h" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "$@" "http://127.0.0.1:$API2_PORT$path" >"$T/k$n.code" &
+}
+undelivered 1 POST "$B" --data-binary @"$T/k1.req"
+K1=$!
+undelivered 2 DELETE "$B/$GRID?reason=never"
+K2=$!
 x "a release" 200 GET "$B/$RID" "$ACME_TOKEN"
 x "a release, upper-case id, trailing /" 200 GET "$B/${RID^^}/" "$ACME_TOKEN"
 x "a release, HEAD" 200 HEAD "$B/$RID" "$ACME_TOKEN"
@@ -209,6 +228,13 @@ x "uninstall, PostgreSQL down" 503 DELETE "$B/$GRID" "$ADMIN_TOKEN"
 x "namespaces, PostgreSQL down" 503 GET "$N" "$ADMIN_TOKEN"
 x "a namespace, PostgreSQL down" 503 GET "$N/tenant-acme" "$ADMIN_TOKEN"
 x "metrics, PostgreSQL down" 200 GET /metrics ""
+
+# Kafka unreachable: 503.
+wait "$K1" "$K2"
+is "$(cat "$T/k1.code")" 503 "POST $B, Kafka unreachable: 503"
+record "install, Kafka unreachable" POST "$B" "$(cat "$T/k1.code")" "$T/k1.h" "$T/k1.b"
+is "$(cat "$T/k2.code")" 503 "DELETE $B/…, Kafka unreachable: 503"
+record "uninstall, Kafka unreachable" DELETE "$B/$GRID" "$(cat "$T/k2.code")" "$T/k2.h" "$T/k2.b"
 
 # 4. Every answer against the document.
 check validate "$DOC" "$EX" >"$T/validated"
