@@ -15,14 +15,15 @@ RUN apt-get update \
         librdkafka-dev libavro-dev libpq-dev libuv1-dev libjansson-dev libssl-dev libhttp-parser-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Only what the program targets need: the sources, and schemas/ + sql/, which
-# the Makefile embeds into every program with tests/lib/embed.sh.
+# Only what the program targets need: the sources, and schemas/ + sql/ (and
+# helmq-api's docs/openapi.json), which the Makefile embeds with tests/lib/embed.sh.
 COPY Makefile ./
 COPY worker/ worker/
 COPY producer-cli/ producer-cli/
 COPY schemas/ schemas/
 COPY sql/ sql/
 COPY tests/lib/embed.sh tests/lib/embed.sh
+COPY docs/openapi.json docs/openapi.json
 # `make all` would also build the C unit tests (tests/unit); build only the programs.
 RUN make -j"$(nproc)" bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker bin/helmq-api \
  && strip --strip-debug bin/helmq bin/helmq-worker bin/helmq-projector bin/helmq-broker bin/helmq-api

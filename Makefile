@@ -81,6 +81,11 @@ $(BUILD)/sql_gen.c: $(MIGRATIONS) tests/lib/embed.sh
 	@mkdir -p $(dir $@)
 	bash tests/lib/embed.sh sql_migrations $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
+# helmq-api's OpenAPI document, served at /openapi.json: built in the same way.
+$(BUILD)/openapi_gen.c: docs/openapi.json tests/lib/embed.sh
+	@mkdir -p $(dir $@)
+	bash tests/lib/embed.sh openapi_sources docs/openapi.json > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
@@ -106,7 +111,7 @@ $(BIN)/helmq-projector: $(PROJECTOR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/helmq-api: $(API_OBJ) $(LIB)
+$(BIN)/helmq-api: $(API_OBJ) $(BUILD)/openapi_gen.o $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -55,4 +55,4 @@ if [ ! -x "$root/build/tools/helm" ] || [ ! -x "$root/build/tools/kubectl" ]; th
         echo "deps: real helm could not be installed (the conformance test will say so)" >&2
 fi
 # kafkajs, the Kafka client tests/partitioning.t checks helmq's partitioning against.
-bash "$root/tests/lib/node-deps.sh" >/dev/null || echo "deps: kafkajs could not be installed (partitioning.t will skip)" >&2
+bash "$root/tests/lib/node-deps.sh" >/dev/null || echo "deps: the Node.js test packages could not be installed (partitioning.t and openapi.t will skip)" >&2

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Installs the Node.js packages the interoperability tests use (a Kafka client
-# helmq did not write) under build/node, pinned, once. Prints the
-# node_modules directory; exits non-zero when they cannot be installed.
+# Installs the Node.js packages the tests use under build/node, pinned, once:
+# kafkajs (interoperability: a Kafka client helmq did not write), and
+# @redocly/cli, ajv and ajv-formats (tests/openapi.t: the OpenAPI document
+# linted, and real answers validated against it). Prints the node_modules
+# directory; exits non-zero when they cannot be installed.
 set -euo pipefail
-KAFKAJS_VERSION=2.2.4
+PACKAGES=(kafkajs@2.2.4 @redocly/cli@2.77.0 ajv@8.20.0 ajv-formats@3.0.1)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$root/build/node
-if [ "$(node -p "require('$dir/node_modules/kafkajs/package.json').version" 2>/dev/null)" != "$KAFKAJS_VERSION" ]; then
+missing=0
+for p in "${PACKAGES[@]}"; do
+    name=${p%@*} version=${p##*@}
+    if [ "$(node -p "require('$dir/node_modules/$name/package.json').version" 2>/dev/null)" != "$version" ]; then
+        missing=1
+    fi
+done
+if [ "$missing" = 1 ]; then
     mkdir -p "$dir"
-    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error --save-exact "kafkajs@$KAFKAJS_VERSION" >&2
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error --save-exact "${PACKAGES[@]}" >&2
 fi
 echo "$dir/node_modules"

@@ -14,6 +14,7 @@
  * rd_kafka_queue_io_event_enable). */
 #include "api_command.h"
 #include "api_metrics.h"
+#include "api_openapi.h"
 #include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
@@ -434,15 +435,18 @@ static void handle(http_req_t *req, void *ctx) {
     p->api = a;
     p->req = req;
     p->started = uv_now(a->loop);
-    if (nseg == 1 && (strcmp(seg[0], "healthz") == 0 || strcmp(seg[0], "metrics") == 0)) {
+    if (nseg == 1 && (strcmp(seg[0], "healthz") == 0 || strcmp(seg[0], "metrics") == 0 ||
+                      strcmp(seg[0], "openapi.json") == 0)) {
         if (strcmp(m, "GET") != 0) {
             reply_method(p, ALLOW_GET);
             return;
         }
         if (seg[0][0] == 'h')
             health(a, req);
-        else
+        else if (seg[0][0] == 'm')
             metrics(a, req);
+        else
+            api_openapi(req);
         free(p);
         return;
     }
@@ -592,7 +596,7 @@ int main(int argc, char **argv) {
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
                "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
                "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
-               "  GET    /healthz, /metrics (Prometheus)\n"
+               "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
                "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);
         config_free(&cfg);
