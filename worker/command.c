@@ -11,7 +11,7 @@
  * reconciled against helm's own record of the release. A commandId is one
  * command: other content under it is refused (IDEMPOTENCY_CONFLICT), and so
  * is a record whose key is not its command's (KEY_MISMATCH). */
-#include "worker.h"
+#include "command.h"
 #include "tenant_access.h"
 
 #include "cmddoc.h"
@@ -65,6 +65,42 @@ static command_rs_t *cmd_rs(command_t *c) {
     return c->rs;
 }
 
+static const command_helm_ops_t *helm_ops(const command_ctx_t *x) {
+    return x->helm_ops ? x->helm_ops : &command_helm_default;
+}
+
+/* A ledger statement on the connection of c's release key. */
+static void ledger_query(command_t *c, const char *sql, int n, const char *const *values, const int *lengths,
+                         const int *formats, db_cb cb, void *arg) {
+    c->ctx->host.query(c->ctx->host.ctx, c->key_name ? c->key_name : "-", sql, n, values, lengths, formats,
+                       cb, arg);
+}
+
+static void pool_release(command_t *c);
+
+/* The command is over (its outcome published, or nothing can be said):
+ * its slot goes to the next waiting command, the dispatcher takes over. */
+static void command_done(command_t *c) {
+    pool_release(c);
+    c->ctx->host.done(c->ctx->host.ctx, c);
+}
+
+static void count_outcome(command_ctx_t *x, const char *event_type) {
+    int i = COMMAND_OUTCOMES - 1;
+    for (int k = 0; k < COMMAND_OUTCOMES - 1 && event_type; k++)
+        if (strcmp(event_type, command_outcome_names[k]) == 0)
+            i = k;
+    x->counters.outcome[i]++;
+}
+
+static void count_helm(command_ctx_t *x, double seconds) {
+    for (int i = 0; i < COMMAND_HELM_BUCKETS; i++)
+        if (command_helm_bucket_le[i] < 0 || seconds <= command_helm_bucket_le[i])
+            x->counters.helm_buckets[i]++;
+    x->counters.helm_count++;
+    x->counters.helm_seconds += seconds;
+}
+
 static const char *jstr(const json_t *o, const char *k) {
     return json_string_value(json_object_get(o, k));
 }
@@ -75,7 +111,7 @@ static int jint(const json_t *o, const char *k) {
 }
 
 static const char *key_name(const command_t *c) {
-    return c->key ? c->key->name : "-";
+    return c->key_name ? c->key_name : "-";
 }
 
 static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...)
@@ -90,8 +126,8 @@ static void cmd_log(command_t *c, log_level_t level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    log_write(level, "commandId=%s key=%s %s[%d]@%lld: %s", c->id, key_name(c), c->w->commands_topic,
-              c->part ? (int)c->part->id : -1, (long long)c->offset, msg);
+    log_write(level, "commandId=%s key=%s %s[%d]@%lld: %s", c->id, key_name(c), c->ctx->commands_topic,
+              (int)c->partition, (long long)c->offset, msg);
 }
 
 static void retry_later(command_t *c, uint64_t ms, uv_timer_cb cb) {
@@ -118,7 +154,7 @@ static void outcome(command_t *c, const char *event_type, const char *code, cons
 /* Kubernetes reserves the kube- prefix for the system (kube-system,
  * kube-public, kube-node-lease, ...); default is shared by everything. A
  * tenant claiming one would get its service account bound there. */
-static int is_protected(worker_t *w, const char *ns) {
+static int is_protected(command_ctx_t *w, const char *ns) {
     if (strncmp(ns, "kube-", 5) == 0 || strcmp(ns, "default") == 0)
         return 1;
     for (int i = 0; i < w->protected_count; i++)
@@ -321,8 +357,8 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
             cmd_rs(c)->error_message[0] ? " " : "");
     if (cmd_rs(c)->error_message[0])
         cmd_log(c, LOG_LEVEL_INFO, "error: %s", cmd_rs(c)->error_message);
-    metrics_outcome(c->w, c->event_type);
-    dispatch_command_done(c);
+    count_outcome(c->ctx, c->event_type);
+    command_done(c);
 }
 
 /* The terminal event goes out under the command's key, so that it follows
@@ -331,11 +367,11 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
 static void publish_terminal(command_t *c) {
     c->phase = PHASE_PUBLISH;
     if (c->key_mismatch)
-        dispatch_produce(c->w, c->w->events_topic, c, c->kafka_key, c->kafka_key_len, c->event, c->event_len,
-                         NULL, on_terminal_delivered);
+        c->ctx->host.produce(c->ctx->host.ctx, c->ctx->events_topic, c, c->kafka_key, c->kafka_key_len,
+                             c->event, c->event_len, NULL, on_terminal_delivered);
     else
-        dispatch_produce(c->w, c->w->events_topic, c, key_name(c), strlen(key_name(c)), c->event,
-                         c->event_len, NULL, on_terminal_delivered);
+        c->ctx->host.produce(c->ctx->host.ctx, c->ctx->events_topic, c, key_name(c), strlen(key_name(c)),
+                             c->event, c->event_len, NULL, on_terminal_delivered);
 }
 
 static void publish_started(command_t *c) {
@@ -361,8 +397,8 @@ static void publish_started(command_t *c) {
     unsigned char *buf;
     size_t len;
     if (codec_encode(CODEC_EVENT, ev, &buf, &len, errstr, sizeof(errstr)) == 0) {
-        dispatch_produce(c->w, c->w->events_topic, NULL, key_name(c), strlen(key_name(c)), buf, len, NULL,
-                         NULL);
+        c->ctx->host.produce(c->ctx->host.ctx, c->ctx->events_topic, NULL, key_name(c), strlen(key_name(c)),
+                             buf, len, NULL, NULL);
         free(buf);
     } else {
         cmd_log(c, LOG_LEVEL_ERROR, "cannot encode the started event: %s", errstr);
@@ -389,7 +425,7 @@ static void on_finished(void *arg, const PGresult *res, const char *err) {
 
 /* Records the outcome (ledger + registry, one transaction) and publishes. */
 static void finish(command_t *c) {
-    command_pool_release(c); /* rejected after its start was recorded: helm never ran */
+    pool_release(c); /* rejected after its start was recorded: helm never ran */
     c->phase = PHASE_FINISH;
     char *release = c->new_release ? json_dumps(c->new_release, JSON_COMPACT) : NULL;
     json_t *revs = ledger_revisions(c);
@@ -408,7 +444,7 @@ static void finish(command_t *c) {
                               c->lock_holds_unsure ? "t" : "f"};
     int lengths[10] = {0, 0, 0, 0, (int)c->event_len, 0, 0, 0, 0, 0};
     int formats[10] = {0, 0, 0, 0, 1, 0, 0, 0, 0, 0};
-    db_query(worker_db(c->w, key_name(c)), SQL_FINISH, 10, values, lengths, formats, on_finished, c);
+    ledger_query(c, SQL_FINISH, 10, values, lengths, formats, on_finished, c);
     free(release);
     free(revisions);
 }
@@ -443,7 +479,7 @@ static void reject(command_t *c, int recorded, const char *code, const char *fmt
     cmd_log(c, LOG_LEVEL_WARN, "rejected %s: %s", code, cmd_rs(c)->error_message);
     if (build_outcome(c, &s, 0) < 0) {
         free(s.redacted);
-        dispatch_command_done(c); /* nothing can be said about it */
+        command_done(c); /* nothing can be said about it */
         return;
     }
     free(s.redacted);
@@ -468,16 +504,16 @@ typedef void (*step_cb)(command_t *c, helm_run_t *run);
  * finishes here, as the next worker would take it for interrupted. */
 
 static void pool_give_back(command_t *c) {
-    worker_t *w = c->w;
+    command_ctx_t *w = c->ctx;
     cmd_log(c, LOG_LEVEL_INFO, "stopping: given back before its helm ran (redelivered to the next worker)");
     /* Its key's lock goes with the ledger session at exit; offsets are only
      * stored up to it, as it never finishes here. */
-    w->running--;
+    w->host.given_back(w->host.ctx, c);
 }
 
 /* Runs then(c) once c holds a slot (now, when one is free). */
 static void pool_acquire(command_t *c, void (*then)(command_t *)) {
-    worker_t *w = c->w;
+    command_ctx_t *w = c->ctx;
     if (c->has_slot) {
         then(c);
         return;
@@ -508,7 +544,7 @@ static void pool_acquire(command_t *c, void (*then)(command_t *)) {
 }
 
 /* While the worker stops, only commands under way wait (pool_acquire). */
-static void pool_pump(worker_t *w) {
+static void pool_pump(command_ctx_t *w) {
     while (!w->exiting && w->helm_running < w->concurrency && w->helm_wait_head) {
         command_t *n = w->helm_wait_head;
         w->helm_wait_head = n->helm_wait_next;
@@ -521,15 +557,15 @@ static void pool_pump(worker_t *w) {
     }
 }
 
-void command_pool_release(command_t *c) {
+static void pool_release(command_t *c) {
     if (!c->has_slot)
         return;
     c->has_slot = 0;
-    c->w->helm_running--;
-    pool_pump(c->w);
+    c->ctx->helm_running--;
+    pool_pump(c->ctx);
 }
 
-void command_pool_stop(worker_t *w) {
+void command_pool_stop(command_ctx_t *w) {
     command_t *keep = NULL, **tail = &keep, *last = NULL;
     while (w->helm_wait_head) {
         command_t *c = w->helm_wait_head;
@@ -549,11 +585,11 @@ void command_pool_stop(worker_t *w) {
 static void helm_finished(void *arg) {
     helm_run_t *run = arg;
     command_t *c = run->data;
-    worker_t *w = c->w;
+    command_ctx_t *w = c->ctx;
     step_cb next = (step_cb)c->helm_next;
     c->run = NULL;
-    w->n_helm++;
-    metrics_helm_duration(w, (double)(run->ended_ms - run->started_ms) / 1000.0);
+    w->counters.helm++;
+    count_helm(w, (double)(run->ended_ms - run->started_ms) / 1000.0);
     /* The slot is free while the command records its outcome; a next helm
      * step of it (status, atomic rollback) takes it straight back, before
      * the queue gets it. */
@@ -562,7 +598,7 @@ static void helm_finished(void *arg) {
     c->follow_up = 1;
     next(c, run);
     c->follow_up = 0;
-    helm_run_free(run);
+    helm_ops(w)->free(run);
     pool_pump(w);
 }
 
@@ -570,7 +606,7 @@ static void helm_finished(void *arg) {
  * next step, the slot) runs a few commands per loop iteration. */
 static void on_helm_done(helm_run_t *run) {
     command_t *c = run->data;
-    dispatch_later(c->w, helm_finished, run);
+    c->ctx->host.later(c->ctx->host.ctx, helm_finished, run);
 }
 
 static void on_helm_recorded(void *arg, const PGresult *res, const char *err) {
@@ -596,7 +632,7 @@ static void record_helm(command_t *c, const helm_run_t *run, uint64_t deadline) 
     helm_host_id(host, sizeof(host));
     /* helm runs in its own session: its process group is its pid */
     const char *values[6] = {c->id, pid, pid, have_ticks ? ticks : NULL, host, deadline_ms};
-    db_query(worker_db(c->w, key_name(c)), SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
+    ledger_query(c, SQL_HELM_STARTED, 6, values, NULL, NULL, on_helm_recorded, c);
 }
 
 /* helm's process exists: the ledger gets its pid and deadline when the
@@ -612,7 +648,7 @@ static void on_helm_spawned(helm_run_t *run) {
 /* The deadline the start records for the operation's helm: it starts right
  * after (see helm_launch). */
 static int64_t start_deadline_ms(const command_t *c) {
-    return now_ms() + command_timeout(c) * 1000 + c->w->timeout_grace_ms;
+    return now_ms() + command_timeout(c) * 1000 + c->ctx->timeout_grace_ms;
 }
 
 /* Starts the command's helm step: it holds a slot. Every helm process of the
@@ -620,7 +656,7 @@ static int64_t start_deadline_ms(const command_t *c) {
  * start recorded it and helm starts within a second of that; a later step
  * (status, atomic rollback, a reconciliation's) records its own. */
 static void helm_launch(command_t *c) {
-    worker_t *w = c->w;
+    command_ctx_t *w = c->ctx;
     char line[2048], marker[128];
     helm_argv_format(&c->helm_argv, line, sizeof(line));
     cmd_log(c, LOG_LEVEL_INFO, "helm: %s", line);
@@ -629,8 +665,8 @@ static void helm_launch(command_t *c) {
     int recorded = c->recorded_deadline_ms && deadline - c->recorded_deadline_ms <= 1000;
     c->recorded_deadline_ms = 0; /* it covers this step only */
     c->helm_record_pending = c->helm_records && !recorded;
-    c->run = helm_run_start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms, marker,
-                            on_helm_spawned, on_helm_done, c);
+    c->run = helm_ops(w)->start(w->loop, &c->helm_argv, c->values_fd, c->helm_deadline, w->kill_grace_ms,
+                                marker, on_helm_spawned, on_helm_done, c);
     helm_argv_free(&c->helm_argv);
     if (!c->run)
         abort();
@@ -645,13 +681,13 @@ static void helm_step(command_t *c, helm_argv_t *argv, long timeout_s, step_cb n
     *argv = (helm_argv_t){0};
     /* helm history (the status step) changes nothing: a crash while it runs needs no waiting */
     c->helm_records = c->helm_argv.argc > 1 && strcmp(c->helm_argv.argv[1], "history") != 0;
-    c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->w->timeout_grace_ms;
+    c->helm_deadline = (uint64_t)timeout_s * 1000 + (uint64_t)c->ctx->timeout_grace_ms;
     pool_acquire(c, helm_launch);
 }
 
 static void helm_simple(command_t *c, const char *sub, int revision, long timeout_s, step_cb next) {
     helm_argv_t a = {0};
-    helm_argv_simple(&a, &c->w->helmc, sub, c->doc, revision, timeout_s);
+    helm_argv_simple(&a, &c->ctx->helmc, sub, c->doc, revision, timeout_s);
     helm_step(c, &a, strcmp(sub, "status") == 0 ? 60 : timeout_s, next);
 }
 
@@ -1017,9 +1053,9 @@ static void run_operation(command_t *c) {
         c->values_fd = helm_values_memfd(values ? values : "{}");
         if (c->values_fd >= 0) {
             snprintf(path, sizeof(path), "%s", HELM_PASS_PATH);
-        } else if (helm_values_write(c->w->tmpdir, values ? values : "{}", path, sizeof(path)) < 0) {
+        } else if (helm_values_write(c->ctx->tmpdir, values ? values : "{}", path, sizeof(path)) < 0) {
             cmd_log(c, LOG_LEVEL_ERROR, "cannot write the values file under %s: %m; retrying in 1 s",
-                    c->w->tmpdir);
+                    c->ctx->tmpdir);
             retry_later(c, 1000, on_run_timer);
             return;
         }
@@ -1029,7 +1065,7 @@ static void run_operation(command_t *c) {
             abort(); /* out of memory */
     }
     int target = strcmp(c->op, "rollback") == 0 ? c->rollback_default : 0;
-    helm_argv_operation(&a, &c->w->helmc, c->op, c->doc, c->values_path ? c->values_path : "", target,
+    helm_argv_operation(&a, &c->ctx->helmc, c->op, c->doc, c->values_path ? c->values_path : "", target,
                         command_timeout(c));
     helm_step(c, &a, command_timeout(c), on_operation);
 }
@@ -1041,7 +1077,7 @@ static void run_operation(command_t *c) {
 #define TENANT_ACCESS_TTL_MS (60 * 1000) /* a set-up is trusted this long */
 #define TENANT_ACCESS_RETRIES 6          /* another set-up in progress: tries, 2 s apart */
 
-static ns_setup_t *ns_setup_of(worker_t *w, const char *ns) {
+static ns_setup_t *ns_setup_of(command_ctx_t *w, const char *ns) {
     ns_setup_t *s;
     for (s = w->ns_setups; s; s = s->next)
         if (strcmp(s->ns, ns) == 0)
@@ -1058,8 +1094,8 @@ static ns_setup_t *ns_setup_of(worker_t *w, const char *ns) {
 /* The namespace's set-up is no longer trusted (an install there failed: the
  * operator may have deleted the namespace or the binding). */
 static void ns_setup_forget(command_t *c) {
-    if (c->w->helmc.impersonate && jstr(c->doc, "namespace"))
-        ns_setup_of(c->w, jstr(c->doc, "namespace"))->ok_until = 0;
+    if (c->ctx->helmc.impersonate && jstr(c->doc, "namespace"))
+        ns_setup_of(c->ctx, jstr(c->doc, "namespace"))->ok_until = 0;
 }
 
 static void tenant_access_failed(command_t *c, const char *error) {
@@ -1081,7 +1117,7 @@ static void tenant_access_failed(command_t *c, const char *error) {
 /* The running set-up of c's namespace ended: c and every install waiting for
  * it go on (error NULL) or fail with its error. */
 static void tenant_access_done(command_t *c, const char *error) {
-    ns_setup_t *s = ns_setup_of(c->w, jstr(c->doc, "namespace"));
+    ns_setup_t *s = ns_setup_of(c->ctx, jstr(c->doc, "namespace"));
     command_t **waiters = s->waiters;
     size_t n = s->nwaiters;
     s->running = 0;
@@ -1134,7 +1170,7 @@ static void tenant_access_unlock(command_t *c, helm_run_t *run) {
     }
     cmd_log(c, LOG_LEVEL_WARN, "%s in namespace %s is stuck (an interrupted set-up): %s",
             TENANT_ACCESS_RELEASE, jstr(c->doc, "namespace"), sub);
-    tenant_access_argv_sub(&a, &c->w->helmc, sub, jstr(c->doc, "namespace"), 60);
+    tenant_access_argv_sub(&a, &c->ctx->helmc, sub, jstr(c->doc, "namespace"), 60);
     helm_step(c, &a, 60, on_tenant_access_unlocked);
 }
 
@@ -1158,7 +1194,7 @@ static void on_tenant_access(command_t *c, helm_run_t *run) {
                 raced ? "another set-up created it at the same moment" : "another operation is in progress");
         if (c->access_tries == TENANT_ACCESS_RETRIES / 2) {
             helm_argv_t a = {0};
-            tenant_access_argv_sub(&a, &c->w->helmc, "status", jstr(c->doc, "namespace"), 60);
+            tenant_access_argv_sub(&a, &c->ctx->helmc, "status", jstr(c->doc, "namespace"), 60);
             helm_step(c, &a, 60, tenant_access_unlock);
             return;
         }
@@ -1173,14 +1209,14 @@ static void on_tenant_access(command_t *c, helm_run_t *run) {
 static void tenant_access_run(command_t *c) {
     helm_argv_t a = {0};
     c->phase = PHASE_HELM;
-    tenant_access_argv(&a, &c->w->helmc, jstr(c->doc, "namespace"), 60);
+    tenant_access_argv(&a, &c->ctx->helmc, jstr(c->doc, "namespace"), 60);
     helm_step(c, &a, 60, on_tenant_access);
 }
 
 /* Before an install: the namespace's set-up, once at a time per namespace,
  * skipped while a recent one is trusted. */
 static void tenant_access_setup(command_t *c) {
-    ns_setup_t *s = ns_setup_of(c->w, jstr(c->doc, "namespace"));
+    ns_setup_t *s = ns_setup_of(c->ctx, jstr(c->doc, "namespace"));
     if (s->ok_until > (uint64_t)now_ms()) {
         run_operation(c);
         return;
@@ -1294,7 +1330,7 @@ static int left_helm_alive(command_t *c, int sig) {
     if (c->left_marked) {
         char marker[128];
         helm_marker(c->id, marker, sizeof(marker));
-        return helm_marked(marker, sig, &c->left_pgid) > 0;
+        return helm_ops(c->ctx)->marked(marker, sig, &c->left_pgid) > 0;
     }
     if (sig)
         kill(-c->left_pgid, sig);
@@ -1319,10 +1355,10 @@ static void left_helm_wait(command_t *c) {
         left_helm_alive(c, SIGTERM);
         c->left_signals = 1;
         c->left_signal_ms = now;
-    } else if (c->left_signals == 1 && now >= c->left_signal_ms + c->w->kill_grace_ms) {
+    } else if (c->left_signals == 1 && now >= c->left_signal_ms + c->ctx->kill_grace_ms) {
         cmd_log(c, LOG_LEVEL_WARN,
                 "the interrupted helm (process group %d) still runs %d ms after SIGTERM: SIGKILL",
-                c->left_pgid, c->w->kill_grace_ms);
+                c->left_pgid, c->ctx->kill_grace_ms);
         left_helm_alive(c, SIGKILL);
         c->left_signals = 2;
         c->left_signal_ms = now;
@@ -1360,7 +1396,7 @@ static int left_helm_find(command_t *c) {
     c->left_signals = 0;
     c->left_deadline_ms = json_integer_value(json_object_get(l, "helm_deadline_ms"));
     helm_marker(c->id, marker, sizeof(marker));
-    if (helm_marked(marker, 0, &c->left_pgid) > 0) {
+    if (helm_ops(c->ctx)->marked(marker, 0, &c->left_pgid) > 0) {
         c->left_marked = 1;
         cmd_log(c, LOG_LEVEL_WARN,
                 "the interrupted helm (process group %d, environment %s) still runs: waiting for it to exit "
@@ -1416,7 +1452,7 @@ static void on_started(void *arg, const PGresult *res, const char *err) {
         return;
     }
     publish_started(c);
-    if (strcmp(c->op, "install") == 0 && c->w->helmc.impersonate)
+    if (strcmp(c->op, "install") == 0 && c->ctx->helmc.impersonate)
         tenant_access_setup(c);
     else
         run_operation(c);
@@ -1443,7 +1479,7 @@ static void start_record(command_t *c) {
                              claim ? jstr(c->doc, "namespace") : NULL,
                              host,
                              deadline};
-    db_query(worker_db(c->w, key_name(c)), SQL_START, 8, values, NULL, NULL, on_started, c);
+    ledger_query(c, SQL_START, 8, values, NULL, NULL, on_started, c);
 }
 
 /* A slot first: the start is recorded only when helm can run right after. */
@@ -1463,7 +1499,7 @@ static void decide(command_t *c) {
     const json_t *rel = c->release;
     int live = rel && strcmp(jstr(rel, "status"), "uninstalled") != 0 && jint(rel, "revision") > 0;
 
-    if (is_protected(c->w, ns)) {
+    if (is_protected(c->ctx, ns)) {
         reject(c, 1, "PROTECTED_NAMESPACE", "namespace %s is protected: helmq never deploys into it", ns);
         return;
     }
@@ -1588,7 +1624,7 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
         return;
     }
     const char *state = PQgetvalue(res, 0, 0);
-    if (db_undone_runs(worker_db(c->w, key_name(c))) > 0)
+    if (c->ctx->host.undone_runs(c->ctx->host.ctx, key_name(c)) > 0)
         c->lock_holds_unsure = 1; /* a rolled-back run took the lock too */
     if (strcmp(state, "conflict") == 0) {
         /* Nothing of the command that owns the commandId is told: not its
@@ -1621,7 +1657,7 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
             cmd_log(c, LOG_LEVEL_ERROR,
                     "already finished, its release has moved on, and its outcome cannot "
                     "be rebuilt: publishing nothing");
-            dispatch_command_done(c);
+            command_done(c);
             return;
         }
         cmd_log(c, LOG_LEVEL_INFO,
@@ -1675,7 +1711,7 @@ static void on_begin(void *arg, const PGresult *res, const char *err) {
 static void begin(command_t *c) {
     char partition[16], offset[32], rollback_to[16];
     c->phase = PHASE_BEGIN;
-    snprintf(partition, sizeof(partition), "%d", c->part ? (int)c->part->id : -1);
+    snprintf(partition, sizeof(partition), "%d", (int)c->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)c->offset);
     const json_t *rev = json_object_get(c->doc, "revision");
     snprintf(rollback_to, sizeof(rollback_to), "%d", json_is_integer(rev) ? (int)json_integer_value(rev) : 0);
@@ -1683,20 +1719,20 @@ static void begin(command_t *c) {
                              key_name(c),
                              c->op,
                              jstr(c->doc, "namespace"),
-                             c->w->commands_topic,
+                             c->ctx->commands_topic,
                              partition,
                              offset,
                              json_is_integer(rev) ? rollback_to : NULL,
                              c->digest};
-    db_query(worker_db(c->w, key_name(c)), SQL_BEGIN, 9, values, NULL, NULL, on_begin, c);
+    ledger_query(c, SQL_BEGIN, 9, values, NULL, NULL, on_begin, c);
 }
 
 /* --- DLQ --------------------------------------------------------------------------------- */
 
 static void on_dlq_delivered(command_t *c, rd_kafka_resp_err_t err) {
-    c->w->n_dlq++;
-    cmd_log(c, LOG_LEVEL_INFO, "sent to %s unchanged (%s)", c->w->dlq_topic, c->dlq_reason);
-    dispatch_command_done(c);
+    c->ctx->counters.dlq++;
+    cmd_log(c, LOG_LEVEL_INFO, "sent to %s unchanged (%s)", c->ctx->dlq_topic, c->dlq_reason);
+    command_done(c);
 }
 
 static void send_to_dlq(command_t *c) {
@@ -1704,14 +1740,14 @@ static void send_to_dlq(command_t *c) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(5);
     rd_kafka_header_add(h, "helmq.error", -1, c->dlq_reason, -1);
     rd_kafka_header_add(h, "helmq.error.message", -1, c->dlq_error, -1);
-    rd_kafka_header_add(h, "helmq.source.topic", -1, c->w->commands_topic, -1);
-    snprintf(buf, sizeof(buf), "%d", c->part ? (int)c->part->id : -1);
+    rd_kafka_header_add(h, "helmq.source.topic", -1, c->ctx->commands_topic, -1);
+    snprintf(buf, sizeof(buf), "%d", (int)c->partition);
     rd_kafka_header_add(h, "helmq.source.partition", -1, buf, -1);
     snprintf(buf, sizeof(buf), "%lld", (long long)c->offset);
     rd_kafka_header_add(h, "helmq.source.offset", -1, buf, -1);
     c->phase = PHASE_PUBLISH;
-    dispatch_produce(c->w, c->w->dlq_topic, c, c->kafka_key, c->kafka_key_len, c->raw, c->raw_len, h,
-                     on_dlq_delivered);
+    c->ctx->host.produce(c->ctx->host.ctx, c->ctx->dlq_topic, c, c->kafka_key, c->kafka_key_len, c->raw,
+                         c->raw_len, h, on_dlq_delivered);
 }
 
 /* --- entry points ------------------------------------------------------------------------- */
@@ -1768,6 +1804,39 @@ void command_run(command_t *c) {
     begin(c);
 }
 
+const char *const command_outcome_names[COMMAND_OUTCOMES] = {"succeeded", "failed", "rolled_back", "rejected",
+                                                             "republished"};
+const double command_helm_bucket_le[COMMAND_HELM_BUCKETS] = {0.1, 0.5, 1, 5, 30, 120, 600, -1};
+const command_helm_ops_t command_helm_default = {
+    .start = helm_run_start, .signal = helm_run_signal, .free = helm_run_free, .marked = helm_marked};
+
+command_t *command_new(command_ctx_t *ctx, int64_t offset) {
+    command_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    c->ctx = ctx;
+    c->offset = offset;
+    c->partition = -1;
+    uv_timer_init(ctx->loop, &c->timer);
+    c->timer.data = c;
+    c->values_fd = -1;
+    return c;
+}
+
+void command_signal_helm(command_t *c, int sig) {
+    if (c->run)
+        helm_ops(c->ctx)->signal(c->run, sig);
+}
+
+void command_ctx_free(command_ctx_t *ctx) {
+    while (ctx->ns_setups) {
+        ns_setup_t *next = ctx->ns_setups->next;
+        free(ctx->ns_setups->waiters);
+        free(ctx->ns_setups);
+        ctx->ns_setups = next;
+    }
+}
+
 static void command_closed(uv_handle_t *h) {
     command_t *c = h->data;
     free(c);
@@ -1779,7 +1848,7 @@ void command_free(command_t *c) {
     if (c->run) {
         /* Only at exit: the helm process is left to be reconciled later. */
         c->run->done = NULL;
-        helm_run_free(c->run);
+        helm_ops(c->ctx)->free(c->run);
         c->run = NULL;
     }
     helm_argv_free(&c->helm_argv); /* a step still waiting for the pool (at exit) */
