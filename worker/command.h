@@ -196,15 +196,18 @@ struct command {
     int helm_record_pending;         /* record the helm step once its process exists (on_helm_spawned) */
     int64_t recorded_deadline_ms;    /* the helm deadline the start recorded (Unix ms; 0: none) */
     void (*helm_next)(void);         /* the step after the running helm (a step_cb) */
-    void (*status_then)(void);       /* the step after helm status */
-    int64_t status_wait_since;       /* helm status met an unreachable cluster since (Unix ms; 0: not) */
-    int status_retry_ms;             /* the last wait before asking helm status again */
-    command_rs_t *rs;                /* NULL until the command runs */
-    char *values_path;               /* the values file (tmpdir fallback), or HELM_PASS_PATH (NULL: none);
-                                      * allocated while helm runs, not in every buffered command */
-    int values_fd;                   /* the values memfd while the operation runs, else -1 */
-    int helm_found;                  /* status/history found the release */
-    int helm_failed;                 /* the operation failed */
+    void (*op_run)(command_t *c);    /* runs the operation (again, after unlocking) */
+    void (*op_end)(command_t *c, helm_run_t *run); /* the operation's end (a step_cb) */
+    void (*setup_then)(command_t *c);              /* after the namespace's tenant set-up */
+    void (*status_then)(void);                     /* the step after helm status */
+    int64_t status_wait_since; /* helm status met an unreachable cluster since (Unix ms; 0: not) */
+    int status_retry_ms;       /* the last wait before asking helm status again */
+    command_rs_t *rs;          /* NULL until the command runs */
+    char *values_path;         /* the values file (tmpdir fallback), or HELM_PASS_PATH (NULL: none);
+                                * allocated while helm runs, not in every buffered command */
+    int values_fd;             /* the values memfd while the operation runs, else -1 */
+    int helm_found;            /* status/history found the release */
+    int helm_failed;           /* the operation failed */
     int timed_out;
     /* the helm process a crashed worker left running (reconciliation) */
     int left_pgid;            /* its process group; 0: none to wait for */
