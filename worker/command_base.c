@@ -4,7 +4,7 @@
  * message; and the executor the command layer runs helm with by default. */
 #include "command_internal.h"
 
-/* The command's run state (worker.h), allocated on first use. */
+/* The command's run state (command.h), allocated on first use. */
 command_rs_t *cmd_rs(command_t *c) {
     if (!c->rs && !(c->rs = calloc(1, sizeof(*c->rs))))
         abort(); /* out of memory */

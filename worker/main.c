@@ -3,7 +3,9 @@
  * A consumer-group member on the commands topic, on one libuv loop: each
  * command is recorded in the ledger (PostgreSQL), run through helm as a child
  * process with its timeout and atomic rollback, and ends in exactly one
- * terminal event on the events topic. See dispatch.c and command.c. */
+ * terminal event on the events topic. The layers: dispatch.h (Kafka in,
+ * per-key order, offsets), command.h (one command's state machine),
+ * executor.h (helm processes); metrics.h reads their counters. */
 #include "dispatch.h"
 #include "metrics.h"
 #include "tenant_access.h"
