@@ -247,7 +247,7 @@ static void maybe_resume(worker_t *w) {
     }
 }
 
-static void on_message(worker_t *w, rd_kafka_message_t *m) {
+void dispatch_message(worker_t *w, rd_kafka_message_t *m) {
     char errstr[512];
     if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -427,7 +427,7 @@ static void poll_kafka(worker_t *w) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 0);
         if (!m)
             break;
-        on_message(w, m);
+        dispatch_message(w, m);
         rd_kafka_message_destroy(m);
         if (w->cmd.exiting)
             return;
@@ -450,14 +450,20 @@ static void on_tick(uv_timer_t *t) {
         shutdown_finish(w);
 }
 
-int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
-    const config_t *cfg = w->cfg;
-    const char *brokers = config_get(cfg, "brokers");
+void dispatch_init(worker_t *w) {
     dispatch_host_fill(w, command_done, command_given_back);
     w->consumer_lag = -1;
     w->kafka_brokers_up = -1;
     w->nkeys_buckets = 4096;
     w->keys = calloc(w->nkeys_buckets, sizeof(rkey_t *));
+    if (!w->keys)
+        abort();
+}
+
+int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
+    const config_t *cfg = w->cfg;
+    const char *brokers = config_get(cfg, "brokers");
+    dispatch_init(w);
 
     rd_kafka_conf_t *pc = kafka_producer_conf_new(cfg, brokers, errstr, errstr_size);
     if (!pc)

@@ -84,9 +84,16 @@ struct worker {
  * start wait for a slot in order. */
 #define MAX_RUNNING_PER_HELM 4
 
+/* The dispatcher's state without Kafka: the command layer's host, the key
+ * table (dispatch_start calls it; a unit test calls it alone). */
+void dispatch_init(worker_t *w);
 /* Connects to Kafka, subscribes, starts the loop's watchers. Returns 0, or
  * -1 with errstr filled. */
 int dispatch_start(worker_t *w, char *errstr, size_t errstr_size);
+/* One consumed record: decoded, buffered in its partition and key, run when
+ * its key is free (the consumer's poll; a unit test feeds it directly). m
+ * stays the caller's. */
+void dispatch_message(worker_t *w, rd_kafka_message_t *m);
 /* SIGTERM: no new commands; the ones in flight finish (up to
  * --drain-timeout-ms), then offsets are committed and the loop ends. */
 void dispatch_stop(worker_t *w);
