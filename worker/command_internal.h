@@ -3,7 +3,12 @@
  * accessors. command.c holds the normal path, command_outcome.c the terminal
  * event and the ledger's record of it, command_helm.c the helm pool and
  * steps, command_failure.c the failure paths (atomic rollback, unlocking,
- * reconciliation after a crash), command_tenant.c the namespace set-up. */
+ * reconciliation after a crash), command_tenant.c the namespace set-up,
+ * command_base.c what they all use. The files form layers, as the worker's
+ * modules do: base below helm and outcome, those below failure and tenant,
+ * command.c on top; a lower file goes back up only through the continuations
+ * command.c leaves in the command (op_run, op_end, setup_then), so no two
+ * object files reference each other. */
 #ifndef HELMQ_COMMAND_INTERNAL_H
 #define HELMQ_COMMAND_INTERNAL_H
 
