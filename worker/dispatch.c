@@ -4,8 +4,10 @@
  * each partition.
  *
  * librdkafka wakes the loop through rd_kafka_queue_io_event_enable on a pipe
- * watched by uv_poll; a 200 ms tick polls too, as a safety net. */
-#include "worker.h"
+ * watched by uv_poll; a 200 ms tick polls too, as a safety net. The
+ * command layer below runs each command and reports back through the
+ * command_host_t filled in here (dispatch_host.c). */
+#include "dispatch.h"
 
 #include "cmddoc.h"
 #include "codec.h"
@@ -21,13 +23,6 @@
 #include <unistd.h>
 
 #define POLL_BATCH 500
-
-typedef struct produce_req {
-    worker_t *w;
-    command_t *c;
-    produce_cb cb;
-    char *topic;
-} produce_req_t;
 
 /* --- keys ---------------------------------------------------------------- */
 
@@ -113,22 +108,12 @@ static void key_unlink(worker_t *w, command_t *c) {
         break;
     }
     c->key = NULL;
+    c->key_name = NULL;
     if (!k->head)
         ready_remove(w, k);
     else
         key_make_ready(w, k);
     key_release_if_empty(w, k);
-}
-
-db_t *worker_db(worker_t *w, const char *key) {
-    return w->dbs[hash_str(key) % (size_t)w->ndbs];
-}
-
-int worker_db_ready(const worker_t *w) {
-    for (int i = 0; i < w->ndbs; i++)
-        if (!db_ready(w->dbs[i]))
-            return 0;
-    return w->ndbs > 0;
 }
 
 /* --- partitions ----------------------------------------------------------- */
@@ -158,10 +143,10 @@ static partition_t *partition_get(worker_t *w, int32_t id) {
 
 static void offsets_store(worker_t *w, partition_t *p, int64_t next) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, w->commands_topic, p->id)->offset = next;
+    rd_kafka_topic_partition_list_add(l, w->cmd.commands_topic, p->id)->offset = next;
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(w->consumer, l);
     if (err)
-        log_debug("offsets_store %s[%d]@%lld: %s", w->commands_topic, (int)p->id, (long long)next,
+        log_debug("offsets_store %s[%d]@%lld: %s", w->cmd.commands_topic, (int)p->id, (long long)next,
                   rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(l);
     p->stored = next;
@@ -185,8 +170,8 @@ static void partition_advance(worker_t *w, partition_t *p) {
 
 /* --- the pool -------------------------------------------------------------- */
 
-void dispatch_pump(worker_t *w) {
-    while (!w->stopping && w->running < w->max_running && w->ready_head) {
+static void dispatch_pump(worker_t *w) {
+    while (!w->cmd.stopping && w->running < w->max_running && w->ready_head) {
         rkey_t *k = w->ready_head;
         w->ready_head = k->ready_next;
         if (!w->ready_head)
@@ -201,9 +186,10 @@ void dispatch_pump(worker_t *w) {
 static void maybe_resume(worker_t *w);
 static void shutdown_finish(worker_t *w);
 
-void dispatch_command_done(command_t *c) {
-    worker_t *w = c->w;
-    command_pool_release(c);
+/* The command has published its outcome (command_host_t.done): its key
+ * goes on with its next command, offsets advance. */
+static void command_done(void *ctx, command_t *c) {
+    worker_t *w = ctx;
     c->phase = PHASE_DONE;
     w->n_done++;
     if (c->key) {
@@ -218,8 +204,16 @@ void dispatch_command_done(command_t *c) {
         command_free(c); /* orphaned by a revoke */
     maybe_resume(w);
     dispatch_pump(w);
-    if (w->stopping && w->running == 0)
+    if (w->cmd.stopping && w->running == 0)
         shutdown_finish(w);
+}
+
+/* Stopping: c never finishes here (command_host_t.given_back). Its key's
+ * lock goes with the ledger session at exit; offsets are only stored up to
+ * it. The tick notices when nothing is left. */
+static void command_given_back(void *ctx, command_t *c) {
+    worker_t *w = ctx;
+    w->running--;
 }
 
 /* --- intake ------------------------------------------------------------------ */
@@ -246,14 +240,14 @@ static void maybe_resume(worker_t *w) {
     for (int i = 0; i < w->nparts; i++)
         if (w->parts[i])
             w->buffered += w->parts[i]->count;
-    if (w->paused && !w->stopping && w->buffered < w->max_buffered / 2) {
+    if (w->paused && !w->cmd.stopping && w->buffered < w->max_buffered / 2) {
         pause_all(w, 0);
         w->paused = 0;
         log_info("resumed consuming (%d commands buffered)", w->buffered);
     }
 }
 
-static void on_message(worker_t *w, rd_kafka_message_t *m) {
+void dispatch_message(worker_t *w, rd_kafka_message_t *m) {
     char errstr[512];
     if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -265,14 +259,8 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         log_debug("message for unassigned partition %d dropped", (int)m->partition);
         return;
     }
-    command_t *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort();
-    c->w = w;
-    c->offset = m->offset;
-    uv_timer_init(w->loop, &c->timer);
-    c->timer.data = c;
-    c->values_fd = -1;
+    command_t *c = command_new(&w->cmd, m->offset);
+    c->partition = m->partition;
     if (m->key_len) {
         c->kafka_key = malloc(m->key_len);
         memcpy(c->kafka_key, m->key, m->key_len);
@@ -327,7 +315,7 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         c->dlq_error = strdup(errstr);
         c->dlq_reason = strdup(reason);
         snprintf(c->id, sizeof(c->id), "-");
-        log_warn("%s[%d]@%lld: %s record (%s: %s): to the DLQ", w->commands_topic, (int)m->partition,
+        log_warn("%s[%d]@%lld: %s record (%s: %s): to the DLQ", w->cmd.commands_topic, (int)m->partition,
                  (long long)m->offset, rc != 0 ? "undecodable" : "unidentifiable", c->dlq_reason, errstr);
         command_run(c);
     } else {
@@ -338,12 +326,13 @@ static void on_message(worker_t *w, rd_kafka_message_t *m) {
         command_key_string(doc, key, sizeof(key));
         rkey_t *k = key_get(w, key);
         c->key = k;
+        c->key_name = k->name;
         if (k->tail)
             k->tail->key_next = c;
         else
             k->head = c;
         k->tail = c;
-        log_debug("commandId=%s key=%s %s[%d]@%lld: received %s", c->id, key, w->commands_topic,
+        log_debug("commandId=%s key=%s %s[%d]@%lld: received %s", c->id, key, w->cmd.commands_topic,
                   (int)m->partition, (long long)m->offset, c->op);
         key_make_ready(w, k);
         dispatch_pump(w);
@@ -369,6 +358,7 @@ static void partition_revoke(worker_t *w, partition_t *p) {
         next = c->part_next;
         c->part_next = NULL;
         c->part = NULL;
+        c->partition = -1;
         if (c->phase == PHASE_QUEUED && !(c->key && c->key->head == c && c->key->busy)) {
             key_unlink(w, c);
             command_free(c);
@@ -398,7 +388,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         } else {
             rd_kafka_assign(rk, parts);
         }
-        if (w->paused || w->stopping)
+        if (w->paused || w->cmd.stopping)
             rd_kafka_pause_partitions(rk, parts);
         return;
     }
@@ -427,149 +417,19 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     rd_kafka_assign(rk, NULL);
 }
 
-/* --- producing --------------------------------------------------------------- */
-
-/* --- work after loop events, a slice per iteration ---------------------------- */
-
-/* At most this long per loop iteration (at least one item). */
-#define LATER_SLICE_NS 2000000
-
-struct later {
-    void (*fn)(void *);
-    void *arg;
-    struct later *next;
-};
-
-static void on_later(uv_idle_t *h) {
-    worker_t *w = h->data;
-    uint64_t until = uv_hrtime() + LATER_SLICE_NS;
-    for (int i = 0; w->later_head && (i == 0 || uv_hrtime() < until); i++) {
-        struct later *l = w->later_head;
-        w->later_head = l->next;
-        if (!w->later_head)
-            w->later_tail = NULL;
-        l->fn(l->arg);
-        free(l);
-    }
-    if (!w->later_head)
-        uv_idle_stop(h);
-}
-
-/* Runs everything still waiting (exiting: nothing runs the loop for it). */
-static void later_drain(worker_t *w) {
-    while (w->later_head)
-        on_later(&w->later_idle);
-}
-
-void dispatch_later(worker_t *w, void (*fn)(void *), void *arg) {
-    if (w->exiting) {
-        fn(arg);
-        return;
-    }
-    struct later *l = malloc(sizeof(*l));
-    if (!l)
-        abort();
-    *l = (struct later){fn, arg, NULL};
-    if (w->later_tail)
-        w->later_tail->next = l;
-    else
-        w->later_head = l;
-    w->later_tail = l;
-    if (!uv_is_active((uv_handle_t *)&w->later_idle))
-        uv_idle_start(&w->later_idle, on_later);
-}
-
-/* --- producing ------------------------------------------------------------------ */
-
-typedef struct {
-    produce_req_t *req;
-    rd_kafka_resp_err_t err;
-} delivered_t;
-
-static void delivered(void *arg) {
-    delivered_t *d = arg;
-    d->req->cb(d->req->c, d->err);
-    free(d->req->topic);
-    free(d->req);
-    free(d);
-}
-
-static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-    produce_req_t *req = m->_private;
-    if (!req)
-        return;
-    if (m->err) {
-        /* With message.timeout.ms=0 this is a fatal producer error. */
-        log_error("delivery to %s failed: %s; producing again", req->topic, rd_kafka_err2str(m->err));
-        rd_kafka_resp_err_t e =
-            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_KEY(m->key, m->key_len),
-                              RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
-        if (e == 0)
-            return;
-        log_error("cannot produce again to %s: %s", req->topic, rd_kafka_err2str(e));
-    }
-    if (req->cb) {
-        delivered_t *d = malloc(sizeof(*d));
-        if (!d)
-            abort();
-        *d = (delivered_t){req, m->err};
-        dispatch_later(req->w, delivered, d);
-        return;
-    }
-    free(req->topic);
-    free(req);
-}
-
-void dispatch_produce(worker_t *w, const char *topic, command_t *c, const void *key, size_t key_len,
-                      const void *value, size_t value_len, rd_kafka_headers_t *headers, produce_cb cb) {
-    produce_req_t *req = calloc(1, sizeof(*req));
-    if (!req)
-        abort();
-    req->w = w;
-    req->c = c;
-    req->cb = cb;
-    req->topic = strdup(topic);
-    rd_kafka_resp_err_t err;
-    for (;;) {
-        if (headers)
-            err = rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-                                    RD_KAFKA_V_VALUE((void *)value, value_len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
-                                    RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
-        else
-            err = rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-                                    RD_KAFKA_V_VALUE((void *)value, value_len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(req),
-                                    RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        rd_kafka_poll(w->producer, 10); /* the local queue is full: serve reports to make room */
-    }
-    if (err) {
-        log_error("cannot produce to %s: %s", topic, rd_kafka_err2str(err));
-        if (headers)
-            rd_kafka_headers_destroy(headers);
-        if (cb)
-            cb(c, err);
-        free(req->topic);
-        free(req);
-    }
-}
-
 /* --- wake-ups ---------------------------------------------------------------- */
 
 static void poll_kafka(worker_t *w) {
     rd_kafka_poll(w->producer, 0);
-    if (w->exiting)
+    if (w->cmd.exiting)
         return;
     for (int i = 0; i < POLL_BATCH; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 0);
         if (!m)
             break;
-        on_message(w, m);
+        dispatch_message(w, m);
         rd_kafka_message_destroy(m);
-        if (w->exiting)
+        if (w->cmd.exiting)
             return;
     }
     rd_kafka_poll(w->producer, 0);
@@ -586,15 +446,24 @@ static void on_wake(uv_poll_t *h, int status, int events) {
 static void on_tick(uv_timer_t *t) {
     worker_t *w = t->data;
     poll_kafka(w);
-    if (w->stopping && w->running == 0) /* the last ones were given back (command_pool_stop) */
+    if (w->cmd.stopping && w->running == 0) /* the last ones were given back (command_pool_stop) */
         shutdown_finish(w);
+}
+
+void dispatch_init(worker_t *w) {
+    dispatch_host_fill(w, command_done, command_given_back);
+    w->consumer_lag = -1;
+    w->kafka_brokers_up = -1;
+    w->nkeys_buckets = 4096;
+    w->keys = calloc(w->nkeys_buckets, sizeof(rkey_t *));
+    if (!w->keys)
+        abort();
 }
 
 int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     const config_t *cfg = w->cfg;
     const char *brokers = config_get(cfg, "brokers");
-    w->nkeys_buckets = 4096;
-    w->keys = calloc(w->nkeys_buckets, sizeof(rkey_t *));
+    dispatch_init(w);
 
     rd_kafka_conf_t *pc = kafka_producer_conf_new(cfg, brokers, errstr, errstr_size);
     if (!pc)
@@ -606,8 +475,8 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         rd_kafka_conf_destroy(pc);
         return -1;
     }
-    rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
-    rd_kafka_conf_set_stats_cb(pc, metrics_stats_cb);
+    rd_kafka_conf_set_dr_msg_cb(pc, dispatch_on_delivery);
+    rd_kafka_conf_set_stats_cb(pc, dispatch_stats_cb);
     rd_kafka_conf_set_opaque(pc, w);
     kafka_conf_set(pc, "statistics.interval.ms", "5000", errstr, errstr_size);
     w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size);
@@ -640,7 +509,7 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
         free(kv);
     }
     rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
-    rd_kafka_conf_set_stats_cb(cc, metrics_stats_cb);
+    rd_kafka_conf_set_stats_cb(cc, dispatch_stats_cb);
     kafka_conf_set(cc, "statistics.interval.ms", "5000", errstr, errstr_size);
     rd_kafka_conf_set_opaque(cc, w);
     w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
@@ -670,15 +539,15 @@ int dispatch_start(worker_t *w, char *errstr, size_t errstr_size) {
     uv_timer_start(&w->tick, on_tick, 200, 200);
 
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, w->commands_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, w->cmd.commands_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(w->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err) {
-        snprintf(errstr, errstr_size, "subscribe to %s: %s", w->commands_topic, rd_kafka_err2str(err));
+        snprintf(errstr, errstr_size, "subscribe to %s: %s", w->cmd.commands_topic, rd_kafka_err2str(err));
         return -1;
     }
-    log_info("consuming %s as group %s from %s; pool of %d helm processes", w->commands_topic,
-             config_get(cfg, "group-id"), brokers, w->concurrency);
+    log_info("consuming %s as group %s from %s; pool of %d helm processes", w->cmd.commands_topic,
+             config_get(cfg, "group-id"), brokers, w->cmd.concurrency);
     return 0;
 }
 
@@ -689,10 +558,10 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 static void shutdown_finish(worker_t *w) {
-    if (w->exiting)
+    if (w->cmd.exiting)
         return;
-    later_drain(w);
-    w->exiting = 1;
+    dispatch_later_drain(w);
+    w->cmd.exiting = 1;
     uv_timer_stop(&w->drain_timer);
     log_info("draining done: committing offsets and leaving the group");
     rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, NULL, 0);
@@ -716,7 +585,7 @@ static void shutdown_finish(worker_t *w) {
     free(w->parts);
     w->parts = NULL;
     w->nparts = 0;
-    w->helm_wait_head = w->helm_wait_tail = NULL; /* their commands were freed above */
+    w->cmd.helm_wait_head = w->cmd.helm_wait_tail = NULL; /* their commands were freed above */
     uv_poll_stop(&w->wake_poll);
     uv_close((uv_handle_t *)&w->wake_poll, handle_closed);
     uv_close((uv_handle_t *)&w->tick, handle_closed);
@@ -729,7 +598,8 @@ static void shutdown_finish(worker_t *w) {
     free(w->dbs);
     w->dbs = NULL;
     w->ndbs = 0;
-    metrics_stop(w);
+    if (w->on_shutdown)
+        w->on_shutdown(w);
 }
 
 static void on_drain_timeout(uv_timer_t *t) {
@@ -739,7 +609,7 @@ static void on_drain_timeout(uv_timer_t *t) {
              w->running);
     for (int i = 0; i < w->nparts; i++) {
         for (command_t *c = w->parts[i] ? w->parts[i]->head : NULL; c; c = c->part_next) {
-            helm_run_signal(c->run, SIGTERM);
+            command_signal_helm(c, SIGTERM);
         }
     }
     w->exit_code = 0;
@@ -747,11 +617,11 @@ static void on_drain_timeout(uv_timer_t *t) {
 }
 
 void dispatch_stop(worker_t *w) {
-    if (w->stopping)
+    if (w->cmd.stopping)
         return;
-    w->stopping = 1;
+    w->cmd.stopping = 1;
     pause_all(w, 1);
-    command_pool_stop(w);
+    command_pool_stop(&w->cmd);
     log_info("stopping: no new commands; waiting for %d in flight (up to %s ms)", w->running,
              config_get(w->cfg, "drain-timeout-ms"));
     if (w->running == 0) {

@@ -9,7 +9,11 @@
  * is watched through a pidfd on the loop (a 20 ms waitpid poll on kernels
  * without pidfd_open). The worker enforces the deadline itself: at the operation's
  * timeout plus a grace the group gets SIGTERM (helm then marks the release
- * failed), and SIGKILL if it is still there after the kill grace. */
+ * failed), and SIGKILL if it is still there after the kill grace.
+ *
+ * executor.c runs the processes; helm_argv.c builds their argument vectors
+ * and reads helm's errors; helm_proc.c finds the helm processes a crashed
+ * worker left behind. */
 #ifndef HELMQ_EXECUTOR_H
 #define HELMQ_EXECUTOR_H
 

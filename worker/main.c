@@ -3,8 +3,11 @@
  * A consumer-group member on the commands topic, on one libuv loop: each
  * command is recorded in the ledger (PostgreSQL), run through helm as a child
  * process with its timeout and atomic rollback, and ends in exactly one
- * terminal event on the events topic. See dispatch.c and command.c. */
-#include "worker.h"
+ * terminal event on the events topic. The layers: dispatch.h (Kafka in,
+ * per-key order, offsets), command.h (one command's state machine),
+ * executor.h (helm processes); metrics.h reads their counters. */
+#include "dispatch.h"
+#include "metrics.h"
 #include "tenant_access.h"
 
 #include "codec.h"
@@ -98,7 +101,7 @@ static void usage(FILE *out) {
 static void on_signal(uv_signal_t *h, int sig) {
     worker_t *w = h->data;
     log_info("signal %d received", sig);
-    if (w->stopping && sig == SIGINT) {
+    if (w->cmd.stopping && sig == SIGINT) {
         log_warn("second interrupt: exiting now; running commands will be reconciled");
         exit(1);
     }
@@ -274,42 +277,45 @@ int main(int argc, char **argv) {
     worker_t w;
     memset(&w, 0, sizeof(w));
     w.loop = uv_default_loop();
+    w.cmd.loop = w.loop;
+    w.on_shutdown = metrics_stop;
     w.cfg = &cfg;
-    w.helmc.helm = config_get(&cfg, "helm");
-    w.helmc.chart_repo = config_get(&cfg, "chart-repo");
-    w.helmc.kubeconfig = config_get(&cfg, "kubeconfig");
-    w.helmc.kube_context = config_get(&cfg, "kube-context");
-    w.helmc.registry_config = config_get(&cfg, "registry-config");
-    w.helmc.plain_http = config_bool(&cfg, "plain-http");
-    w.helmc.impersonate = config_bool(&cfg, "tenant-identity");
-    w.helmc.tenant_account = config_get(&cfg, "tenant-service-account");
-    w.tmpdir = config_get(&cfg, "tmpdir");
-    w.commands_topic = config_get(&cfg, "commands-topic");
-    w.events_topic = config_get(&cfg, "events-topic");
-    w.dlq_topic = config_get(&cfg, "dlq-topic");
-    w.concurrency = (int)config_int(&cfg, "concurrency");
-    w.max_running =
-        w.concurrency > INT_MAX / MAX_RUNNING_PER_HELM ? INT_MAX : w.concurrency * MAX_RUNNING_PER_HELM;
-    w.timeout_grace_ms = (int)config_int(&cfg, "timeout-grace-ms");
-    w.kill_grace_ms = (int)config_int(&cfg, "kill-grace-ms");
+    w.cmd.helmc.helm = config_get(&cfg, "helm");
+    w.cmd.helmc.chart_repo = config_get(&cfg, "chart-repo");
+    w.cmd.helmc.kubeconfig = config_get(&cfg, "kubeconfig");
+    w.cmd.helmc.kube_context = config_get(&cfg, "kube-context");
+    w.cmd.helmc.registry_config = config_get(&cfg, "registry-config");
+    w.cmd.helmc.plain_http = config_bool(&cfg, "plain-http");
+    w.cmd.helmc.impersonate = config_bool(&cfg, "tenant-identity");
+    w.cmd.helmc.tenant_account = config_get(&cfg, "tenant-service-account");
+    w.cmd.tmpdir = config_get(&cfg, "tmpdir");
+    w.cmd.commands_topic = config_get(&cfg, "commands-topic");
+    w.cmd.events_topic = config_get(&cfg, "events-topic");
+    w.cmd.dlq_topic = config_get(&cfg, "dlq-topic");
+    w.cmd.concurrency = (int)config_int(&cfg, "concurrency");
+    w.max_running = w.cmd.concurrency > INT_MAX / MAX_RUNNING_PER_HELM
+                        ? INT_MAX
+                        : w.cmd.concurrency * MAX_RUNNING_PER_HELM;
+    w.cmd.timeout_grace_ms = (int)config_int(&cfg, "timeout-grace-ms");
+    w.cmd.kill_grace_ms = (int)config_int(&cfg, "kill-grace-ms");
     w.max_buffered = (int)config_int(&cfg, "max-buffered");
-    w.protected_ns = split_list(config_get(&cfg, "protected-namespaces"), &w.protected_count);
+    w.cmd.protected_ns = split_list(config_get(&cfg, "protected-namespaces"), &w.cmd.protected_count);
     values_set_redact_keys(config_get(&cfg, "redact-keys"));
     values_set_allow_keys(config_get(&cfg, "values-allow-keys"));
-    if (w.concurrency < 1 || w.max_buffered < 1) {
+    if (w.cmd.concurrency < 1 || w.max_buffered < 1) {
         log_error("--concurrency and --max-buffered must be at least 1");
         return 2;
     }
-    check_helm(w.helmc.helm);
+    check_helm(w.cmd.helmc.helm);
     char tenant_chart[4096] = "";
-    if (w.helmc.impersonate) {
-        if (tenant_access_chart_write(w.tmpdir, tenant_chart, sizeof(tenant_chart)) < 0) {
-            log_error("cannot write the tenant-access chart under %s: %s", w.tmpdir, strerror(errno));
+    if (w.cmd.helmc.impersonate) {
+        if (tenant_access_chart_write(w.cmd.tmpdir, tenant_chart, sizeof(tenant_chart)) < 0) {
+            log_error("cannot write the tenant-access chart under %s: %s", w.cmd.tmpdir, strerror(errno));
             return 1;
         }
-        w.helmc.tenant_chart = tenant_chart;
+        w.cmd.helmc.tenant_chart = tenant_chart;
         log_info("helm acts as each tenant's service account %s (namespaces set up by release %s)",
-                 w.helmc.tenant_account, TENANT_ACCESS_RELEASE);
+                 w.cmd.helmc.tenant_account, TENANT_ACCESS_RELEASE);
     } else {
         log_warn("--tenant-identity=false: helm runs with the worker's own identity for every tenant");
     }
@@ -357,17 +363,12 @@ int main(int argc, char **argv) {
     if (closed != 0)
         log_warn("event loop closed with handles still open");
     log_info("stopped: %llu commands received, %llu done, %llu to the DLQ, %llu helm runs",
-             (unsigned long long)w.n_received, (unsigned long long)w.n_done, (unsigned long long)w.n_dlq,
-             (unsigned long long)w.n_helm);
-    for (int i = 0; i < w.protected_count; i++)
-        free(w.protected_ns[i]);
-    free(w.protected_ns);
-    while (w.ns_setups) {
-        ns_setup_t *next = w.ns_setups->next;
-        free(w.ns_setups->waiters);
-        free(w.ns_setups);
-        w.ns_setups = next;
-    }
+             (unsigned long long)w.n_received, (unsigned long long)w.n_done,
+             (unsigned long long)w.cmd.counters.dlq, (unsigned long long)w.cmd.counters.helm);
+    for (int i = 0; i < w.cmd.protected_count; i++)
+        free(w.cmd.protected_ns[i]);
+    free(w.cmd.protected_ns);
+    command_ctx_free(&w.cmd);
     free(w.keys);
     tenant_access_chart_remove(tenant_chart);
     codec_term();

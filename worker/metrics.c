@@ -1,7 +1,9 @@
 /* The worker's /metrics (Prometheus text format) and /healthz: commands by
  * outcome, in-flight operations, helm durations, consumer lag, PostgreSQL and
- * Kafka connectivity. Served on the worker's own loop (httpd.h). */
-#include "worker.h"
+ * Kafka connectivity. Served on the worker's own loop (httpd.h). Everything
+ * is read from counters the modules keep (command_counters_t, worker_t),
+ * never asked of them. */
+#include "metrics.h"
 
 #include "httpd.h"
 #include "log.h"
@@ -10,66 +12,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double bucket_le[8] = {0.1, 0.5, 1, 5, 30, 120, 600, -1};
-static const char *const outcome_names[5] = {"succeeded", "failed", "rolled_back", "rejected", "republished"};
-
-void metrics_outcome(worker_t *w, const char *event_type) {
-    int i = 4;
-    for (int k = 0; k < 4 && event_type; k++)
-        if (strcmp(event_type, outcome_names[k]) == 0)
-            i = k;
-    w->n_outcome[i]++;
-}
-
-void metrics_helm_duration(worker_t *w, double seconds) {
-    for (int i = 0; i < 8; i++)
-        if (bucket_le[i] < 0 || seconds <= bucket_le[i])
-            w->helm_buckets[i]++;
-    w->helm_count++;
-    w->helm_seconds += seconds;
-}
-
-int metrics_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
-    worker_t *w = opaque;
-    json_t *st = json_loadb(json, len, 0, NULL);
-    if (!st)
-        return 0;
-    const char *type = json_string_value(json_object_get(st, "type"));
-    const char *name;
-    json_t *v;
-    if (type && strcmp(type, "consumer") == 0) {
-        int64_t lag = 0;
-        json_t *parts =
-            json_object_get(json_object_get(json_object_get(st, "topics"), w->commands_topic), "partitions");
-        json_object_foreach(parts, name, v) {
-            json_int_t l = json_integer_value(json_object_get(v, "consumer_lag"));
-            if (strcmp(name, "-1") != 0 && l > 0)
-                lag += l;
-        }
-        w->consumer_lag = lag;
-    }
-    int up = 0;
-    json_object_foreach(json_object_get(st, "brokers"), name, v) {
-        const char *state = json_string_value(json_object_get(v, "state"));
-        if (state && strcmp(state, "UP") == 0 && json_integer_value(json_object_get(v, "nodeid")) >= 0)
-            up++;
-    }
-    if (type && strcmp(type, "producer") == 0)
-        w->kafka_brokers_up = up;
-    json_decref(st);
-    return 0;
+/* Whether every ledger connection is up. */
+static int postgres_up(const worker_t *w) {
+    for (int i = 0; i < w->ndbs; i++)
+        if (!db_ready(w->dbs[i]))
+            return 0;
+    return w->ndbs > 0;
 }
 
 static void serve(http_req_t *req, void *ctx) {
     worker_t *w = ctx;
     if (strcmp(req->path, "/healthz") == 0) {
-        int pg = worker_db_ready(w), kafka = w->kafka_brokers_up != 0;
+        int pg = postgres_up(w), kafka = w->kafka_brokers_up != 0;
         char body[160];
         int n =
             snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s,\"kafka\":%s,\"stopping\":%s}",
-                     pg && kafka && !w->stopping ? "ok" : "degraded", pg ? "true" : "false",
-                     kafka ? "true" : "false", w->stopping ? "true" : "false");
-        httpd_respond(req, pg && kafka && !w->stopping ? 200 : 503, "application/json", body, (size_t)n);
+                     pg && kafka && !w->cmd.stopping ? "ok" : "degraded", pg ? "true" : "false",
+                     kafka ? "true" : "false", w->cmd.stopping ? "true" : "false");
+        httpd_respond(req, pg && kafka && !w->cmd.stopping ? 200 : 503, "application/json", body, (size_t)n);
         return;
     }
     if (strcmp(req->path, "/metrics") != 0) {
@@ -82,10 +42,10 @@ static void serve(http_req_t *req, void *ctx) {
     OUT("# HELP helmq_worker_commands_total Commands finished, by outcome (republished: a redelivered "
         "finished command).\n"
         "# TYPE helmq_worker_commands_total counter\n");
-    for (int i = 0; i < 5; i++)
-        OUT("helmq_worker_commands_total{outcome=\"%s\"} %llu\n", outcome_names[i],
-            (unsigned long long)w->n_outcome[i]);
-    OUT("helmq_worker_commands_total{outcome=\"dlq\"} %llu\n", (unsigned long long)w->n_dlq);
+    for (int i = 0; i < COMMAND_OUTCOMES; i++)
+        OUT("helmq_worker_commands_total{outcome=\"%s\"} %llu\n", command_outcome_names[i],
+            (unsigned long long)w->cmd.counters.outcome[i]);
+    OUT("helmq_worker_commands_total{outcome=\"dlq\"} %llu\n", (unsigned long long)w->cmd.counters.dlq);
     OUT("# HELP helmq_worker_in_flight Commands in progress: ledger steps, helm, terminal event (at most "
         "4 x concurrency).\n# TYPE helmq_worker_in_flight gauge\n"
         "helmq_worker_in_flight %d\n",
@@ -94,7 +54,7 @@ static void serve(http_req_t *req, void *ctx) {
         "to the end of their helm steps (at most concurrency).\n"
         "# TYPE helmq_worker_helm_running gauge\n"
         "helmq_worker_helm_running %d\n",
-        w->helm_running);
+        w->cmd.helm_running);
     OUT("# HELP helmq_worker_buffered Commands received and not yet finished.\n# TYPE helmq_worker_buffered "
         "gauge\n"
         "helmq_worker_buffered %d\n",
@@ -105,22 +65,22 @@ static void serve(http_req_t *req, void *ctx) {
         w->producer ? rd_kafka_outq_len(w->producer) : 0);
     OUT("# HELP helmq_worker_helm_duration_seconds Duration of helm invocations.\n"
         "# TYPE helmq_worker_helm_duration_seconds histogram\n");
-    for (int i = 0; i < 8; i++) {
-        if (bucket_le[i] < 0)
+    for (int i = 0; i < COMMAND_HELM_BUCKETS; i++) {
+        if (command_helm_bucket_le[i] < 0)
             OUT("helmq_worker_helm_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                (unsigned long long)w->helm_buckets[i]);
+                (unsigned long long)w->cmd.counters.helm_buckets[i]);
         else
-            OUT("helmq_worker_helm_duration_seconds_bucket{le=\"%g\"} %llu\n", bucket_le[i],
-                (unsigned long long)w->helm_buckets[i]);
+            OUT("helmq_worker_helm_duration_seconds_bucket{le=\"%g\"} %llu\n", command_helm_bucket_le[i],
+                (unsigned long long)w->cmd.counters.helm_buckets[i]);
     }
     OUT("helmq_worker_helm_duration_seconds_sum %.3f\nhelmq_worker_helm_duration_seconds_count %llu\n",
-        w->helm_seconds, (unsigned long long)w->helm_count);
+        w->cmd.counters.helm_seconds, (unsigned long long)w->cmd.counters.helm_count);
     OUT("# HELP helmq_worker_consumer_lag Messages behind on the commands topic (librdkafka statistics).\n"
         "# TYPE helmq_worker_consumer_lag gauge\nhelmq_worker_consumer_lag %lld\n",
         (long long)w->consumer_lag);
     OUT("# HELP helmq_postgres_up Whether the PostgreSQL connection is up.\n# TYPE helmq_postgres_up gauge\n"
         "helmq_postgres_up %d\n",
-        worker_db_ready(w));
+        postgres_up(w));
     OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected (librdkafka statistics).\n"
         "# TYPE helmq_kafka_brokers_up gauge\nhelmq_kafka_brokers_up %d\n",
         w->kafka_brokers_up);
@@ -129,8 +89,6 @@ static void serve(http_req_t *req, void *ctx) {
 }
 
 int metrics_start(worker_t *w, const char *listen, char *errstr, size_t errstr_size) {
-    w->consumer_lag = -1;
-    w->kafka_brokers_up = -1;
     if (!listen || !*listen)
         return 0;
     /* A few scrapers at a time: the worker's files are for helm and its pipes. */
