@@ -111,7 +111,10 @@ stale=$(jq -c --arg id "$(cat /proc/sys/kernel/random/uuid)" '.eventId = $id | .
 echo "$stale" | "$HELMQ_BIN/helmq" encode --type event >"$T/stale.avro"
 echo "$U_EVENT" | "$HELMQ_BIN/helmq" encode --type event >"$T/dup.avro"
 before=$(projection_dump)
-kcat -b "$HELMQ_BROKERS" -P -t helm.release.events -k "$TENANT/$NS/$REL" "$T/dup.avro" "$T/stale.avro"
+# murmur2, as helmq and Java clients partition: the release's partition, so that
+# the topic holds its events in one order (kcat's default, CRC-32, may pick
+# another, and a whole-topic replay across partitions then depends on timing).
+kcat -b "$HELMQ_BROKERS" -X partitioner=murmur2_random -P -t helm.release.events -k "$TENANT/$NS/$REL" "$T/dup.avro" "$T/stale.avro"
 wait_for "the stale event to be applied" 30 bash -c \
     "[ \"\$(psql -X -At '$HELMQ_DATABASE_URL' -c \"select count(*) from helmq.applied_events where event_id = '$(jq -r .eventId <<<"$stale")'\")\" = 1 ]"
 is "$(psql_q "select status || ' ' || revision from helmq.releases where release_id = '$RID'")" "uninstalled 3" \
