@@ -11,7 +11,7 @@ stack_start
 WPORT=$(free_port)
 PPORT=$(free_port)
 [ "$PPORT" != "$WPORT" ] || PPORT=$(free_port)
-worker_start --http-listen 127.0.0.1:$WPORT
+worker_start --http-listen 127.0.0.1:$WPORT --metrics-max-tenants 1
 projector_start --http-listen 127.0.0.1:$PPORT
 api_start
 B="$API_URL/api/v1/helm/releases"
@@ -114,6 +114,14 @@ like "$m" 'helmq_api_commands_total{outcome="delivered"} 3' "/metrics: commands 
 like "$m" "helmq_postgres_up 1" "/metrics: PostgreSQL connectivity"
 wm=$(curl -s "http://127.0.0.1:$WPORT/metrics")
 like "$wm" 'helmq_worker_commands_total{outcome="succeeded"} 3' "worker /metrics: commands by outcome"
+# Per tenant, capped at one tenant (--metrics-max-tenants 1): acme came first
+# and has its own series; globex's install counts under "other".
+like "$wm" "helmq_worker_tenant_commands_total{tenant=\"$TENANT\",outcome=\"succeeded\"} 2" \
+    "worker /metrics: commands per tenant (acme's install and uninstall)"
+like "$wm" 'helmq_worker_tenant_commands_total{tenant="other",outcome="succeeded"} 1' \
+    "  and the tenants beyond --metrics-max-tenants under \"other\""
+unlike "$wm" "tenant=\"$OTHER_TENANT\"" "  so that a tenant beyond the cap has no series of its own"
+like "$wm" "helmq_worker_helm_timeouts_total 0" "worker /metrics: helm timeouts"
 like "$wm" "helmq_worker_in_flight 0" "worker /metrics: in-flight operations"
 like "$wm" "helmq_worker_events_unacked 0" "worker /metrics: every event acknowledged by the broker"
 like "$wm" "helmq_worker_buffered 0" "worker /metrics: no command buffered"

@@ -9,7 +9,8 @@
 stack_start --partitions 1
 NS=tenant-acme
 install_args() { echo "$1 -t $TENANT -n $NS --chart-name matih-ai-service --chart-version 1.0.0"; }
-worker_start --concurrency 8
+WPORT=$(free_port)
+worker_start --concurrency 8 --http-listen 127.0.0.1:$WPORT
 
 # 4. A hanging helm that ignores SIGTERM: SIGTERM at the deadline, SIGKILL after the grace.
 sim_knob $NS hangs '{"install": {"hang": true, "ignore_term": true}}'
@@ -18,6 +19,10 @@ id=$(send install $(install_args hangs) --timeout 2)
 ev=$(wait_terminal "$id" 30)
 is "$(jf '[.eventType,.errorCode] | join(" ")' <<<"$ev")" "failed TIMEOUT" "hanging helm: failed with TIMEOUT"
 like "$(jf .errorMessage <<<"$ev")" "SIGTERM, then SIGKILL" "hanging helm: the event says SIGTERM then SIGKILL"
+wm=$(curl -s "http://127.0.0.1:$WPORT/metrics")
+like "$wm" "helmq_worker_helm_timeouts_total 1" "worker /metrics: the helm stopped at its deadline is counted"
+like "$wm" "helmq_worker_tenant_commands_total{tenant=\"$TENANT\",outcome=\"failed\"} 1" \
+    "worker /metrics: the tenant's failed command is counted"
 like "$(cat "$WORKER_LOG")" "passed its deadline: SIGTERM to its process group" "SIGTERM logged at the deadline"
 like "$(cat "$WORKER_LOG")" "SIGKILL to its process group" "SIGKILL logged after the grace"
 pid=$(sim_invocations 'select(.event=="start" and .release=="hangs" and .subcommand=="install") | .pid')

@@ -494,6 +494,8 @@ void command_signal_helm(command_t *c, int sig) {
 }
 
 void command_ctx_free(command_ctx_t *ctx) {
+    free(ctx->tenants.slots);
+    ctx->tenants.slots = NULL;
     while (ctx->ns_setups) {
         ns_setup_t *next = ctx->ns_setups->next;
         free(ctx->ns_setups->waiters);

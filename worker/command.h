@@ -99,7 +99,26 @@ typedef struct command_counters {
     uint64_t helm; /* helm processes that ended */
     uint64_t helm_buckets[COMMAND_HELM_BUCKETS], helm_count;
     double helm_seconds;
+    uint64_t helm_timeouts; /* helm processes stopped at their deadline */
 } command_counters_t;
+
+/* Finished commands per tenant (succeeded, failed, rolled_back, rejected:
+ * the first COMMAND_TENANT_OUTCOMES of command_outcome_names), so that a
+ * failure rate can be watched per tenant. The first max tenants seen get a
+ * slot each; later ones, and commands without a valid tenantId, are counted
+ * under "other", so that the series stay bounded. The table only grows
+ * (an open-addressed hash, slots with tenant[0] == 0 are free). */
+enum { COMMAND_TENANT_OUTCOMES = 4 };
+typedef struct command_tenant_count {
+    char tenant[UUID_STR_LEN];
+    uint64_t outcome[COMMAND_TENANT_OUTCOMES];
+} command_tenant_count_t;
+
+typedef struct command_tenant_counts {
+    command_tenant_count_t *slots;
+    size_t cap, n, max;
+    command_tenant_count_t other;
+} command_tenant_counts_t;
 
 /* A namespace's tenant set-up (tenant_access.h) as this worker knows it: one
  * set-up runs at a time per namespace, the installs arriving meanwhile wait
@@ -134,6 +153,7 @@ struct command_ctx {
     int stopping; /* no new commands: the ones waiting for a first slot go back */
     int exiting;  /* the loop ends: nothing waits any more */
     command_counters_t counters;
+    command_tenant_counts_t tenants; /* set tenants.max before the first command; 0: all under "other" */
 };
 
 /* What a command needs only once it runs: helm's answer and the error texts,

@@ -113,6 +113,8 @@ static void helm_finished(void *arg) {
     step_cb next = (step_cb)c->helm_next;
     c->run = NULL;
     w->counters.helm++;
+    if (run->timed_out)
+        w->counters.helm_timeouts++;
     cmd_count_helm(w, (double)(run->ended_ms - run->started_ms) / 1000.0);
     /* The slot is free while the command records its outcome; a next helm
      * step of it (status, atomic rollback) takes it straight back, before

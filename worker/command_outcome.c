@@ -27,12 +27,49 @@ void cmd_history_add(command_t *c, int revision, const char *status, const char 
 
 static void finish(command_t *c);
 
-static void cmd_count_outcome(command_ctx_t *x, const char *event_type) {
+/* The tenant's counts (see command_tenant_counts_t): its slot, a new one
+ * while fewer than max tenants have one, else "other". */
+static command_tenant_count_t *tenant_count(command_tenant_counts_t *t, const char *tenant) {
+    if (!tenant || !uuid_valid(tenant) || t->max == 0)
+        return &t->other;
+    if (!t->slots) {
+        size_t cap = 16;
+        while (cap < 2 * t->max)
+            cap *= 2;
+        t->slots = calloc(cap, sizeof(*t->slots));
+        if (!t->slots)
+            return &t->other;
+        t->cap = cap;
+    }
+    char id[UUID_STR_LEN];
+    snprintf(id, sizeof(id), "%s", tenant);
+    uuid_lower(id);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        command_tenant_count_t *s = &t->slots[i];
+        if (strcmp(s->tenant, id) == 0)
+            return s;
+        if (!s->tenant[0]) {
+            if (t->n >= t->max)
+                return &t->other;
+            memcpy(s->tenant, id, sizeof(id));
+            t->n++;
+            return s;
+        }
+    }
+}
+
+static void cmd_count_outcome(command_t *c) {
+    command_ctx_t *x = c->ctx;
     int i = COMMAND_OUTCOMES - 1;
-    for (int k = 0; k < COMMAND_OUTCOMES - 1 && event_type; k++)
-        if (strcmp(event_type, command_outcome_names[k]) == 0)
+    for (int k = 0; k < COMMAND_OUTCOMES - 1 && c->event_type; k++)
+        if (strcmp(c->event_type, command_outcome_names[k]) == 0)
             i = k;
     x->counters.outcome[i]++;
+    if (i < COMMAND_TENANT_OUTCOMES)
+        tenant_count(&x->tenants, c->doc ? jstr(c->doc, "tenantId") : NULL)->outcome[i]++;
 }
 
 /* The command is over (its outcome published, or nothing can be said):
@@ -203,7 +240,7 @@ static void on_terminal_delivered(command_t *c, rd_kafka_resp_err_t err) {
             cmd_rs(c)->error_message[0] ? " " : "");
     if (cmd_rs(c)->error_message[0])
         cmd_log(c, LOG_LEVEL_INFO, "error: %s", cmd_rs(c)->error_message);
-    cmd_count_outcome(c->ctx, c->event_type);
+    cmd_count_outcome(c);
     cmd_done(c);
 }
 

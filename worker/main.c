@@ -82,6 +82,9 @@ static const config_opt_t worker_opts[] = {
      "values from a memory file passed as /proc/self/fd/3"},
     {"http-listen", 0, "HELMQ_WORKER_HTTP", CONFIG_STRING, "",
      "serve /metrics and /healthz on ADDRESS:PORT (empty: off)"},
+    {"metrics-max-tenants", 0, "HELMQ_WORKER_METRICS_MAX_TENANTS", CONFIG_INT, "1000",
+     "tenants with their own series in helmq_worker_tenant_commands_total (later ones count as \"other\"; 0: "
+     "none)"},
     {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
@@ -306,6 +309,12 @@ int main(int argc, char **argv) {
         log_error("--concurrency and --max-buffered must be at least 1");
         return 2;
     }
+    long max_tenants = config_int(&cfg, "metrics-max-tenants");
+    if (max_tenants < 0 || max_tenants > 1000000) {
+        log_error("--metrics-max-tenants must be between 0 and 1000000");
+        return 2;
+    }
+    w.cmd.tenants.max = (size_t)max_tenants;
     check_helm(w.cmd.helmc.helm);
     char tenant_chart[4096] = "";
     if (w.cmd.helmc.impersonate) {

@@ -8,9 +8,53 @@
 #include "httpd.h"
 #include "log.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The answer being written: it grows with the tenants counted. */
+typedef struct text {
+    char *p;
+    size_t n, cap;
+    int failed;
+} text_t;
+
+__attribute__((format(printf, 2, 3))) static void out(text_t *t, const char *fmt, ...) {
+    for (;;) {
+        if (t->failed)
+            return;
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(t->p ? t->p + t->n : NULL, t->p ? t->cap - t->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            t->failed = 1;
+            return;
+        }
+        if (t->p && t->n + (size_t)k < t->cap) {
+            t->n += (size_t)k;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 8192;
+        while (cap <= t->n + (size_t)k)
+            cap *= 2;
+        char *p = realloc(t->p, cap);
+        if (!p) {
+            t->failed = 1;
+            return;
+        }
+        t->p = p;
+        t->cap = cap;
+    }
+}
+
+static void tenant_series(text_t *t, const command_tenant_count_t *s, const char *tenant) {
+    for (int i = 0; i < COMMAND_TENANT_OUTCOMES; i++)
+        if (s->outcome[i])
+            out(t, "helmq_worker_tenant_commands_total{tenant=\"%s\",outcome=\"%s\"} %llu\n", tenant,
+                command_outcome_names[i], (unsigned long long)s->outcome[i]);
+}
 
 /* Whether every ledger connection is up. */
 static int postgres_up(const worker_t *w) {
@@ -36,9 +80,8 @@ static void serve(http_req_t *req, void *ctx) {
         httpd_error(req, 404, "try /metrics or /healthz", NULL, NULL);
         return;
     }
-    char body[4096];
-    size_t n = 0;
-#define OUT(...) n += (size_t)snprintf(body + n, sizeof(body) - n, __VA_ARGS__)
+    text_t body = {0};
+#define OUT(...) out(&body, __VA_ARGS__)
     OUT("# HELP helmq_worker_commands_total Commands finished, by outcome (republished: a redelivered "
         "finished command).\n"
         "# TYPE helmq_worker_commands_total counter\n");
@@ -84,8 +127,27 @@ static void serve(http_req_t *req, void *ctx) {
     OUT("# HELP helmq_kafka_brokers_up Kafka brokers connected (librdkafka statistics).\n"
         "# TYPE helmq_kafka_brokers_up gauge\nhelmq_kafka_brokers_up %d\n",
         w->kafka_brokers_up);
+    OUT("# HELP helmq_worker_helm_timeouts_total helm processes stopped because they outlived their "
+        "operation's timeout.\n# TYPE helmq_worker_helm_timeouts_total counter\n"
+        "helmq_worker_helm_timeouts_total %llu\n",
+        (unsigned long long)w->cmd.counters.helm_timeouts);
+    const command_tenant_counts_t *tc = &w->cmd.tenants;
+    OUT("# HELP helmq_worker_tenant_commands_total Commands finished per tenant, by outcome (the first "
+        "%zu tenants seen; later ones, and commands without a valid tenantId, under tenant=\"other\").\n"
+        "# TYPE helmq_worker_tenant_commands_total counter\n",
+        tc->max);
+    for (size_t i = 0; i < tc->cap; i++)
+        if (tc->slots[i].tenant[0])
+            tenant_series(&body, &tc->slots[i], tc->slots[i].tenant);
+    tenant_series(&body, &tc->other, "other");
 #undef OUT
-    httpd_respond(req, 200, "text/plain; version=0.0.4", body, n < sizeof(body) ? n : sizeof(body) - 1);
+    if (body.failed) {
+        free(body.p);
+        httpd_error(req, 500, "out of memory", NULL, NULL);
+        return;
+    }
+    httpd_respond(req, 200, "text/plain; version=0.0.4", body.p, body.n);
+    free(body.p);
 }
 
 int metrics_start(worker_t *w, const char *listen, char *errstr, size_t errstr_size) {
