@@ -22,17 +22,15 @@ static const config_opt_t query_opts[] = {
 };
 
 static void query_usage(void) {
-    printf(
-        "Usage: helmq releases get RELEASE_ID        a release by id\n"
-        "       helmq releases list --tenant TENANT   a tenant's releases, current status and revision\n"
-        "       helmq releases history RELEASE_ID     the revision history of a release\n"
-        "       helmq releases summary [--tenant TENANT]\n"
-        "                                             counts by status, by chart, and by status and chart\n"
-        "                                             together (groups); of one tenant with --tenant, else "
-        "of\n"
-        "                                             all (administrators: helmq.release_summary)\n\n"
-        "Reads the projection (schema helmq). Exit codes: 0 found, 1 not found or database error,\n"
-        "2 invalid input.\n\nOptions:\n");
+    printf("Usage: helmq releases get RELEASE_ID        a release by id\n"
+           "       helmq releases list --tenant TENANT   a tenant's releases, current status and revision\n"
+           "       helmq releases history RELEASE_ID     the revision history of a release\n"
+           "       helmq releases summary [--tenant TENANT]\n"
+           "                                            counts by status, by chart, and by status and\n"
+           "                                            chart together (groups), of one tenant or of all\n"
+           "                                            (administrators)\n\n"
+           "Reads the projection (schema helmq). Exit codes: 0 found, 1 not found or database error,\n"
+           "2 invalid input.\n\nOptions:\n");
     config_usage(query_opts, stdout);
 }
 
