@@ -16,7 +16,8 @@ static const config_opt_t query_opts[] = {
      "PostgreSQL connection string or URI"},
     {"output", 'o', "HELMQ_OUTPUT", CONFIG_STRING, "json", "json or table"},
     {"tenant", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL,
-     "tenant UUID: list's tenant, and the session's tenant scope (helmq.tenant_id) for row-level security"},
+     "tenant UUID: list's tenant, summary's tenant (all without it), and the session's tenant scope "
+     "(helmq.tenant_id) for row-level security"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
 
@@ -24,7 +25,10 @@ static void query_usage(void) {
     printf("Usage: helmq releases get RELEASE_ID        a release by id\n"
            "       helmq releases list --tenant TENANT   a tenant's releases, current status and revision\n"
            "       helmq releases history RELEASE_ID     the revision history of a release\n"
-           "       helmq releases summary                counts by status and by chart (administrators)\n\n"
+           "       helmq releases summary [--tenant TENANT]\n"
+           "                                            counts by status, by chart, and by status and\n"
+           "                                            chart together (groups), of one tenant or of all\n"
+           "                                            (administrators)\n\n"
            "Reads the projection (schema helmq). Exit codes: 0 found, 1 not found or database error,\n"
            "2 invalid input.\n\nOptions:\n");
     config_usage(query_opts, stdout);
@@ -92,6 +96,13 @@ static void print_result(const char *what, json_t *doc, int table) {
         printf("\nchart                         count\n");
         json_object_foreach(json_object_get(doc, "byChart"), key, v)
             printf("%-30s%lld\n", key, (long long)json_integer_value(v));
+        printf("\nstatus              chart                         count\n");
+        size_t k;
+        json_array_foreach(json_object_get(doc, "groups"), k, v) {
+            print_cell(json_object_get(v, "status"), 20);
+            print_cell(json_object_get(v, "chartName"), 30);
+            printf("%lld\n", (long long)json_integer_value(json_object_get(v, "count")));
+        }
     }
 }
 
@@ -129,8 +140,9 @@ int cli_releases(int argc, char **argv) {
             return EXIT_USAGE;
         }
     } else if (strcmp(what, "summary") == 0) {
-        sql = "SELECT helmq.release_summary()";
+        sql = "SELECT helmq.release_summary($1::uuid)"; /* NULL: every tenant */
         want_args = 1;
+        param = tenant;
     } else {
         fprintf(stderr, "helmq releases: unknown query \"%s\" (get, list, history, summary)\n", what);
         config_free(&cfg);
@@ -164,7 +176,7 @@ int cli_releases(int argc, char **argv) {
             PQexecParams(c, "SELECT set_config('helmq.tenant_id', $1, false)", 1, NULL, p, NULL, NULL, 0));
     }
     const char *params[1] = {param};
-    PGresult *r = PQexecParams(c, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0); /* every query takes $1 */
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "helmq releases %s: %s", what, PQresultErrorMessage(r));
         rc = EXIT_RUNTIME;

@@ -137,6 +137,65 @@ like "$pm" "helmq_projector_consumer_lag" "projector /metrics: consumer lag"
 like "$pm" "helmq_postgres_up 1" "projector /metrics: PostgreSQL connectivity"
 is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/healthz")" 200 "projector /healthz: 200"
 
+# The summary grouped by status and chart, of every tenant or of one (issue 26).
+# So far: acme's seed release uninstalled, globex's deployed (both matih-ai-service).
+# More releases over other (status, chart) pairs, in both tenants: two more
+# charts deployed by acme and one by globex, and a failed (non-atomic) install.
+install_as() { # install_as TOKEN TENANT NAMESPACE RELEASE CHART VERSION: prints the releaseId
+    local r
+    r=$(c POST "$B" "$1" --data-binary "$(jq -c --arg t "$2" --arg n "$3" --arg r "$4" --arg c "$5" --arg v "$6" \
+        '.tenantId=$t | .namespace=$n | .releaseName=$r | .chartName=$c | .chartVersion=$v | .atomic=false' \
+        tests/fixtures/seed-install.json)")
+    [ "$(status "$r")" = 202 ] || diag "install $4: $r"
+    body "$r" | jq -r .releaseId
+}
+sim_knob tenant-acme broken '{"install": {"fail": "pod crashloop: image pull backoff"}}'
+S1=$(install_as "$ACME_TOKEN" $TENANT tenant-acme cfg-a tiny-config 0.1.0)
+S2=$(install_as "$ACME_TOKEN" $TENANT tenant-acme cfg-b tiny-config 0.1.0)
+S3=$(install_as "$ACME_TOKEN" $TENANT tenant-acme broken matih-ai-service 1.0.0)
+S4=$(install_as "$GLOBEX_TOKEN" $OTHER_TENANT tenant-globex cfg tiny-config 0.1.0)
+wait_projection "$S1" deployed 1 && wait_projection "$S2" deployed 1 && wait_projection "$S3" failed 1 &&
+    wait_projection "$S4" deployed 1
+ok $? "four more releases projected: three deployed (tiny-config), one failed (matih-ai-service)"
+r=$(c GET "$B/summary" "$ADMIN_TOKEN")
+is "$(status "$r")" 200 "GET /summary: 200"
+is "$(body "$r" | jq -c .groups)" \
+    '[{"status":"deployed","chartName":"matih-ai-service","count":1},{"status":"deployed","chartName":"tiny-config","count":3},{"status":"failed","chartName":"matih-ai-service","count":1},{"status":"uninstalled","chartName":"matih-ai-service","count":1}]' \
+    "groups: every (status, chart) pair across tenants with its count, by status then chart"
+is "$(body "$r" | jq -c '[.total, .byStatus, .byChart]')" \
+    '[6,{"deployed":4,"failed":1,"uninstalled":1},{"matih-ai-service":3,"tiny-config":3}]' \
+    "the total, byStatus and byChart are still there, and agree with the groups"
+is "$(body "$r" | jq -cS .)" "$("$HELMQ_BIN/helmq" releases summary | jq -cS .)" "the same as helmq releases summary"
+r=$(c GET "$B/summary?tenantId=$TENANT" "$ADMIN_TOKEN")
+is "$(status "$r")" 200 "GET /summary?tenantId=: 200"
+is "$(body "$r" | jq -c .)" \
+    '{"total":4,"byStatus":{"deployed":2,"failed":1,"uninstalled":1},"byChart":{"matih-ai-service":2,"tiny-config":2},"groups":[{"status":"deployed","chartName":"tiny-config","count":2},{"status":"failed","chartName":"matih-ai-service","count":1},{"status":"uninstalled","chartName":"matih-ai-service","count":1}]}' \
+    "?tenantId=: that tenant's counts only"
+is "$(body "$r" | jq -cS .)" "$("$HELMQ_BIN/helmq" releases summary --tenant $TENANT | jq -cS .)" \
+    "the same as helmq releases summary --tenant"
+r=$(c GET "$B/summary?tenantId=${OTHER_TENANT^^}" "$ADMIN_TOKEN")
+is "$(body "$r" | jq -c '[.total, .groups]')" \
+    '[2,[{"status":"deployed","chartName":"matih-ai-service","count":1},{"status":"deployed","chartName":"tiny-config","count":1}]]' \
+    "the other tenant's (an upper-case UUID is the same tenant)"
+r=$(c GET "$B/summary?tenantId=00000000-0000-4000-8000-000000000000" "$ADMIN_TOKEN")
+is "$(status "$r") $(body "$r" | jq -c .)" '200 {"total":0,"byStatus":{},"byChart":{},"groups":[]}' \
+    "a tenant without releases: zeros and no groups"
+is "$(status "$(c GET "$B/summary?tenantId=$TENANT" "$ACME_TOKEN")")" 403 "a tenant's token gets 403, even for its own tenant"
+is "$(status "$(c GET "$B/summary?tenantId=nope" "$ACME_TOKEN")")" 403 "... before its tenantId is looked at"
+r=$(c GET "$B/summary?tenantId=not-a-uuid" "$ADMIN_TOKEN")
+is "$(status "$r")" 400 "a malformed tenantId: 400"
+is "$(body "$r" | jq -c '[.field, .rule, (.error | type)]')" '["tenantId","uuid","string"]' "with the usual error shape"
+is "$(status "$(c GET "$B/summary?tenantId=" "$ADMIN_TOKEN")")" 400 "an empty tenantId: 400"
+# The CLI: its table has the groups, one line each.
+"$HELMQ_BIN/helmq" releases summary --output table >"$T/summary.table"
+is "$?" 0 "helmq releases summary --output table: exit 0"
+is "$(sed -n '/^status  *chart  *count$/,$p' "$T/summary.table")" \
+    "$(printf '%-20s%-30s%s\n' status chart count deployed matih-ai-service 1 deployed tiny-config 3 \
+        failed matih-ai-service 1 uninstalled matih-ai-service 1)" "its table ends with the groups: status, chart, count"
+is "$("$HELMQ_BIN/helmq" releases summary --tenant $OTHER_TENANT --output table | sed -n '/^status  *chart  *count$/,$p')" \
+    "$(printf '%-20s%-30s%s\n' status chart count deployed matih-ai-service 1 deployed tiny-config 1)" \
+    "and --tenant narrows them"
+
 kill -TERM "$API_PID"
 wait "$API_PID"
 is "$?" 0 "SIGTERM: helmq-api exits 0"

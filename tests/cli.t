@@ -125,6 +125,12 @@ done
 h=$("$HELMQ_BIN/helmq" install --help)
 like "$h" "env HELMQ_BROKERS; default: localhost:9092" "install --help shows env and default of --brokers"
 like "$h" "--wait-for-jobs" "install --help lists --wait-for-jobs"
+h=$("$HELMQ_BIN/helmq" releases --help)
+like "$h" "helmq releases summary [--tenant TENANT]" "releases --help: summary takes --tenant"
+like "$h" "together (groups)" "releases --help: the summary's groups by status and chart"
+# The summary's --tenant is checked before any connection (none here: exit 2, not 1).
+bad "summary --tenant not a UUID" '"nope" is not a UUID' releases summary --tenant nope --database-url "host=/nonexistent"
+bad "summary with an argument" "takes no argument" releases summary extra --database-url "host=/nonexistent"
 h=$("$HELMQ_BIN/helmq-broker" --help)
 like "$h" "env HELMQ_BROKER_PARTITIONS; default: 6" "broker --help shows env and default"
 

@@ -145,6 +145,7 @@ x "a tenant's releases" 200 GET "$B/tenant/$TENANT" "$ACME_TOKEN"
 x "admin: another tenant's releases" 200 GET "$B/tenant/$OTHER_TENANT" "$ADMIN_TOKEN"
 x "admin: a tenant without releases" 200 GET "$B/tenant/00000000-0000-4000-8000-000000000000" "$ADMIN_TOKEN"
 x "the summary (admin)" 200 GET "$B/summary" "$ADMIN_TOKEN"
+x "admin: one tenant's summary" 200 GET "$B/summary?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN"
 x "a tenant's namespaces" 200 GET "$N" "$ACME_TOKEN"
 x "admin: every namespace" 200 GET "$N" "$ADMIN_TOKEN"
 x "admin: one tenant's namespaces" 200 GET "$N?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN"
@@ -157,6 +158,7 @@ for r in "GET $B/$RID" "HEAD $B/$RID" "GET $B/$RID/history" "GET $B/tenant/$TENA
     x "a wrong token" 401 ${r% *} "${r#* }" wrong-token-0123456789abcdef
 done
 x "the summary is for administrators" 403 GET "$B/summary" "$ACME_TOKEN"
+x "the summary is for administrators, ?tenantId= or not" 403 GET "$B/summary?tenantId=$TENANT" "$ACME_TOKEN"
 x "an unknown release" 404 GET "$B/00000000-0000-4000-8000-000000000000" "$ACME_TOKEN"
 x "another tenant's release" 404 GET "$B/$GRID" "$ACME_TOKEN"
 x "another tenant's history" 404 GET "$B/$GRID/history" "$ACME_TOKEN"
@@ -174,6 +176,7 @@ x "a malformed releaseId (history)" 400 GET "$B/not-a-uuid/history" "$ACME_TOKEN
 x "a malformed releaseId (DELETE)" 400 DELETE "$B/not-a-uuid" "$ACME_TOKEN"
 x "a malformed tenantId" 400 GET "$B/tenant/not-a-uuid" "$ACME_TOKEN"
 x "a malformed ?tenantId=" 400 GET "$N?tenantId=nope" "$ADMIN_TOKEN"
+x "a malformed ?tenantId= (summary)" 400 GET "$B/summary?tenantId=nope" "$ADMIN_TOKEN"
 x "a namespace that is no DNS-1123 label" 400 GET "$N/Bad_NS" "$ADMIN_TOKEN"
 x "a bad % escape" 400 GET "$B/%zz" "$ACME_TOKEN"
 x "an encoded / in a segment" 400 GET "$B/$RID%2Fhistory" "$ACME_TOKEN"

@@ -139,6 +139,11 @@ like "$(as_role auditor "insert into helmq.release_history select * from helmq.r
     "helmq_reader cannot write"
 like "$(as_role auditor "select helmq.release_summary()")" "permission denied" "the summary is not for readers"
 is "$(as_role platform_admin "select helmq.release_summary()->>'total'")" 3 "helmq_admin gets the cross-tenant summary"
+like "$(as_role auditor "select helmq.release_summary('$TENANT'::uuid)")" "permission denied" \
+    "nor the one-tenant summary (sql/0003)"
+is "$(as_role platform_admin "select helmq.release_summary('$TENANT'::uuid)->>'total'")" 2 "helmq_admin gets one tenant's summary"
+is "$(as_role platform_admin "select helmq.release_summary(null::uuid)::text = helmq.release_summary()::text")" t \
+    "release_summary() is release_summary(null)"
 like "$(psql_q "update helmq.release_history set status = 'deployed' where release_id = '$RID'" 2>&1)" "append-only" \
     "history rows cannot be updated (even by the owner)"
 like "$(psql_q "delete from helmq.release_history where release_id = '$RID'" 2>&1)" "append-only" \

@@ -2,13 +2,15 @@
 # tests/schema.t: the baseline schema of sql/ (issue 24) and the append-only
 # rule of sql/README.md, against a private PostgreSQL:
 #   (a) the pre-baseline history (tests/fixtures/sql-history/0001-0015) applied
-#       to an empty database, one transaction per file as migrate.c does;
-#   (b) the baseline applied to another empty database by the real program
-#       path (helmq-worker migrate, then helmq-projector migrate: nothing left);
+#       to an empty database, one transaction per file as migrate.c does,
+#       then sql/'s migrations after the baselines (0003 on);
+#   (b) the baselines and the later migrations applied to another empty
+#       database by the real program path (helmq-worker migrate, then
+#       helmq-projector migrate: nothing left);
 #   (c) both pg_dump --schema-only (no comments, without the migrations table)
 #       identical;
 #   (d) every table, view and function of helmq and helmq_worker commented;
-#   (e) a later migration appended (sql/0003_*, written into a temporary copy
+#   (e) a later migration appended (the next number, written into a temporary copy
 #       of the migrations and linked into a temporary helmq-worker) applies on
 #       top of the baseline, and gives the same schema as a fresh install;
 #   (f) a database that recorded the old history is refused, untouched.
@@ -51,6 +53,14 @@ for f in tests/fixtures/sql-history/[0-9]*.sql; do
     "${PSQL[@]}" -1 -d history -f "$f" >"$DIR/history.log" 2>&1 || { fail="$f: $(tail -3 "$DIR/history.log")"; break; }
 done
 is "$fail" "" "(a) the history 0001-0015 applies to an empty database"
+# The migrations after the baselines (sql/0003 on) apply to it as to the
+# baseline: the history stands for 0001-0002, the rest is the same on both.
+fail=
+for f in sql/[0-9]*.sql; do
+    case ${f##*/} in 0001_* | 0002_*) continue ;; esac
+    "${PSQL[@]}" -1 -d history -f "$f" >"$DIR/history.log" 2>&1 || { fail="$f: $(tail -3 "$DIR/history.log")"; break; }
+done
+is "$fail" "" "the later migrations of sql/ apply on top of the history"
 
 # --- (b) the baseline, by the programs --------------------------------------------
 createdb baseline || bail "cannot create database baseline"
@@ -92,17 +102,18 @@ like "$counts" " " "... checked: $counts tables/views and functions"
 
 # --- (e) a later migration, appended -------------------------------------------------
 # The migrations are compiled in (build/sql_gen.c): a temporary helmq-worker
-# is linked from the built objects with a sql_gen.o of sql/ plus a fake 0003.
+# is linked from the built objects with a sql_gen.o of sql/ plus a fake next one.
 mkdir -p "$DIR/later/sql"
 cp sql/[0-9]*.sql "$DIR/later/sql/"
-cat >"$DIR/later/sql/0003_worker_later_test.sql" <<'EOF'
--- 0003: a later migration, as tests/schema.t appends one.
+NEXT=$(printf '%04d' $((n + 1)))
+cat >"$DIR/later/sql/${NEXT}_worker_later_test.sql" <<EOF
+-- $NEXT: a later migration, as tests/schema.t appends one.
 ALTER TABLE helmq_worker.commands ADD COLUMN later_test text;
 CREATE TABLE helmq_worker.later_test (id integer PRIMARY KEY);
 COMMENT ON TABLE helmq_worker.later_test IS 'written by tests/schema.t';
-CREATE OR REPLACE FUNCTION helmq_worker.key_unlock(p_key text) RETURNS boolean LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION helmq_worker.key_unlock(p_key text) RETURNS boolean LANGUAGE sql AS \$\$
     SELECT helmq_worker.key_release(p_key) AND true;
-$$;
+\$\$;
 EOF
 later_bin=
 if ! command -v pkg-config >/dev/null || ! ls "$BUILD"/worker/*.o >/dev/null 2>&1 || [ ! -f "$BUILD/libhelmq.a" ]; then
@@ -115,25 +126,25 @@ else
             $(pkg-config --libs rdkafka libuv avro-c libpq jansson libcrypto) -lhttp_parser -lm >"$DIR/later/cc.log" 2>&1; then
         later_bin=$DIR/later/helmq-worker
     else
-        why="cannot link a helmq-worker with the fake 0003: $(tail -3 "$DIR/later/cc.log" 2>/dev/null)"
+        why="cannot link a helmq-worker with the fake $NEXT: $(tail -3 "$DIR/later/cc.log" 2>/dev/null)"
     fi
 fi
 if [ -n "$later_bin" ]; then
     out=$("$later_bin" migrate --database-url "$(url baseline)" 2>&1)
-    ok $? "(e) a later sql/0003_* applies on top of the baseline"
-    like "$out" "migration 0003_worker_later_test.sql applied" "... 0003 alone"
+    ok $? "(e) a later sql/${NEXT}_* applies on top of the baseline"
+    like "$out" "migration ${NEXT}_worker_later_test.sql applied" "... $NEXT alone"
     like "$out" "(1 migrations applied now)" "... and nothing else"
     createdb fresh || bail "cannot create database fresh"
     "$later_bin" migrate --database-url "$(url fresh)" >"$DIR/fresh.log" 2>&1
-    ok $? "a fresh install with 0003 succeeds"
+    ok $? "a fresh install with $NEXT succeeds"
     schema_of fresh >"$DIR/fresh.sql"
     schema_of baseline >"$DIR/upgraded.sql"
     diff -u "$DIR/fresh.sql" "$DIR/upgraded.sql" >"$DIR/later.diff"
-    ok $? "baseline + 0003 has the same schema as a fresh install with 0003"
+    ok $? "baseline + $NEXT has the same schema as a fresh install with $NEXT"
     [ -s "$DIR/later.diff" ] && sed 's/^/# /' "$DIR/later.diff" | head -40
-    like "$(diff "$DIR/baseline.sql" "$DIR/upgraded.sql")" "later_test" "0003 did change the schema"
+    like "$(diff "$DIR/baseline.sql" "$DIR/upgraded.sql")" "later_test" "$NEXT did change the schema"
     out=$("$BIN/helmq-worker" migrate --database-url "$(url baseline)" 2>&1)
-    ok $? "the current helmq-worker leaves a database with a newer 0003 alone"
+    ok $? "the current helmq-worker leaves a database with a newer $NEXT alone"
 else
     skip "(e) a later migration" "$why"
 fi

@@ -5,7 +5,8 @@
  * commands topic (202 with the commandId once the broker has it). Bearer
  * tokens (api_tokens.h) map to a principal (recorded as performedBy) and
  * either a tenant (which sees and changes only its own releases: 404
- * otherwise) or the admin role (everything, and the cross-tenant summary).
+ * otherwise) or the admin role (everything, and the summary, of every tenant
+ * or of one).
  * The namespaces routes show which tenant owns a namespace, scoped the same
  * way. The commands themselves are built by api_command.c.
  *
@@ -364,8 +365,9 @@ static const char SQL_HISTORY[] =
     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
 static const char SQL_TENANT[] =
     "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
-static const char SQL_SUMMARY[] =
-    "SELECT helmq.release_summary() WHERE $1::text IS NULL AND $2::text IS NULL";
+/* The summary of one tenant (?tenantId=) or of all: admins only ($2, the
+ * token's tenant, is NULL), refused before the query too. */
+static const char SQL_SUMMARY[] = "SELECT helmq.release_summary($1::uuid) WHERE $2::text IS NULL";
 /* Namespaces: which tenant owns each (helmq.namespace_claims, sql/0002_projection_baseline.sql). A
  * tenant sees only its own (404 for another's, the same as for one nobody
  * claimed); ?tenantId= narrows an admin's list, and a tenant naming another
@@ -389,6 +391,20 @@ static void reply_method(pending_t *p, const char *allow) {
 #define ALLOW_GET "GET, HEAD"
 #define ALLOW_RELEASE "GET, HEAD, DELETE"
 
+/* The optional ?tenantId= of a list, in *tenant (NULL when absent; the
+ * caller frees it). Not a UUID: answers 400 and returns -1. */
+static int tenant_param(pending_t *p, char **tenant) {
+    size_t len = 0;
+    *tenant = httpd_query_param(p->req, "tenantId", &len);
+    if (*tenant && (len != strlen(*tenant) || !uuid_valid(*tenant))) {
+        free(*tenant);
+        *tenant = NULL;
+        reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
+        return -1;
+    }
+    return 0;
+}
+
 /* GET /api/v1/helm/namespaces[?tenantId=] and /api/v1/helm/namespaces/:namespace. */
 static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
     validate_error_t verr;
@@ -408,19 +424,15 @@ static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
         api_query(p, SQL_NAMESPACE, rest[0], on_json_row);
         return;
     }
-    size_t len = 0;
-    char *tenant = httpd_query_param(p->req, "tenantId", &len);
-    if (tenant && (len != strlen(tenant) || !uuid_valid(tenant))) {
-        free(tenant);
-        reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
+    char *tenant;
+    if (tenant_param(p, &tenant) < 0)
         return;
-    }
     api_query(p, SQL_NAMESPACES, tenant, on_json_row); /* the parameters are copied */
     free(tenant);
 }
 
 /* Routes on the decoded path segments (httpd.h): /api/v1/helm/releases,
- * then "", "summary", "tenant/:tenantId", ":releaseId" or
+ * then "", "summary[?tenantId=]", "tenant/:tenantId", ":releaseId" or
  * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
  * A trailing '/' is ignored. HEAD comes as GET. */
 static void handle(http_req_t *req, void *ctx) {
@@ -487,7 +499,11 @@ static void handle(http_req_t *req, void *ctx) {
             reply_error(p, 403, "the summary is for administrators", NULL, NULL);
             return;
         }
-        api_query(p, SQL_SUMMARY, NULL, on_json_row);
+        char *tenant;
+        if (tenant_param(p, &tenant) < 0)
+            return;
+        api_query(p, SQL_SUMMARY, tenant, on_json_row);
+        free(tenant);
         return;
     }
     if (nrest == 2 && strcmp(rest[0], "tenant") == 0) {
@@ -591,7 +607,7 @@ int main(int argc, char **argv) {
                "  GET    " PREFIX "/:releaseId            a release\n"
                "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
                "  GET    " PREFIX "/:releaseId/history    its revision history\n"
-               "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
+               "  GET    " PREFIX "/summary[?tenantId=]   counts by status and chart, and by both (admin)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
                "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
