@@ -5,8 +5,9 @@
 // Events). EventSource cannot send an Authorization header, so the stream is
 // read with fetch() and its framing parsed here (id:, event:, data:, retry:,
 // comments, dispatch on a blank line); after a drop it reconnects with
-// Last-Event-ID and a growing backoff. When the route answers 404 (a helmq-api
-// without it) the page says so and polls the list every 2 s instead.
+// Last-Event-ID and a growing backoff. When the route is missing (404, or 400
+// from a helmq-api that reads "events" as a releaseId) the page says so and
+// polls the list every 2 s instead.
 'use strict';
 
 (function () {
@@ -279,7 +280,9 @@
                 res = null;
             }
             if (mine !== session) return;
-            if (res && res.status === 404) {
+            // No such route in this helmq-api (404; 400 from one that reads
+            // "events" as a malformed releaseId, 405): poll instead.
+            if (res && [400, 404, 405, 501].includes(res.status)) {
                 poll(mine);
                 return;
             }
