@@ -631,20 +631,21 @@ int main(int argc, char **argv) {
     }
     int rc = config_parse(&cfg, api_opts, argc, argv, 1, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
-        printf("Usage: helmq-api [OPTIONS]\n\n"
-               "Serves the seed's REST API:\n"
-               "  GET    " PREFIX "[?limit=]              the releases the token sees (admin: all)\n"
-               "  GET    " PREFIX "/:releaseId            a release\n"
-               "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
-               "  GET    " PREFIX "/:releaseId/history    its revision history\n"
-               "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
-               "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
-               "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
-               "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
-               "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
-               "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
-               "  GET    /, /static/:file                the status page (HTML, CSS, JS; no token)\n"
-               "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
+        printf(
+            "Usage: helmq-api [OPTIONS]\n\n"
+            "Serves the seed's REST API:\n"
+            "  GET    " PREFIX "[?limit=]              the releases the token sees (admin: all)\n"
+            "  GET    " PREFIX "/:releaseId            a release\n"
+            "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
+            "  GET    " PREFIX "/:releaseId/history    its revision history\n"
+            "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
+            "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
+            "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
+            "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
+            "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
+            "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
+            "  GET    /, /static/:file                            the status page (HTML, CSS, JS; no token)\n"
+            "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);
         config_free(&cfg);
         return 0;
