@@ -97,7 +97,7 @@ async function main() {
         args: (process.getuid() === 0 ? ['--no-sandbox'] : []).concat(['--disable-dev-shm-usage']),
     });
     try {
-        await run(browser);
+        await (E.MODE === 'sse' ? runSse(browser) : run(browser));
     } finally {
         await browser.close();
     }
@@ -212,6 +212,47 @@ async function run(browser) {
     await ctx2.close();
 
     check(errors.length === 0, 'no console errors or exceptions', errors.join(' | '));
+    console.log(`result\t${JSON.stringify(result)}`);
+}
+
+// Through the events route's stand-in (sse-stand-in.js): the page's own SSE
+// client, its reconnect with Last-Event-ID, and how soon a change shows.
+async function runSse(browser) {
+    const errors = [];
+    const page = await browser.newPage();
+    watchConsole(page, errors);
+    const all = (await api('GET', '', E.ADMIN_TOKEN)).json;
+    await signIn(page, E.ADMIN_TOKEN);
+    await waitRows(page, all.length).catch(() => {});
+    const isLive = () => page.waitForFunction(() => document.getElementById('live').dataset.state === 'live', { timeout: WAIT_MS }).then(() => true, () => false);
+    check(await isLive(), 'SSE: the indicator says live', await page.$eval('#live', (el) => el.textContent));
+    result.mode = await page.$eval('#live', (el) => el.dataset.state);
+    result.indicator = await page.$eval('#live', (el) => el.textContent);
+    // The stand-in drops the first stream after its first event: the page reconnects and resumes.
+    const states = [];
+    await page.exposeFunction('noteState', (s) => states.push(s));
+    await page.evaluate(() => new MutationObserver(() => window.noteState(document.getElementById('live').dataset.state)).observe(document.getElementById('live'), { attributes: true }));
+    const inst = await api('POST', '', E.ACME_TOKEN, fs.readFileSync(E.INSTALL_BODY, 'utf8'));
+    check(inst.status === 202, 'SSE: an install: 202', JSON.stringify(inst));
+    const appeared = await waitRow(page, inst.json.releaseId, 'deployed', 1).then(() => true, (e) => e.message);
+    check(appeared === true, 'SSE: the new release appears, deployed at revision 1', appeared);
+    check(await isLive(), 'SSE: live again after the stream dropped');
+    const standIn = await (await fetch(E.API_URL + '/__stand-in')).json();
+    const [first, second] = standIn.streams;
+    check(first && first.lastEventId === null && second && first.sent.length === 1 && second.lastEventId === first.sent[0],
+        'SSE: after the drop the page reconnected with Last-Event-ID: the id of the last event it had', JSON.stringify(standIn));
+    check(states.includes('reconnecting'), 'SSE: the indicator said reconnecting meanwhile', states.join(','));
+    // A change on the resumed stream: how soon it shows.
+    const del = await api('DELETE', `/${inst.json.releaseId}?reason=sse`, E.ACME_TOKEN);
+    check(del.status === 202, 'SSE: an uninstall: 202', JSON.stringify(del));
+    result.uninstall = { commandId: del.json.commandId, releaseId: inst.json.releaseId };
+    try {
+        result.uninstall.shownAt = await waitRow(page, inst.json.releaseId, 'uninstalled', 2);
+        check(true, 'SSE: its row changes to uninstalled, revision 2');
+    } catch (e) {
+        check(false, 'SSE: its row changes to uninstalled, revision 2', e.message);
+    }
+    check(errors.length === 0, 'SSE: no console errors or exceptions', errors.join(' | '));
     console.log(`result\t${JSON.stringify(result)}`);
 }
 

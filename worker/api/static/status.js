@@ -196,6 +196,12 @@
         loadHistory(id);
     }
 
+    // occurredAt as RFC 3339 text (events may carry epoch milliseconds).
+    function isoTime(t) {
+        if (typeof t === 'number') return new Date(t).toISOString();
+        return t || null;
+    }
+
     // An event carries the release's whole current state: upsert its row.
     function applyEvent(ev) {
         if (!ev || !ev.releaseId) return;
@@ -212,7 +218,7 @@
             chartVersion: ev.chartVersion,
             appVersion: ev.appVersion,
             description: ev.description,
-            updatedAt: ev.occurredAt || (old && old.updatedAt),
+            updatedAt: isoTime(ev.occurredAt) || (old && old.updatedAt),
         });
         releases.set(r.releaseId, r);
         render(new Set([r.releaseId]));
