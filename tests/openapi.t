@@ -217,6 +217,7 @@ x "a URL over 8192 bytes" 414 GET "$B/$(printf 'a%.0s' $(seq 9000))" "$ACME_TOKE
 x "a head over --max-header-bytes" 431 GET /healthz "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
 x "a URL over 8192 bytes (metrics)" 414 GET "/metrics?pad=$(printf 'a%.0s' $(seq 9000))" ""
 x "a head over --max-header-bytes (the document)" 431 GET /openapi.json "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
+x "a head over --max-header-bytes (the status page)" 431 GET / "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
 raw "a request not received whole in time" 408 GET /healthz 5 'GET /healthz HTTP/1.1\r\nHost: x\r\n'
 
 # Uninstall, twice.
