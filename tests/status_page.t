@@ -8,7 +8,11 @@
 # the event through Server-Sent Events when helmq-api has
 # /api/v1/helm/releases/events, else within one 2 s poll (the test names the
 # path taken, and requires SSE when the route answers); a tenant token shows
-# only its tenant's releases; no console errors. The screenshot is saved as
+# only its tenant's releases; no console errors. Without the events route
+# the page's SSE client also runs behind tests/status_page/sse-stand-in.js
+# (the route's contract served from the events topic, one dropped stream):
+# reconnect with Last-Event-ID, a change shown within a second. The
+# screenshot is saved as
 # build/artifacts/status-page.png (docs/img/status-page.png is a copy).
 # Without chromium or puppeteer-core the test skips, except under CI=true,
 # where it fails.
