@@ -107,8 +107,11 @@
         tr.dataset.releaseId = r.releaseId;
         tr.tabIndex = 0;
         tr.setAttribute('aria-selected', String(r.releaseId === selected));
-        const name = cell(tr, r.releaseName, 'name');
-        name.setAttribute('scope', 'row');
+        const name = document.createElement('th'); // the row's header: the release's name
+        name.scope = 'row';
+        name.className = 'name';
+        name.textContent = r.releaseName;
+        tr.appendChild(name);
         cell(tr, r.namespace, 'namespace');
         cell(tr, r.tenantId, 'tenant mono');
         const st = document.createElement('td');
