@@ -86,6 +86,13 @@ $(BUILD)/openapi_gen.c: docs/openapi.json tests/lib/embed.sh
 	@mkdir -p $(dir $@)
 	bash tests/lib/embed.sh openapi_sources docs/openapi.json > $@.tmp && mv $@.tmp $@
 
+# The status page (worker/api/static/: HTML, CSS, JS, no build step), served at
+# / and /static/: embedded the same way.
+STATIC := worker/api/static/status.html worker/api/static/status.css worker/api/static/status.js
+$(BUILD)/static_gen.c: $(STATIC) tests/lib/embed.sh
+	@mkdir -p $(dir $@)
+	bash tests/lib/embed.sh static_sources $(STATIC) > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
@@ -111,7 +118,7 @@ $(BIN)/helmq-projector: $(PROJECTOR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/helmq-api: $(API_OBJ) $(BUILD)/openapi_gen.o $(LIB)
+$(BIN)/helmq-api: $(API_OBJ) $(BUILD)/openapi_gen.o $(BUILD)/static_gen.o $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

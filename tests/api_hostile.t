@@ -86,8 +86,12 @@ out=$(raw "$(printf 'PUT %s HTTP/1.1\\r\\nHost: t\\r\\nAuthorization: Bearer %s\
 is "$(sed -n 1p <<<"$out" | jq -r '"\(.status) \(.headers.allow)"')" "405 GET, HEAD, DELETE" "PUT on a release: 405 with Allow"
 is "$(sed -n 2p <<<"$out" | jq -r .status)" 200 "and the connection stays usable"
 out=$(raw "$(printf 'HEAD %s HTTP/1.1\\r\\nHost: t\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n' "$P" "$ADMIN_TOKEN")" "$(get "$P/$RID")")
-is "$(sed -n 1p <<<"$out" | jq -r '"\(.status) \(.headers.allow) [\(.extra)]"')" "405 POST []" \
-    "HEAD on the install endpoint: 405, Allow: POST, no body"
+is "$(sed -n 1p <<<"$out" | jq -r '"\(.status) [\(.body)\(.extra)]"')" "200 []" \
+    "HEAD on the releases list: 200, no body"
+is "$(sed -n 2p <<<"$out" | jq -r .status)" 200 "and the next request on the connection answers 200"
+out=$(raw "$(printf 'PATCH %s HTTP/1.1\\r\\nHost: t\\r\\nAuthorization: Bearer %s\\r\\nContent-Length: 0\\r\\n\\r\\n' "$P" "$ADMIN_TOKEN")" "$(get "$P/$RID")")
+is "$(sed -n 1p <<<"$out" | jq -r '"\(.status) \(.headers.allow)"')" "405 GET, HEAD, POST" \
+    "PATCH on the releases list and install endpoint: 405, Allow: GET, HEAD, POST"
 is "$(sed -n 2p <<<"$out" | jq -r .status)" 200 "and the next request on the connection answers 200"
 is "$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -H "Authorization: Bearer $ADMIN_TOKEN" "$B/summary")" 405 "PATCH /summary: 405"
 is "$(curl -s -D - -o /dev/null -X DELETE "$API_URL/healthz" | tr -d '\r' | grep -i '^allow:')" "Allow: GET, HEAD" \

@@ -41,7 +41,7 @@ ok $? "check.js lists the document's routes"
 # README: the first cell of each row of the HTTP API section's table.
 awk '/^## HTTP API/ { on = 1; next } /^## / { on = 0 } on && /^\| `/' README.md | cut -d'|' -f2 |
     grep -oE '`(GET|POST|PUT|PATCH|DELETE) [^`]+`' | tr -d '`' | sed -e 's/?.*//' -e 's/\[.*//' | sort >"$T/routes.readme"
-is "$(wc -l <"$T/routes.doc")" 11 "the document has 11 routes"
+is "$(wc -l <"$T/routes.doc")" 14 "the document has 14 routes"
 is "$(cat "$T/routes.help")" "$(cat "$T/routes.doc")" "helmq-api --help lists exactly the document's routes"
 is "$(cat "$T/routes.readme")" "$(cat "$T/routes.doc")" "the README's HTTP API table lists exactly the document's routes"
 
@@ -146,6 +146,13 @@ x "admin: another tenant's releases" 200 GET "$B/tenant/$OTHER_TENANT" "$ADMIN_T
 x "admin: a tenant without releases" 200 GET "$B/tenant/00000000-0000-4000-8000-000000000000" "$ADMIN_TOKEN"
 x "the summary (admin)" 200 GET "$B/summary" "$ADMIN_TOKEN"
 x "admin: one tenant's summary" 200 GET "$B/summary?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN"
+x "admin: every release" 200 GET "$B" "$ADMIN_TOKEN"
+x "a tenant: its releases" 200 GET "$B" "$ACME_TOKEN"
+x "admin: the most recent release" 200 GET "$B?limit=1" "$ADMIN_TOKEN"
+is "$(jq length "$T/b")" 1 "?limit=1 answers one release"
+x "the status page" 200 GET / ""
+x "the status page's stylesheet" 200 GET /static/status.css ""
+x "the status page's script" 200 GET /static/status.js ""
 x "a tenant's namespaces" 200 GET "$N" "$ACME_TOKEN"
 x "admin: every namespace" 200 GET "$N" "$ADMIN_TOKEN"
 x "admin: one tenant's namespaces" 200 GET "$N?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN"
@@ -153,7 +160,7 @@ x "a namespace" 200 GET "$N/tenant-acme" "$ACME_TOKEN"
 
 # 401, 403, 404.
 for r in "GET $B/$RID" "HEAD $B/$RID" "GET $B/$RID/history" "GET $B/tenant/$TENANT" "GET $B/summary" \
-    "DELETE $B/$RID" "POST $B" "GET $N" "GET $N/tenant-acme"; do
+    "DELETE $B/$RID" "POST $B" "GET $B" "GET $N" "GET $N/tenant-acme"; do
     x "no token" 401 ${r% *} "${r#* }" ""
     x "a wrong token" 401 ${r% *} "${r#* }" wrong-token-0123456789abcdef
 done
@@ -169,12 +176,15 @@ x "install for another tenant" 404 POST "$B" "$ACME_TOKEN" --data-binary @"$T/gl
 x "another tenant's namespace" 404 GET "$N/tenant-globex" "$ACME_TOKEN"
 x "an unclaimed namespace" 404 GET "$N/nobody-here" "$ADMIN_TOKEN"
 x "another tenant's namespaces" 404 GET "$N?tenantId=$OTHER_TENANT" "$ACME_TOKEN"
+x "a file the status page does not have" 404 GET /static/api.c ""
 
 # 400.
 x "a malformed releaseId" 400 GET "$B/not-a-uuid" "$ACME_TOKEN"
 x "a malformed releaseId (history)" 400 GET "$B/not-a-uuid/history" "$ACME_TOKEN"
 x "a malformed releaseId (DELETE)" 400 DELETE "$B/not-a-uuid" "$ACME_TOKEN"
 x "a malformed tenantId" 400 GET "$B/tenant/not-a-uuid" "$ACME_TOKEN"
+x "?limit=0" 400 GET "$B?limit=0" "$ADMIN_TOKEN"
+x "?limit= not a number" 400 GET "$B?limit=ten" "$ADMIN_TOKEN"
 x "a malformed ?tenantId=" 400 GET "$N?tenantId=nope" "$ADMIN_TOKEN"
 x "a malformed ?tenantId= (summary)" 400 GET "$B/summary?tenantId=nope" "$ADMIN_TOKEN"
 x "a namespace that is no DNS-1123 label" 400 GET "$N/Bad_NS" "$ADMIN_TOKEN"
@@ -190,7 +200,9 @@ x "admin: no tenantId" 400 POST "$B" "$ADMIN_TOKEN" --data-binary "$(jq -c 'del(
 raw "a malformed header" 400 GET /healthz 0 'GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n'
 
 # 405: methods a path does not list.
-x "GET on the install route" 405 GET "$B" "$ACME_TOKEN"
+x "PUT on the releases" 405 PUT "$B" "$ACME_TOKEN"
+x "POST on the status page" 405 POST / ""
+x "DELETE on a status page file" 405 DELETE /static/status.js ""
 x "PUT on a release" 405 PUT "$B/$RID" "$ACME_TOKEN"
 x "POST on a history" 405 POST "$B/$RID/history" "$ACME_TOKEN"
 x "DELETE on a tenant's releases" 405 DELETE "$B/tenant/$TENANT" "$ACME_TOKEN"
@@ -208,6 +220,7 @@ x "a URL over 8192 bytes" 414 GET "$B/$(printf 'a%.0s' $(seq 9000))" "$ACME_TOKE
 x "a head over --max-header-bytes" 431 GET /healthz "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
 x "a URL over 8192 bytes (metrics)" 414 GET "/metrics?pad=$(printf 'a%.0s' $(seq 9000))" ""
 x "a head over --max-header-bytes (the document)" 431 GET /openapi.json "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
+x "a head over --max-header-bytes (the status page)" 431 GET / "" -H "X-Big: $(printf 'b%.0s' $(seq 17000))"
 raw "a request not received whole in time" 408 GET /healthz 5 'GET /healthz HTTP/1.1\r\nHost: x\r\n'
 
 # Uninstall, twice.

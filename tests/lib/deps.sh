@@ -10,6 +10,7 @@ packages=(
     postgresql postgresql-client
     kcat python3 python3-avro python3-yaml perl jq docker-compose docker-registry libhttp-parser-dev wrk valgrind clang libclang-rt-14-dev prometheus
     unzip curl procps psmisc util-linux
+    chromium
 )
 # Packages checked by the command they provide: Node.js may come from
 # elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm).

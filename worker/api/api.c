@@ -16,6 +16,7 @@
 #include "api_command.h"
 #include "api_metrics.h"
 #include "api_openapi.h"
+#include "api_static.h"
 #include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
@@ -368,6 +369,15 @@ static const char SQL_TENANT[] =
 /* The summary of one tenant (?tenantId=) or of all: admins only ($2, the
  * token's tenant, is NULL), refused before the query too. */
 static const char SQL_SUMMARY[] = "SELECT helmq.release_summary($1::uuid) WHERE $2::text IS NULL";
+/* Every release the token sees (a tenant: its own), most recently changed
+ * first, at most $1. */
+static const char SQL_LIST[] =
+    "SELECT COALESCE(json_agg(s.j ORDER BY s.u DESC, s.id), '[]') FROM ("
+    "SELECT helmq.release_json(r) AS j, r.updated_at AS u, r.release_id AS id FROM helmq.releases r "
+    "WHERE $2::uuid IS NULL OR r.tenant_id = $2::uuid "
+    "ORDER BY r.updated_at DESC, r.release_id LIMIT $1::int) s";
+#define API_LIST_DEFAULT "500"
+#define API_LIST_MAX 5000
 /* Namespaces: which tenant owns each (helmq.namespace_claims, sql/0002_projection_baseline.sql). A
  * tenant sees only its own (404 for another's, the same as for one nobody
  * claimed); ?tenantId= narrows an admin's list, and a tenant naming another
@@ -431,7 +441,37 @@ static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
     free(tenant);
 }
 
-/* Routes on the decoded path segments (httpd.h): /api/v1/helm/releases,
+/* GET /api/v1/helm/releases[?limit=]: the releases the token sees. */
+static void list_releases(pending_t *p) {
+    size_t len = 0;
+    char *limit = httpd_query_param(p->req, "limit", &len);
+    char *end = NULL;
+    long n = limit ? strtol(limit, &end, 10) : 0;
+    if (limit && (len != strlen(limit) || !*limit || *end || n < 1 || n > API_LIST_MAX)) {
+        free(limit);
+        reply_error(p, 400, "limit must be an integer from 1 to 5000", "limit", "range");
+        return;
+    }
+    api_query(p, SQL_LIST, limit ? limit : API_LIST_DEFAULT, on_json_row);
+    free(limit);
+}
+
+/* GET / and /static/:file: the status page (api_static.h), no token. */
+static void status_page(pending_t *p, const char *file) {
+    if (strcmp(p->req->method, "GET") != 0) {
+        reply_method(p, ALLOW_GET);
+        return;
+    }
+    if (api_static(p->req, file) < 0) {
+        reply_error(p, 404, "no such file", NULL, NULL);
+        return;
+    }
+    count(p->api, 200, p->started);
+    free(p);
+}
+
+/* Routes on the decoded path segments (httpd.h): / and /static/:file;
+ * /api/v1/helm/releases,
  * then "", "summary[?tenantId=]", "tenant/:tenantId", ":releaseId" or
  * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
  * A trailing '/' is ignored. HEAD comes as GET. */
@@ -462,6 +502,10 @@ static void handle(http_req_t *req, void *ctx) {
         free(p);
         return;
     }
+    if (nseg == 0 || (nseg == 2 && strcmp(seg[0], "static") == 0)) {
+        status_page(p, nseg ? seg[1] : NULL);
+        return;
+    }
     int matched = nseg >= 4;
     for (int i = 0; matched && i < 3; i++)
         matched = strcmp(seg[i], prefix[i]) == 0;
@@ -483,11 +527,12 @@ static void handle(http_req_t *req, void *ctx) {
         return;
     }
     if (nrest == 0) {
-        if (strcmp(m, "POST") != 0) {
-            reply_method(p, "POST");
-            return;
-        }
-        post_install(p);
+        if (strcmp(m, "GET") == 0)
+            list_releases(p);
+        else if (strcmp(m, "POST") == 0)
+            post_install(p);
+        else
+            reply_method(p, "GET, HEAD, POST");
         return;
     }
     if (nrest == 1 && strcmp(rest[0], "summary") == 0) {
@@ -602,18 +647,21 @@ int main(int argc, char **argv) {
     }
     int rc = config_parse(&cfg, api_opts, argc, argv, 1, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
-        printf("Usage: helmq-api [OPTIONS]\n\n"
-               "Serves the seed's REST API:\n"
-               "  GET    " PREFIX "/:releaseId            a release\n"
-               "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
-               "  GET    " PREFIX "/:releaseId/history    its revision history\n"
-               "  GET    " PREFIX "/summary[?tenantId=]   counts by status and chart, and by both (admin)\n"
-               "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
-               "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
-               "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
-               "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
-               "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
-               "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
+        printf(
+            "Usage: helmq-api [OPTIONS]\n\n"
+            "Serves the seed's REST API:\n"
+            "  GET    " PREFIX "[?limit=]              the releases the token sees (admin: all)\n"
+            "  GET    " PREFIX "/:releaseId            a release\n"
+            "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
+            "  GET    " PREFIX "/:releaseId/history    its revision history\n"
+            "  GET    " PREFIX "/summary[?tenantId=]   counts by status and chart, and by both (admin)\n"
+            "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
+            "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
+            "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
+            "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
+            "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
+            "  GET    /, /static/:file                            the status page (HTML, CSS, JS; no token)\n"
+            "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);
         config_free(&cfg);
         return 0;
