@@ -15,6 +15,7 @@
 #include "api_command.h"
 #include "api_metrics.h"
 #include "api_openapi.h"
+#include "api_stream.h"
 #include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
@@ -44,6 +45,14 @@ static const config_opt_t api_opts[] = {
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
     {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
      "topic commands are published to"},
+    {"events-topic", 0, "HELMQ_EVENTS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_EVENTS,
+     "topic the event streams (.../events) read"},
+    {"max-streams", 0, "HELMQ_API_MAX_STREAMS", CONFIG_INT, "64",
+     "event streams open at once (each has its own Kafka consumer; 503 with Retry-After beyond)"},
+    {"stream-max-buffer", 0, "HELMQ_API_STREAM_MAX_BUFFER", CONFIG_INT, "1048576",
+     "an event stream whose unsent bytes exceed this is cut (a reader too slow for the events)"},
+    {"stream-heartbeat-ms", 0, "HELMQ_API_STREAM_HEARTBEAT_MS", CONFIG_INT, "15000",
+     "an event stream gets the comment \": keepalive\" this often, for proxies"},
     {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576",
      "largest request body accepted (bytes; 413 beyond)"},
     {"max-header-bytes", 0, "HELMQ_API_MAX_HEADER_BYTES", CONFIG_INT, "16384",
@@ -81,6 +90,7 @@ typedef struct api {
     api_tokens_t tokens;
     const char *topic;
     api_metrics_t metrics;
+    api_streams_t streams;
 } api_t;
 
 /* A request being answered. One waiting on PostgreSQL is on api.db_waiting
@@ -111,6 +121,13 @@ static void count(api_t *a, int status, uint64_t started) {
 static void reply(pending_t *p, int status, const char *body) {
     count(p->api, status, p->started);
     httpd_respond(p->req, status, "application/json", body, body ? strlen(body) : 0);
+    free(p->reason);
+    free(p);
+}
+
+static void reply_status_only(pending_t *p, int status, const char *content_type) {
+    count(p->api, status, p->started);
+    httpd_respond(p->req, status, content_type, NULL, 0);
     free(p->reason);
     free(p);
 }
@@ -341,6 +358,9 @@ static void metrics(api_t *a, http_req_t *req) {
     char body[4096];
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
+    a->metrics.streams_open = a->streams.open;
+    a->metrics.stream_events = a->streams.events_sent;
+    a->metrics.streams_cut = a->streams.cut_slow;
     int n = api_metrics_render(&a->metrics, api_db_ready(a), rd_kafka_outq_len(a->producer) < 1000, &hs, body,
                                sizeof(body));
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
@@ -419,6 +439,60 @@ static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
     free(tenant);
 }
 
+/* --- event streams (api_stream.h) ------------------------------------------------------ */
+
+/* Opens the stream with filter, or answers HEAD with its headers. */
+static void stream_open(pending_t *p, const api_stream_filter_t *f) {
+    if (p->req->head) { /* the headers only: no stream */
+        reply_status_only(p, 200, "text/event-stream");
+        return;
+    }
+    int status = api_stream_open(&p->api->streams, p->req, f);
+    count(p->api, status ? status : 200, p->started);
+    free(p);
+}
+
+/* SQL_FOR_DELETE's first column: the release's tenant, when the token may see it. */
+static void on_release_for_stream(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    if (err) {
+        log_error("query failed: %s", err);
+        reply_error(p, 500, "database error", NULL, NULL);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        reply_error(p, 404, "not found", NULL, NULL);
+        return;
+    }
+    api_stream_filter_t f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.tenant, sizeof(f.tenant), "%s", PQgetvalue(res, 0, 0));
+    snprintf(f.release, sizeof(f.release), "%s", p->release_id);
+    stream_open(p, &f);
+}
+
+
+/* GET .../events[?tenantId=], .../tenant/:tenantId/events, .../:releaseId/events
+ * (tenant and release NULL for the first; the release is looked up: 404 when
+ * the token may not see it). */
+static void handle_events(pending_t *p, const char *tenant, const char *release) {
+    if (strcmp(p->req->method, "GET") != 0) {
+        reply_method(p, ALLOW_GET);
+        return;
+    }
+    api_stream_filter_t f;
+    const char *msg, *field;
+    int status = api_stream_scope(p->req, api_token_tenant(p->tok), tenant, &f, &msg, &field);
+    if (status) {
+        reply_error(p, status, msg, field, field ? "uuid" : NULL);
+    } else if (release) {
+        snprintf(p->release_id, sizeof(p->release_id), "%s", release);
+        api_query(p, SQL_FOR_DELETE, release, on_release_for_stream);
+    } else {
+        stream_open(p, &f);
+    }
+}
+
 /* Routes on the decoded path segments (httpd.h): /api/v1/helm/releases,
  * then "", "summary", "tenant/:tenantId", ":releaseId" or
  * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
@@ -476,6 +550,22 @@ static void handle(http_req_t *req, void *ctx) {
             return;
         }
         post_install(p);
+        return;
+    }
+    if (nrest == 1 && strcmp(rest[0], "events") == 0) {
+        handle_events(p, NULL, NULL);
+        return;
+    }
+    if (nrest == 3 && strcmp(rest[0], "tenant") == 0 && strcmp(rest[2], "events") == 0) {
+        handle_events(p, rest[1], NULL);
+        return;
+    }
+    if (nrest == 2 && strcmp(rest[1], "events") == 0) {
+        if (!uuid_valid(rest[0])) {
+            reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
+            return;
+        }
+        handle_events(p, NULL, rest[0]);
         return;
     }
     if (nrest == 1 && strcmp(rest[0], "summary") == 0) {
@@ -556,6 +646,7 @@ static void closed(uv_handle_t *h) {
 static void on_signal(uv_signal_t *s, int sig) {
     api_t *a = s->data;
     log_info("signal %d: stopping", sig);
+    api_streams_stop(&a->streams);
     httpd_stop(a->http);
     rd_kafka_flush(a->producer, 5000);
     uv_poll_stop(&a->wake);
@@ -592,6 +683,9 @@ int main(int argc, char **argv) {
                "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
                "  GET    " PREFIX "/:releaseId/history    its revision history\n"
                "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
+               "  GET    " PREFIX "/events                live release events (Server-Sent Events; admin: ?tenantId=)\n"
+               "  GET    " PREFIX "/tenant/:tenantId/events  a tenant's, and " PREFIX "/:releaseId/events a release's\n"
+               "         (from the end; ?since=beginning; Last-Event-ID or ?lastEventId= resumes)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
                "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
@@ -671,6 +765,10 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "helmq-api: --max-header-bytes must be at least 1024, --request-timeout-ms at least 1, "
                 "--max-connections not negative\n");
+        return 2;
+    }
+    if (api_streams_init(&a->streams, a->loop, &cfg, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq-api: %s\n", errstr);
         return 2;
     }
     a->http = httpd_start(a->loop, listen, &limits, handle, a, errstr, sizeof(errstr));
