@@ -146,9 +146,16 @@ SLOWPID=$!
 at_exit "kill $SLOWPID"
 wait_for "the slow reader sent its request" 10 grep -q sent "$T/slow.out"
 sleep 1
-produce bulk 400
-wait_for "the slow reader is cut" 60 bash -c "[ \"\$(curl -s '$API_URL/metrics' | awk '\$1 == \"helmq_api_streams_cut_total\" { print \$2 }')\" = 1 ]"
-ok $? "a stream whose reader reads nothing is cut past --stream-max-buffer (helmq_api_streams_cut_total 1)"
+# 400 events, the same bytes (one encoding) on 4 release keys.
+jq -c '.releaseName = "bulk-x" | .description = "'"$(printf 'x%.0s' $(seq 1 400))"'"' <<<"$template" |
+    "$HELMQ_BIN/helmq" encode --type event >"$T/bulk.avro"
+bulk=()
+for i in $(seq 1 100); do bulk+=("$T/bulk.avro"); done
+for k in 0 1 2 3; do
+    kcat -b "$HELMQ_BROKERS" -X partitioner=murmur2_random -P -t helm.release.events -k "$TENANT/tenant-acme/bulk-$k" "${bulk[@]}"
+done
+wait_for "the slow reader is cut" 30 bash -c "[ \"\$(curl -s '$API_URL/metrics' | awk '\$1 == \"helmq_api_streams_cut_total\" { print \$2 }')\" = 1 ]"
+ok $? "a stream whose reader reads nothing is cut, over --stream-max-buffer (helmq_api_streams_cut_total 1)"
 touch "$T/go"
 wait "$SLOWPID"
 read -r state bytes < <(tail -1 "$T/slow.out")

@@ -18,6 +18,8 @@
 #define STREAM_MAX_PARTITIONS 1024 /* of the events topic; a token holds at most this many */
 #define STREAM_BATCH 256           /* messages per turn of the loop: writes go out between batches */
 #define STREAM_KAFKA_TIMEOUT_MS 5000
+#define STREAM_GRACE_MS 1000 /* a reader over the limit this long is cut */
+#define STREAM_RECHECK_MS 50 /* how often a stream over the limit looks again */
 #define STREAM_RETRY_MS "3000" /* the retry: field: how long a browser waits before reconnecting */
 
 enum { STREAM_STARTING, STREAM_LIVE, STREAM_CLOSING };
@@ -41,7 +43,8 @@ struct api_stream {
     uv_work_t work;
     uv_poll_t poll;
     uv_timer_t heartbeat, again;
-    int handles; /* uv handles not closed yet */
+    int handles;        /* uv handles not closed yet */
+    uint64_t over_since; /* uv_now when the unsent bytes went over the limit; 0: they are not */
     char err[256];
 };
 
@@ -228,6 +231,12 @@ static void stream_free(api_stream_t *s) {
 
 /* --- the live stream ------------------------------------------------------------ */
 
+static void stream_drain(api_stream_t *s);
+
+static void on_again(uv_timer_t *t) {
+    stream_drain(t->data);
+}
+
 static void on_conn_closed(void *arg) {
     api_stream_t *s = arg;
     s->conn = NULL;
@@ -235,17 +244,32 @@ static void on_conn_closed(void *arg) {
     stream_free(s);
 }
 
-/* Cuts s when its reader is more than max_buffer behind. Returns whether it did. */
-static int cut_if_behind(api_stream_t *s) {
+/* Whether s may write more: its unsent bytes are under the limit. A reader
+ * that stays over it for STREAM_GRACE_MS is cut (s is freed: returns -1);
+ * until then the stream reads no more from Kafka (returns 0) and looks again
+ * every STREAM_RECHECK_MS. So a connection holds at most the limit plus one
+ * event, a burst larger than the limit does not cut a reader that keeps up,
+ * and a reader that does not read is cut. */
+static int stream_room(api_stream_t *s) {
     size_t unsent = httpd_stream_unsent(s->conn);
-    if (unsent <= s->ss->max_buffer)
+    uint64_t now = uv_now(s->ss->loop);
+    if (unsent < s->ss->max_buffer) {
+        s->over_since = 0;
+        return 1;
+    }
+    if (!s->over_since)
+        s->over_since = now;
+    if (now - s->over_since < STREAM_GRACE_MS) {
+        uv_timer_start(&s->again, on_again, STREAM_RECHECK_MS, 0);
         return 0;
+    }
     s->ss->cut_slow++;
-    log_warn("stream: cut, its reader is %zu bytes behind (limit %zu)", unsent, s->ss->max_buffer);
+    log_warn("stream: cut, its reader is %zu bytes behind (limit %zu) for %d ms", unsent, s->ss->max_buffer,
+             STREAM_GRACE_MS);
     httpd_stream_end(s->conn, 1);
     s->conn = NULL;
     stream_free(s);
-    return 1;
+    return -1;
 }
 
 static int stream_matches(const api_stream_t *s, const json_t *doc) {
@@ -300,14 +324,15 @@ static int stream_message(api_stream_t *s, const rd_kafka_message_t *m) {
     if (rc < 0) /* on_conn_closed freed s */
         return -1;
     s->ss->events_sent++;
-    return cut_if_behind(s) ? -1 : 0;
+    return 0;
 }
 
-static void on_again(uv_timer_t *t);
-
-/* Reads what the consumer has, a batch per turn of the loop. */
+/* Reads what the consumer has, a batch per turn of the loop, while the
+ * reader keeps up. */
 static void stream_drain(api_stream_t *s) {
     for (int i = 0; i < STREAM_BATCH; i++) {
+        if (stream_room(s) <= 0)
+            return;
         rd_kafka_message_t *m = rd_kafka_consume_queue(s->queue, 0);
         if (!m)
             return;
@@ -319,10 +344,6 @@ static void stream_drain(api_stream_t *s) {
     /* More may wait: the IO event fires only when the queue was empty, so
      * the next batch is read on the next turn, after the writes went out. */
     uv_timer_start(&s->again, on_again, 0, 0);
-}
-
-static void on_again(uv_timer_t *t) {
-    stream_drain(t->data);
 }
 
 static void on_readable(uv_poll_t *p, int status, int events) {
@@ -337,7 +358,7 @@ static void on_heartbeat(uv_timer_t *t) {
     api_stream_t *s = t->data;
     static const char beat[] = ": keepalive\n\n";
     if (httpd_stream_write(s->conn, beat, sizeof(beat) - 1) == 0)
-        cut_if_behind(s);
+        stream_room(s);
 }
 
 static void reply_unavailable(http_req_t *req, const char *detail) {
