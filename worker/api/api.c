@@ -125,13 +125,6 @@ static void reply(pending_t *p, int status, const char *body) {
     free(p);
 }
 
-static void reply_status_only(pending_t *p, int status, const char *content_type) {
-    count(p->api, status, p->started);
-    httpd_respond(p->req, status, content_type, NULL, 0);
-    free(p->reason);
-    free(p);
-}
-
 static void reply_error(pending_t *p, int status, const char *msg, const char *field, const char *rule) {
     count(p->api, status, p->started);
     httpd_error(p->req, status, msg, field, rule);
@@ -443,10 +436,6 @@ static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
 
 /* Opens the stream with filter, or answers HEAD with its headers. */
 static void stream_open(pending_t *p, const api_stream_filter_t *f) {
-    if (p->req->head) { /* the headers only: no stream */
-        reply_status_only(p, 200, "text/event-stream");
-        return;
-    }
     int status = api_stream_open(&p->api->streams, p->req, f);
     count(p->api, status ? status : 200, p->started);
     free(p);

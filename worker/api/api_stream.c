@@ -434,6 +434,12 @@ static void reply_bad(http_req_t *req, const char *msg, const char *field, const
 }
 
 int api_stream_open(api_streams_t *ss, http_req_t *req, const api_stream_filter_t *filter) {
+    if (req->head) { /* the headers of the stream, and no stream */
+        httpd_add_header(req, "Cache-Control", "no-cache");
+        httpd_add_header(req, "X-Accel-Buffering", "no");
+        httpd_respond(req, 200, "text/event-stream", NULL, 0);
+        return 200;
+    }
     size_t len = 0;
     char *since = httpd_query_param(req, "since", &len);
     int beginning = since && strcmp(since, "beginning") == 0;

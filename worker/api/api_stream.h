@@ -68,7 +68,8 @@ int api_stream_scope(const http_req_t *req, const char *own, const char *tenant,
 
 /* Opens a stream answering req (already authenticated and scoped by the
  * caller): reads Last-Event-ID (the header, or ?lastEventId=) and ?since=.
- * Answers 400 for a malformed token or since, 503 at --max-streams, and
+ * A HEAD request gets the stream's headers, and no stream. Answers 400 for
+ * a malformed token or since, 503 at --max-streams, and
  * otherwise 200 once the consumer is assigned (503 when Kafka cannot be
  * reached). Returns the status answered at once, or 0 when the answer
  * follows (the stream is starting). */
