@@ -460,7 +460,6 @@ static void on_release_for_stream(void *arg, const PGresult *res, const char *er
     stream_open(p, &f);
 }
 
-
 /* GET .../events[?tenantId=], .../tenant/:tenantId/events, .../:releaseId/events
  * (tenant and release NULL for the first; the release is looked up: 404 when
  * the token may not see it). */
@@ -672,8 +671,10 @@ int main(int argc, char **argv) {
                "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
                "  GET    " PREFIX "/:releaseId/history    its revision history\n"
                "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
-               "  GET    " PREFIX "/events                live release events (Server-Sent Events; admin: ?tenantId=)\n"
-               "  GET    " PREFIX "/tenant/:tenantId/events  a tenant's, and " PREFIX "/:releaseId/events a release's\n"
+               "  GET    " PREFIX
+               "/events                live release events (Server-Sent Events; admin: ?tenantId=)\n"
+               "  GET    " PREFIX "/tenant/:tenantId/events  a tenant's, and " PREFIX
+               "/:releaseId/events a release's\n"
                "         (from the end; ?since=beginning; Last-Event-ID or ?lastEventId= resumes)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"

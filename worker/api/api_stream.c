@@ -18,8 +18,8 @@
 #define STREAM_MAX_PARTITIONS 1024 /* of the events topic; a token holds at most this many */
 #define STREAM_BATCH 256           /* messages per turn of the loop: writes go out between batches */
 #define STREAM_KAFKA_TIMEOUT_MS 5000
-#define STREAM_GRACE_MS 1000 /* a reader over the limit this long is cut */
-#define STREAM_RECHECK_MS 50 /* how often a stream over the limit looks again */
+#define STREAM_GRACE_MS 1000   /* a reader over the limit this long is cut */
+#define STREAM_RECHECK_MS 50   /* how often a stream over the limit looks again */
 #define STREAM_RETRY_MS "3000" /* the retry: field: how long a browser waits before reconnecting */
 
 enum { STREAM_STARTING, STREAM_LIVE, STREAM_CLOSING };
@@ -43,16 +43,18 @@ struct api_stream {
     uv_work_t work;
     uv_poll_t poll;
     uv_timer_t heartbeat, again;
-    int handles;        /* uv handles not closed yet */
+    int handles;         /* uv handles not closed yet */
     uint64_t over_since; /* uv_now when the unsent bytes went over the limit; 0: they are not */
     char err[256];
 };
 
-int api_streams_init(api_streams_t *ss, uv_loop_t *loop, const config_t *cfg, char *errstr, size_t errstr_size) {
+int api_streams_init(api_streams_t *ss, uv_loop_t *loop, const config_t *cfg, char *errstr,
+                     size_t errstr_size) {
     if (config_int(cfg, "max-streams") < 0 || config_int(cfg, "stream-max-buffer") < 1 ||
         config_int(cfg, "stream-heartbeat-ms") < 1) {
-        snprintf(errstr, errstr_size,
-                 "--max-streams must not be negative, --stream-max-buffer and --stream-heartbeat-ms at least 1");
+        snprintf(
+            errstr, errstr_size,
+            "--max-streams must not be negative, --stream-max-buffer and --stream-heartbeat-ms at least 1");
         return -1;
     }
     *ss = (api_streams_t){.loop = loop,
@@ -400,8 +402,9 @@ static void start_done(uv_work_t *w, int status) {
         return; /* on_conn_closed freed s */
     uv_poll_start(&s->poll, UV_READABLE, on_readable);
     uv_timer_start(&s->heartbeat, on_heartbeat, ss->heartbeat_ms, ss->heartbeat_ms);
-    log_info("stream: open (tenant %s, release %s, %d partitions)", s->filter.tenant[0] ? s->filter.tenant : "any",
-             s->filter.release[0] ? s->filter.release : "any", (int)s->nparts);
+    log_info("stream: open (tenant %s, release %s, %d partitions)",
+             s->filter.tenant[0] ? s->filter.tenant : "any", s->filter.release[0] ? s->filter.release : "any",
+             (int)s->nparts);
     stream_drain(s);
 }
 

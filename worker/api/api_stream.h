@@ -51,7 +51,8 @@ typedef struct api_streams {
 
 /* Fills ss from cfg (brokers, events-topic, max-streams, stream-max-buffer,
  * stream-heartbeat-ms). Returns 0, or -1 with errstr filled for a bad value. */
-int api_streams_init(api_streams_t *ss, uv_loop_t *loop, const config_t *cfg, char *errstr, size_t errstr_size);
+int api_streams_init(api_streams_t *ss, uv_loop_t *loop, const config_t *cfg, char *errstr,
+                     size_t errstr_size);
 
 /* What a stream shows: tenant and release are "" for any. */
 typedef struct api_stream_filter {
