@@ -184,6 +184,8 @@ ok $? "and a new stream can open"
 kill -TERM "$API_PID"
 wait_for "helmq-api exits" 20 bash -c "! kill -0 $API_PID 2>/dev/null"
 ok $? "helmq-api stops on SIGTERM with streams open"
+wait "$API_PID"
+is "$?" 0 "with exit status 0 (under ASan: no leak)"
 sleep 0.5
 alive=0
 for n in good admin acme globex again; do kill -0 "${SPID[$n]}" 2>/dev/null && alive=1; done
