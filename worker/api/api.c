@@ -50,7 +50,8 @@ static const config_opt_t api_opts[] = {
     {"max-streams", 0, "HELMQ_API_MAX_STREAMS", CONFIG_INT, "64",
      "event streams open at once (each has its own Kafka consumer; 503 with Retry-After beyond)"},
     {"stream-max-buffer", 0, "HELMQ_API_STREAM_MAX_BUFFER", CONFIG_INT, "1048576",
-     "an event stream whose unsent bytes exceed this is cut (a reader too slow for the events)"},
+     "an event stream stops reading at this many unsent bytes, and is cut when its reader leaves them there "
+     "for 1 s"},
     {"stream-heartbeat-ms", 0, "HELMQ_API_STREAM_HEARTBEAT_MS", CONFIG_INT, "15000",
      "an event stream gets the comment \": keepalive\" this often, for proxies"},
     {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576",
@@ -665,23 +666,23 @@ int main(int argc, char **argv) {
     }
     int rc = config_parse(&cfg, api_opts, argc, argv, 1, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
-        printf("Usage: helmq-api [OPTIONS]\n\n"
-               "Serves the seed's REST API:\n"
-               "  GET    " PREFIX "/:releaseId            a release\n"
-               "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
-               "  GET    " PREFIX "/:releaseId/history    its revision history\n"
-               "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
-               "  GET    " PREFIX
-               "/events                live release events (Server-Sent Events; admin: ?tenantId=)\n"
-               "  GET    " PREFIX "/tenant/:tenantId/events  a tenant's, and " PREFIX
-               "/:releaseId/events a release's\n"
-               "         (from the end; ?since=beginning; Last-Event-ID or ?lastEventId= resumes)\n"
-               "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
-               "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
-               "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
-               "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
-               "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
-               "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
+        printf(
+            "Usage: helmq-api [OPTIONS]\n\n"
+            "Serves the seed's REST API:\n"
+            "  GET    " PREFIX "/:releaseId            a release\n"
+            "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
+            "  GET    " PREFIX "/:releaseId/history    its revision history\n"
+            "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
+            "  GET    " PREFIX "/events                live events, Server-Sent Events (admin: ?tenantId=)\n"
+            "  GET    " PREFIX "/tenant/:tenantId/events  a tenant's live events\n"
+            "  GET    " PREFIX "/:releaseId/events     a release's live events\n"
+            "         (from the topic's end, or ?since=beginning; Last-Event-ID or ?lastEventId= resumes)\n"
+            "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
+            "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
+            "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
+            "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
+            "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
+            "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
         config_usage(api_opts, stdout);
         config_free(&cfg);
         return 0;
