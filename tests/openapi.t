@@ -157,10 +157,22 @@ x "a tenant's namespaces" 200 GET "$N" "$ACME_TOKEN"
 x "admin: every namespace" 200 GET "$N" "$ADMIN_TOKEN"
 x "admin: one tenant's namespaces" 200 GET "$N?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN"
 x "a namespace" 200 GET "$N/tenant-acme" "$ACME_TOKEN"
+# The event streams (Server-Sent Events): 2 s of each, from the beginning.
+x "the event stream" 200 GET "$B/events?since=beginning" "$ACME_TOKEN" --max-time 2
+grep -q '^event: release' "$T/b"
+ok $? "with the tenant's events"
+x "admin: one tenant's event stream" 200 GET "$B/events?tenantId=$OTHER_TENANT" "$ADMIN_TOKEN" --max-time 2
+x "a tenant's event stream" 200 GET "$B/tenant/$TENANT/events?since=beginning" "$ACME_TOKEN" --max-time 2
+x "a release's event stream" 200 GET "$B/$RID/events?since=beginning" "$ACME_TOKEN" --max-time 2
+grep -q "\"releaseId\":\"$RID\"" "$T/b"
+ok $? "with the release's events"
+x "a release's event stream, HEAD" 200 HEAD "$B/$RID/events" "$ACME_TOKEN"
+x "an event stream resumed" 200 GET "$B/events" "$ADMIN_TOKEN" -H "Last-Event-ID: 0:0" --max-time 2
 
 # 401, 403, 404.
 for r in "GET $B/$RID" "HEAD $B/$RID" "GET $B/$RID/history" "GET $B/tenant/$TENANT" "GET $B/summary" \
-    "DELETE $B/$RID" "POST $B" "GET $B" "GET $N" "GET $N/tenant-acme"; do
+    "DELETE $B/$RID" "POST $B" "GET $B" "GET $N" "GET $N/tenant-acme" "GET $B/events" "GET $B/tenant/$TENANT/events" \
+    "GET $B/$RID/events"; do
     x "no token" 401 ${r% *} "${r#* }" ""
     x "a wrong token" 401 ${r% *} "${r#* }" wrong-token-0123456789abcdef
 done
@@ -177,6 +189,10 @@ x "another tenant's namespace" 404 GET "$N/tenant-globex" "$ACME_TOKEN"
 x "an unclaimed namespace" 404 GET "$N/nobody-here" "$ADMIN_TOKEN"
 x "another tenant's namespaces" 404 GET "$N?tenantId=$OTHER_TENANT" "$ACME_TOKEN"
 x "a file the status page does not have" 404 GET /static/api.c ""
+x "another tenant's event stream" 404 GET "$B/tenant/$OTHER_TENANT/events" "$ACME_TOKEN"
+x "another tenant's event stream (?tenantId=)" 404 GET "$B/events?tenantId=$OTHER_TENANT" "$ACME_TOKEN"
+x "another tenant's release's event stream" 404 GET "$B/$GRID/events" "$ACME_TOKEN"
+x "an unknown release's event stream" 404 GET "$B/00000000-0000-4000-8000-000000000000/events" "$ADMIN_TOKEN"
 
 # 400.
 x "a malformed releaseId" 400 GET "$B/not-a-uuid" "$ACME_TOKEN"
@@ -185,6 +201,13 @@ x "a malformed releaseId (DELETE)" 400 DELETE "$B/not-a-uuid" "$ACME_TOKEN"
 x "a malformed tenantId" 400 GET "$B/tenant/not-a-uuid" "$ACME_TOKEN"
 x "?limit=0" 400 GET "$B?limit=0" "$ADMIN_TOKEN"
 x "?limit= not a number" 400 GET "$B?limit=ten" "$ADMIN_TOKEN"
+x "a malformed Last-Event-ID" 400 GET "$B/events" "$ADMIN_TOKEN" -H "Last-Event-ID: nope"
+x "a malformed ?lastEventId=" 400 GET "$B/tenant/$TENANT/events?lastEventId=0:1,0:2" "$ACME_TOKEN"
+x "a malformed since" 400 GET "$B/$RID/events?since=never" "$ACME_TOKEN"
+x "a malformed tenantId (events)" 400 GET "$B/tenant/not-a-uuid/events" "$ACME_TOKEN"
+x "a malformed ?tenantId= (events)" 400 GET "$B/events?tenantId=nope" "$ADMIN_TOKEN"
+x "a malformed releaseId (events)" 400 GET "$B/not-a-uuid/events" "$ACME_TOKEN"
+x "POST on the event stream" 405 POST "$B/events" "$ACME_TOKEN"
 x "a malformed ?tenantId=" 400 GET "$N?tenantId=nope" "$ADMIN_TOKEN"
 x "a malformed ?tenantId= (summary)" 400 GET "$B/summary?tenantId=nope" "$ADMIN_TOKEN"
 x "a namespace that is no DNS-1123 label" 400 GET "$N/Bad_NS" "$ADMIN_TOKEN"
@@ -242,6 +265,7 @@ x "a tenant's releases, PostgreSQL down" 503 GET "$B/tenant/$TENANT" "$ACME_TOKE
 x "the summary, PostgreSQL down" 503 GET "$B/summary" "$ADMIN_TOKEN"
 x "uninstall, PostgreSQL down" 503 DELETE "$B/$GRID" "$ADMIN_TOKEN"
 x "namespaces, PostgreSQL down" 503 GET "$N" "$ADMIN_TOKEN"
+x "a release's event stream, PostgreSQL down" 503 GET "$B/$GRID/events" "$ADMIN_TOKEN"
 x "a namespace, PostgreSQL down" 503 GET "$N/tenant-acme" "$ADMIN_TOKEN"
 x "metrics, PostgreSQL down" 200 GET /metrics ""
 

@@ -16,7 +16,9 @@
 #include "api_command.h"
 #include "api_metrics.h"
 #include "api_openapi.h"
+#include "api_options.h"
 #include "api_static.h"
+#include "api_stream.h"
 #include "api_tokens.h"
 #include "codec.h"
 #include "config.h"
@@ -33,34 +35,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static const config_opt_t api_opts[] = {
-    {"listen", 'l', "HELMQ_API_LISTEN", CONFIG_STRING, "127.0.0.1:8080", "address:port to serve HTTP on"},
-    {"tokens-file", 0, "HELMQ_API_TOKENS", CONFIG_STRING, NULL,
-     "bearer tokens, one per line: TOKEN PRINCIPAL (TENANT_UUID | admin) (required)"},
-    {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
-     "PostgreSQL connection string or URI"},
-    {"db-connections", 0, "HELMQ_API_DB_CONNECTIONS", CONFIG_INT, "4",
-     "PostgreSQL connections, used in turn"},
-    {"db-timeout-ms", 0, "HELMQ_API_DB_TIMEOUT_MS", CONFIG_INT, "5000",
-     "a request waits this long for PostgreSQL, then gets 503 (at once when no connection is up)"},
-    {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
-    {"commands-topic", 0, "HELMQ_COMMANDS_TOPIC", CONFIG_STRING, KAFKA_TOPIC_COMMANDS,
-     "topic commands are published to"},
-    {"max-body", 0, "HELMQ_API_MAX_BODY", CONFIG_INT, "1048576",
-     "largest request body accepted (bytes; 413 beyond)"},
-    {"max-header-bytes", 0, "HELMQ_API_MAX_HEADER_BYTES", CONFIG_INT, "16384",
-     "largest request head: its URL, header names and values (bytes; 431 beyond; a URL over 8192: 414)"},
-    {"request-timeout-ms", 0, "HELMQ_API_REQUEST_TIMEOUT_MS", CONFIG_INT, "10000",
-     "a request not received whole this long after its first byte gets 408; an idle connection, or one "
-     "whose client reads none of its answer for this long, is closed"},
-    {"max-connections", 0, "HELMQ_API_MAX_CONNECTIONS", CONFIG_INT, "0",
-     "open connections; at the limit a new one closes the one idle longest (0: the open-file limit less 64)"},
-    {"log-level", 0, "HELMQ_LOG_LEVEL", CONFIG_STRING, "info", "error, warn, info or debug"},
-    {NULL, 0, NULL, 0, NULL, NULL},
-};
-
-#define PREFIX "/api/v1/helm/releases"
-#define NS_PREFIX "/api/v1/helm/namespaces"
 #define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
 #define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
 
@@ -83,6 +57,7 @@ typedef struct api {
     api_tokens_t tokens;
     const char *topic;
     api_metrics_t metrics;
+    api_streams_t streams;
 } api_t;
 
 /* A request being answered. One waiting on PostgreSQL is on api.db_waiting
@@ -343,6 +318,9 @@ static void metrics(api_t *a, http_req_t *req) {
     char body[4096];
     httpd_stats_t hs;
     httpd_stats_get(a->http, &hs);
+    a->metrics.streams_open = a->streams.open;
+    a->metrics.stream_events = a->streams.events_sent;
+    a->metrics.streams_cut = a->streams.cut_slow;
     int n = api_metrics_render(&a->metrics, api_db_ready(a), rd_kafka_outq_len(a->producer) < 1000, &hs, body,
                                sizeof(body));
     httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
@@ -470,9 +448,58 @@ static void status_page(pending_t *p, const char *file) {
     free(p);
 }
 
+/* --- event streams (api_stream.h) ------------------------------------------------------ */
+
+/* Opens the stream with filter, or answers HEAD with its headers. */
+static void stream_open(pending_t *p, const api_stream_filter_t *f) {
+    int status = api_stream_open(&p->api->streams, p->req, f);
+    count(p->api, status ? status : 200, p->started);
+    free(p);
+}
+
+/* SQL_FOR_DELETE's first column: the release's tenant, when the token may see it. */
+static void on_release_for_stream(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    if (err) {
+        log_error("query failed: %s", err);
+        reply_error(p, 500, "database error", NULL, NULL);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        reply_error(p, 404, "not found", NULL, NULL);
+        return;
+    }
+    api_stream_filter_t f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.tenant, sizeof(f.tenant), "%s", PQgetvalue(res, 0, 0));
+    snprintf(f.release, sizeof(f.release), "%s", p->release_id);
+    stream_open(p, &f);
+}
+
+/* GET .../events[?tenantId=], .../tenant/:tenantId/events, .../:releaseId/events
+ * (tenant and release NULL for the first; the release is looked up: 404 when
+ * the token may not see it). */
+static void handle_events(pending_t *p, const char *tenant, const char *release) {
+    if (strcmp(p->req->method, "GET") != 0) {
+        reply_method(p, ALLOW_GET);
+        return;
+    }
+    api_stream_filter_t f;
+    const char *msg, *field;
+    int status = api_stream_scope(p->req, api_token_tenant(p->tok), tenant, &f, &msg, &field);
+    if (status) {
+        reply_error(p, status, msg, field, field ? "uuid" : NULL);
+    } else if (release) {
+        snprintf(p->release_id, sizeof(p->release_id), "%s", release);
+        api_query(p, SQL_FOR_DELETE, release, on_release_for_stream);
+    } else {
+        stream_open(p, &f);
+    }
+}
+
 /* Routes on the decoded path segments (httpd.h): / and /static/:file;
- * /api/v1/helm/releases,
- * then "", "summary[?tenantId=]", "tenant/:tenantId", ":releaseId" or
+ * /api/v1/helm/releases, then "", "summary[?tenantId=]", "events",
+ * "tenant/:tenantId[/events]", ":releaseId[/events]" or
  * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
  * A trailing '/' is ignored. HEAD comes as GET. */
 static void handle(http_req_t *req, void *ctx) {
@@ -533,6 +560,22 @@ static void handle(http_req_t *req, void *ctx) {
             post_install(p);
         else
             reply_method(p, "GET, HEAD, POST");
+        return;
+    }
+    if (nrest == 1 && strcmp(rest[0], "events") == 0) {
+        handle_events(p, NULL, NULL);
+        return;
+    }
+    if (nrest == 3 && strcmp(rest[0], "tenant") == 0 && strcmp(rest[2], "events") == 0) {
+        handle_events(p, rest[1], NULL);
+        return;
+    }
+    if (nrest == 2 && strcmp(rest[1], "events") == 0) {
+        if (!uuid_valid(rest[0])) {
+            reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
+            return;
+        }
+        handle_events(p, NULL, rest[0]);
         return;
     }
     if (nrest == 1 && strcmp(rest[0], "summary") == 0) {
@@ -617,6 +660,7 @@ static void closed(uv_handle_t *h) {
 static void on_signal(uv_signal_t *s, int sig) {
     api_t *a = s->data;
     log_info("signal %d: stopping", sig);
+    api_streams_stop(&a->streams);
     httpd_stop(a->http);
     rd_kafka_flush(a->producer, 5000);
     uv_poll_stop(&a->wake);
@@ -647,22 +691,7 @@ int main(int argc, char **argv) {
     }
     int rc = config_parse(&cfg, api_opts, argc, argv, 1, errstr, sizeof(errstr));
     if (rc == CONFIG_HELP) {
-        printf(
-            "Usage: helmq-api [OPTIONS]\n\n"
-            "Serves the seed's REST API:\n"
-            "  GET    " PREFIX "[?limit=]              the releases the token sees (admin: all)\n"
-            "  GET    " PREFIX "/:releaseId            a release\n"
-            "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
-            "  GET    " PREFIX "/:releaseId/history    its revision history\n"
-            "  GET    " PREFIX "/summary[?tenantId=]   counts by status and chart, and by both (admin)\n"
-            "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
-            "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
-            "  GET    " NS_PREFIX "/:namespace          its owner (tenant) and live releases\n"
-            "  GET    " NS_PREFIX "[?tenantId=]         the namespaces a tenant owns\n"
-            "  GET    /healthz, /metrics (Prometheus), /openapi.json (this API's OpenAPI 3.1 document)\n"
-            "  GET    /, /static/:file                            the status page (HTML, CSS, JS; no token)\n"
-            "Authorization: Bearer TOKEN (see --tokens-file).\n\nOptions:\n");
-        config_usage(api_opts, stdout);
+        api_usage(stdout);
         config_free(&cfg);
         return 0;
     }
@@ -735,6 +764,10 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "helmq-api: --max-header-bytes must be at least 1024, --request-timeout-ms at least 1, "
                 "--max-connections not negative\n");
+        return 2;
+    }
+    if (api_streams_init(&a->streams, a->loop, &cfg, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "helmq-api: %s\n", errstr);
         return 2;
     }
     a->http = httpd_start(a->loop, listen, &limits, handle, a, errstr, sizeof(errstr));

@@ -42,5 +42,15 @@ int api_metrics_render(const api_metrics_t *m, int postgres_up, int kafka_up, co
                   "helmq_api_connections_closed_total{reason=\"evicted\"} %llu\n"
                   "helmq_api_connections_closed_total{reason=\"refused\"} %llu\n",
                   hs->connections, hs->max_connections, hs->timed_out, hs->evicted, hs->refused);
+    n += snprintf(
+        buf + n, size - (size_t)n,
+        "# HELP helmq_api_event_streams Open event streams (Server-Sent Events), starting ones included.\n"
+        "# TYPE helmq_api_event_streams gauge\nhelmq_api_event_streams %u\n"
+        "# HELP helmq_api_stream_events_total Release events sent on event streams.\n"
+        "# TYPE helmq_api_stream_events_total counter\nhelmq_api_stream_events_total %llu\n"
+        "# HELP helmq_api_streams_cut_total Event streams cut because their reader fell more than "
+        "--stream-max-buffer behind.\n"
+        "# TYPE helmq_api_streams_cut_total counter\nhelmq_api_streams_cut_total %llu\n",
+        m->streams_open, m->stream_events, m->streams_cut);
     return n;
 }

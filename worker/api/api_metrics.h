@@ -14,6 +14,9 @@ typedef struct api_metrics {
     unsigned long long commands_sent, commands_failed;
     unsigned long long latency_count;
     double latency_sum; /* seconds */
+    /* the event streams' (api_stream.h), copied in before rendering */
+    unsigned streams_open;
+    unsigned long long stream_events, streams_cut;
 } api_metrics_t;
 
 /* Counts one answered request: its status and how long it took. */

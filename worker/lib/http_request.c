@@ -28,6 +28,7 @@ void http_req_free(http_req_t *r) {
     free(r->query);
     free(r->authorization);
     free(r->content_type);
+    free(r->last_event_id);
     free(r->body);
     free(r);
 }
@@ -50,7 +51,7 @@ static int on_message_begin(http_parser *hp) {
     free(p->url);
     p->url = NULL;
     p->url_len = 0;
-    p->authorization_len = p->content_type_len = 0;
+    p->authorization_len = p->content_type_len = p->last_event_id_len = 0;
     p->head_bytes = 0;
     if (p->on_begin)
         p->on_begin(p->owner);
@@ -110,14 +111,17 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
     if (head_grow(p, n) < 0 || refuse_nul(p, at, n) < 0)
         return -1;
     if (p->hdr_value_for < 0)
-        p->hdr_value_for = strcasecmp(p->hdr_field, "authorization") == 0  ? 1
-                           : strcasecmp(p->hdr_field, "content-type") == 0 ? 2
-                                                                           : 0;
+        p->hdr_value_for = strcasecmp(p->hdr_field, "authorization") == 0   ? 1
+                           : strcasecmp(p->hdr_field, "content-type") == 0  ? 2
+                           : strcasecmp(p->hdr_field, "last-event-id") == 0 ? 3
+                                                                            : 0;
     /* The lengths are kept: a value may come in pieces, one per read. */
     if (p->hdr_value_for == 1)
         p->req->authorization = append(p->req->authorization, &p->authorization_len, at, n);
     else if (p->hdr_value_for == 2)
         p->req->content_type = append(p->req->content_type, &p->content_type_len, at, n);
+    else if (p->hdr_value_for == 3)
+        p->req->last_event_id = append(p->req->last_event_id, &p->last_event_id_len, at, n);
     return 0;
 }
 

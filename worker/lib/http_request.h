@@ -41,7 +41,8 @@ typedef struct http_req {
     char *query;         /* the raw query string (after '?'), or "" */
     char *authorization; /* the Authorization header, or NULL */
     char *content_type;
-    char *body; /* NUL-terminated */
+    char *last_event_id; /* the Last-Event-ID header (Server-Sent Events), or NULL */
+    char *body;          /* NUL-terminated */
     size_t body_len;
     char *headers; /* extra response header lines (httpd_add_header) */
     size_t headers_len;
@@ -71,9 +72,9 @@ typedef struct http_reqparser {
     size_t url_len;
     char *hdr_field;
     size_t hdr_field_len;
-    int hdr_value_for; /* 1 authorization, 2 content-type, 0 another, -1 a name being read */
-    size_t authorization_len, content_type_len; /* of the request's values so far */
-    size_t head_bytes;                          /* of the request's URL, header names and values so far */
+    int hdr_value_for; /* 1 authorization, 2 content-type, 3 last-event-id, 0 another, -1 a name being read */
+    size_t authorization_len, content_type_len, last_event_id_len; /* of the request's values so far */
+    size_t head_bytes; /* of the request's URL, header names and values so far */
     /* The answer to bytes refused (set when execute returns an error): */
     int status;         /* 400, 413, 414 or 431; 500 if a callback failed without saying why (a bug) */
     const char *error;  /* the message: static text or error_buf */

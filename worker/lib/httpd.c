@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <linux/sockios.h>
 
 struct httpd {
     uv_loop_t *loop;
@@ -41,6 +43,12 @@ struct http_conn {
     size_t pending_off; /* where they start in pending: parsed requests are skipped, not copied */
     size_t pending_len; /* how many there are from pending_off */
     int open_handles;
+    /* A streamed answer (httpd_stream_begin): */
+    int streaming;
+    int stream_ending; /* httpd_stream_end without cut: close once the writes are done */
+    unsigned writes;   /* stream writes not completed */
+    httpd_stream_closed_cb on_stream_closed;
+    void *stream_arg;
 };
 
 static void conn_close(http_conn_t *c);
@@ -147,6 +155,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     http_conn_t *c = (http_conn_t *)s;
+    if (c->streaming) { /* what a stream's client sends is discarded; its end ends the stream */
+        free(buf->base);
+        if (n < 0)
+            conn_close(c);
+        return;
+    }
     if (n == UV_EOF && !c->closing) {
         /* The client half-closed (shutdown(SHUT_WR)) or closed: it may still
          * read. A request being answered, or complete requests waiting in
@@ -187,6 +201,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_timeout(uv_timer_t *t) {
     http_conn_t *c = t->data;
+    if (c->streaming) /* the stream's owner bounds it (httpd_stream_unsent) */
+        return;
     if (c->writing) {
         /* An answer is going out: fine while the client reads some of it. */
         size_t left = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
@@ -224,6 +240,11 @@ static void conn_close(http_conn_t *c) {
     c->closing = 1;
     if (c->handed) /* the handler may still answer: it must not touch c */
         c->handed->conn = NULL;
+    if (c->on_stream_closed) {
+        httpd_stream_closed_cb cb = c->on_stream_closed;
+        c->on_stream_closed = NULL;
+        cb(c->stream_arg);
+    }
     conns_unlink(c);
     c->h->stats.connections--;
     c->open_handles = 2;
@@ -247,6 +268,12 @@ static void on_written(uv_write_t *w, int status) {
     free(wr);
     if (c->closing)
         return;
+    if (c->streaming) {
+        c->writes--;
+        if (status < 0 || (c->stream_ending && c->writes == 0))
+            conn_close(c);
+        return;
+    }
     c->writing = 0;
     if (status < 0 || (!c->keep_alive && !c->eof)) {
         conn_close(c);
@@ -348,6 +375,74 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
     c->writing = 1;
     c->write_left = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
     uv_timer_again(&c->timer);
+}
+
+http_conn_t *httpd_stream_begin(http_req_t *req, const char *content_type, httpd_stream_closed_cb on_closed,
+                                void *arg) {
+    http_conn_t *c = req->conn;
+    if (c)
+        c->handed = NULL;
+    if (!c || c->closing) {
+        http_req_free(req);
+        return NULL;
+    }
+    c->streaming = 1;
+    c->keep_alive = 0;
+    uv_timer_stop(&c->timer);
+    char head[512];
+    int hn = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nConnection: close\r\n",
+                      content_type);
+    size_t total = (size_t)hn + req->headers_len + 2;
+    char *buf = malloc(total);
+    if (!buf)
+        abort();
+    memcpy(buf, head, (size_t)hn);
+    if (req->headers_len)
+        memcpy(buf + hn, req->headers, req->headers_len);
+    memcpy(buf + (size_t)hn + req->headers_len, "\r\n", 2);
+    http_req_free(req);
+    c->on_stream_closed = on_closed;
+    c->stream_arg = arg;
+    int rc = httpd_stream_write(c, buf, total);
+    free(buf);
+    return rc < 0 ? NULL : c;
+}
+
+int httpd_stream_write(http_conn_t *c, const char *data, size_t len) {
+    if (c->closing)
+        return -1;
+    write_req_t *wr = calloc(1, sizeof(*wr));
+    wr->buf = malloc(len ? len : 1);
+    if (!wr || !wr->buf)
+        abort();
+    memcpy(wr->buf, data, len);
+    wr->conn = c;
+    uv_buf_t b = uv_buf_init(wr->buf, (unsigned)len);
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(wr->buf);
+        free(wr);
+        conn_close(c);
+        return -1;
+    }
+    c->writes++;
+    return 0;
+}
+
+size_t httpd_stream_unsent(const http_conn_t *c) {
+    size_t n = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    uv_os_fd_t fd;
+    int outq = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0)
+        n += (size_t)outq;
+    return n;
+}
+
+void httpd_stream_end(http_conn_t *c, int cut) {
+    c->on_stream_closed = NULL;
+    if (cut || c->writes == 0)
+        conn_close(c);
+    else
+        c->stream_ending = 1;
 }
 
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule) {

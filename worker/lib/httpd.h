@@ -77,6 +77,31 @@ void httpd_respond(http_req_t *req, int status, const char *content_type, const 
  * field may quote a client's bytes: what is not UTF-8 in them is sent as '?'. */
 void httpd_error(http_req_t *req, int status, const char *message, const char *field, const char *rule);
 
+/* --- streamed answers (Server-Sent Events) ------------------------------------
+ *
+ * httpd_stream_begin answers req with 200, content_type and the headers added
+ * with httpd_add_header, no Content-Length and "Connection: close": the body
+ * is what httpd_stream_write sends, for as long as the connection lives. A
+ * streaming connection is exempt from the idle and stalled-answer timeouts
+ * and from eviction (its owner bounds it: httpd_stream_unsent), and what the
+ * client sends on it is discarded. on_closed(arg) is called once when the
+ * connection closes for any reason but httpd_stream_end (the client went
+ * away, a write failed, httpd_stop); the handle is invalid after it, as it is
+ * after httpd_stream_end. Returns NULL when the client already went away (req
+ * is freed either way; on_closed is not called then). */
+typedef void (*httpd_stream_closed_cb)(void *arg);
+http_conn_t *httpd_stream_begin(http_req_t *req, const char *content_type, httpd_stream_closed_cb on_closed,
+                                void *arg);
+/* Queues len bytes of data (copied). Returns 0, or -1 when the write failed
+ * at once (the connection is then closed and on_closed called). */
+int httpd_stream_write(http_conn_t *c, const char *data, size_t len);
+/* Bytes written and not yet sent to the client: libuv's queue and the
+ * kernel's send queue (SIOCOUTQ). */
+size_t httpd_stream_unsent(const http_conn_t *c);
+/* Ends the stream: with cut, closes at once (what is queued is dropped);
+ * without, closes once what is queued went to the kernel. */
+void httpd_stream_end(http_conn_t *c, int cut);
+
 /* Stops listening and closes every connection. */
 void httpd_stop(httpd_t *h);
 
