@@ -13,6 +13,11 @@
 #   CMP_MODE=callgrind  one run per build under valgrind --tool=callgrind: the worker's
 #                       own instructions (Ir, user space, exact) per command; the
 #                       callgrind files are kept in build/bench/compare-{a,b}.callgrind
+#   CMP_MODE=perf       as cpu, with `perf record -e cpu-clock -g -p` on the worker from the
+#                       first send to the last terminal event (cpu-clock: no hardware
+#                       counters needed); the last repetition's data of each build is kept in
+#                       build/bench/compare-{a,b}.perf and their top symbols (--no-children)
+#                       printed side by side
 #
 # Each build migrates its own database (its own SQL) and runs with its own
 # binaries; the records, the broker, benchtool and noop-helm are this tree's.
@@ -70,11 +75,23 @@ run_one() { # run_one SIDE REP
     while [ ! -e "$T/ready" ]; do sleep 0.05; done
     read -r self0 ch0 < <(cpu_split "$WORKER_PID")
     [ "$MODE" = callgrind ] && callgrind_control -z "$WORKER_PID" >/dev/null
+    local perf_pid=
+    if [ "$MODE" = perf ]; then
+        perf record -e cpu-clock -F 999 -g -p "$WORKER_PID" -o "$OUT/compare-$s.perf" >/dev/null 2>&1 &
+        perf_pid=$!
+        track "$perf_pid"
+        sleep 0.5
+    fi
     prod=$("$BT" commands -b "$B" --count "$N" --keys "$KEYS" --ns "$ns" --tag "$tag")
     wait $wpid
     untrack $wpid
     read -r self1 ch1 < <(cpu_split "$WORKER_PID")
     [ "$MODE" = callgrind ] && callgrind_control -d "$WORKER_PID" >/dev/null
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid"
+        untrack "$perf_pid"
+    fi
     out=$(cat "$T/wait.out")
     [ "$(kv types "$out")" = "succeeded:$N" ] || die "$s: not all succeeded: $out"
     secs=$(awk -v a="$(kv first_send_ms "$prod")" -v b="$(kv last_ms "$out")" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
@@ -97,7 +114,7 @@ next_tag_cmp() { _cmp=$((_cmp + 1)); printf '%04x%04x' $(($(date +%s) & 0xffff))
 say "compare: A=$A_DIR B=$B_DIR, $N commands at concurrency $C, $REPS repetitions, mode $MODE"
 for rep in $(seq 1 "$REPS"); do
     if [ $((rep % 2)) = 1 ]; then order="a b"; else order="b a"; fi
-    for s in $order; do run_one $s "$rep"; done
+    for s in $order; do run_one "$s" "$rep"; done
 done
 
 col() { awk -v s="$1" -v f="$2" '$1 == s { print $f }' "$RAWF"; }
@@ -114,8 +131,16 @@ col() { awk -v s="$1" -v f="$2" '$1 == s { print $f }' "$RAWF"; }
 if [ "$MODE" = callgrind ]; then
     for s in a b; do
         # The dump taken when the last terminal event arrived (counters zeroed at the first send).
-        f=$(ls "$OUT/compare-$s.callgrind".* 2>/dev/null | head -1)
+        f=$(find "$OUT" -name "compare-$s.callgrind.*" | head -1)
         ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
         echo "$s: the worker's own instructions (Ir) per command: $(awk -v i="$ir" -v n="$N" 'BEGIN { printf "%.0f", i / n }')"
     done | tee -a "$OUT/compare-$MODE.md"
+fi
+if [ "$MODE" = perf ]; then
+    for s in a b; do
+        perf report -i "$OUT/compare-$s.perf" --comm helmq-worker --no-children --sort dso,symbol --stdio 2>/dev/null |
+            awk '/^ +[0-9.]+%/ { print }' | head -40 >"$OUT/compare-$s.perf.txt"
+    done
+    echo "top symbols (share of the worker's own cpu-clock samples), a | b:"
+    paste -d '|' "$OUT/compare-a.perf.txt" "$OUT/compare-b.perf.txt" | head -30
 fi
