@@ -181,12 +181,21 @@
         if (selected && changed.has(selected)) loadHistory(selected);
     }
 
-    async function loadHistory(id) {
+    // Shows the release's history. want ({revision, status}, from an event)
+    // is the revision the history must show: the stream can be ahead of the
+    // projection the history is read from, so until it shows it the history
+    // is asked again, every 250 ms for up to 5 s.
+    async function loadHistory(id, want, tries) {
         const mine = session;
         try {
             const entries = await getJson(API + '/' + encodeURIComponent(id) + '/history');
             if (mine !== session || selected !== id) return;
             renderHistory(releases.get(id) || { releaseName: id, namespace: '' }, entries);
+            const shown = !want || (Array.isArray(entries) && entries.some(function (e) {
+                return Number(e.revision) === Number(want.revision) && e.status === want.status;
+            }));
+            if (!shown && (tries || 0) < 20)
+                setTimeout(function () { loadHistory(id, want, (tries || 0) + 1); }, 250);
         } catch (e) {
             if (mine === session) failed(e);
         }
@@ -225,7 +234,7 @@
         });
         releases.set(r.releaseId, r);
         render(new Set([r.releaseId]));
-        if (selected === r.releaseId) loadHistory(r.releaseId);
+        if (selected === r.releaseId) loadHistory(r.releaseId, { revision: ev.revision, status: ev.status });
     }
 
     // --- Server-Sent Events over fetch() -----------------------------------------------
