@@ -13,6 +13,7 @@
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
 #include "api_command.h"
+#include "api_history.h"
 #include "api_metrics.h"
 #include "api_openapi.h"
 #include "api_tokens.h"
@@ -95,7 +96,8 @@ struct pending {
     int status;
     char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
     char *reason;
-    db_cb on_row; /* the query's own callback */
+    int page_limit; /* a history page's ?limit= */
+    db_cb on_row;   /* the query's own callback */
     uint64_t db_deadline;
     pending_t *db_next, *db_prev;
 };
@@ -173,21 +175,26 @@ static void on_db_answer(void *arg, const PGresult *res, const char *err) {
 /* Runs sql with (id, the token's tenant or NULL) for p; on_row answers. No
  * connection up: 503 at once; no answer within db-timeout-ms: 503 then (the
  * tick sweeps), instead of waiting for PostgreSQL to come back. */
-static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row) {
+static void api_query_n(pending_t *p, const char *sql, int n, const char *const *params, db_cb on_row) {
     api_t *a = p->api;
     db_t *db = api_db(a);
     if (!db) {
         reply_db_unavailable(p, "no connection to PostgreSQL is up; retry later");
         return;
     }
-    const char *params[2] = {id, api_token_tenant(p->tok)};
     p->on_row = on_row;
     p->db_deadline = uv_now(a->loop) + a->db_timeout_ms;
     p->db_next = a->db_waiting;
     if (a->db_waiting)
         a->db_waiting->db_prev = p;
     a->db_waiting = p;
-    db_query(db, sql, 2, params, NULL, NULL, on_db_answer, p);
+    db_query(db, sql, n, params, NULL, NULL, on_db_answer, p);
+}
+
+/* api_query_n with (id, the token's tenant or NULL). */
+static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row) {
+    const char *params[2] = {id, api_token_tenant(p->tok)};
+    api_query_n(p, sql, 2, params, on_row);
 }
 
 /* Answers 503 to requests whose query outlived db-timeout-ms. */
@@ -218,6 +225,13 @@ static int api_db_ready(const api_t *a) {
 
 /* --- reads ------------------------------------------------------------------------ */
 
+/* A page of a release's history (sql/0004_projection_history_paging.sql):
+ * $3 the revision it starts after (NULL: the first), $4 its length. */
+static const char SQL_HISTORY[] =
+    "SELECT p.entries, p.next_after FROM helmq.releases r "
+    "CROSS JOIN LATERAL helmq.release_history_page(r.release_id, $3::integer, $4::integer) p "
+    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+
 /* The single JSON column of a query answers the request; SQL NULL is 404. */
 static void on_json_row(void *arg, const PGresult *res, const char *err) {
     pending_t *p = arg;
@@ -235,6 +249,38 @@ static void on_json_row(void *arg, const PGresult *res, const char *err) {
 
 static void query_json(pending_t *p, const char *sql, const char *id) {
     api_query(p, sql, id, on_json_row);
+}
+
+/* A history page (entries, next_after): the entries answer; when more
+ * follow, Link names the next page. No row: the release is not the caller's. */
+static void on_history_row(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    if (err || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        on_json_row(arg, res, err);
+        return;
+    }
+    if (!PQgetisnull(res, 0, 1)) {
+        char link[256];
+        api_history_next_link(PREFIX, p->release_id, p->page_limit, PQgetvalue(res, 0, 1), link,
+                              sizeof(link));
+        httpd_add_header(p->req, "Link", link);
+    }
+    reply(p, 200, PQgetvalue(res, 0, 0));
+}
+
+/* GET :releaseId/history[?limit=&after=] (api_history.h). */
+static void query_history(pending_t *p, const char *id) {
+    api_history_page_t pg;
+    const char *field, *msg;
+    if (api_history_page_parse(p->req, &pg, &field, &msg) < 0) {
+        reply_error(p, 400, msg, field, "range");
+        return;
+    }
+    snprintf(p->release_id, sizeof(p->release_id), "%s", id);
+    uuid_lower(p->release_id);
+    p->page_limit = pg.limit;
+    const char *params[4] = {id, api_token_tenant(p->tok), pg.after_s[0] ? pg.after_s : NULL, pg.limit_s};
+    api_query_n(p, SQL_HISTORY, 4, params, on_history_row);
 }
 
 /* --- commands ----------------------------------------------------------------------- */
@@ -358,9 +404,6 @@ static void health(api_t *a, http_req_t *req) {
 
 static const char SQL_GET[] =
     "SELECT helmq.release_json(r) FROM helmq.releases r "
-    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
-static const char SQL_HISTORY[] =
-    "SELECT helmq.release_history(r.release_id) FROM helmq.releases r "
     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
 static const char SQL_TENANT[] =
     "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
@@ -515,7 +558,7 @@ static void handle(http_req_t *req, void *ctx) {
         if (strcmp(m, "GET") != 0)
             reply_method(p, ALLOW_GET);
         else
-            query_json(p, SQL_HISTORY, id);
+            query_history(p, id);
     } else if (strcmp(m, "GET") == 0) {
         query_json(p, SQL_GET, id);
     } else if (strcmp(m, "DELETE") == 0) {
@@ -590,7 +633,8 @@ int main(int argc, char **argv) {
                "Serves the seed's REST API:\n"
                "  GET    " PREFIX "/:releaseId            a release\n"
                "  GET    " PREFIX "/tenant/:tenantId      a tenant's releases\n"
-               "  GET    " PREFIX "/:releaseId/history    its revision history\n"
+               "  GET    " PREFIX "/:releaseId/history    its revision history, by revision, a page at a\n"
+               "         time: ?limit= (default 100, at most 1000), ?after=REVISION; Link: rel=\"next\"\n"
                "  GET    " PREFIX "/summary               counts by status and chart (admin)\n"
                "  POST   " PREFIX "                       install (the seed's body) -> 202\n"
                "  DELETE " PREFIX "/:releaseId?reason=... uninstall -> 202\n"
