@@ -18,22 +18,36 @@
 -- One page of a release's history: the entries (the same JSON objects as
 -- release_history(), by revision) of revisions after p_after (NULL: from the
 -- first), at most p_limit of them, and next_after: the last revision of the
--- page when more follow, else NULL. An index range scan of the primary key
--- reading p_limit + 1 rows, whatever the release's length.
+-- page when more follow, else NULL. The page's p_limit + 1 rows are read
+-- first, by a range of the primary key (release_id, revision); only then is
+-- each one's display status (release_history_view's rule: a deployed
+-- revision shows superseded once a later one replaced it) looked up, one
+-- index probe per row. Reading through the view instead computed that for
+-- every revision after p_after before the LIMIT (its security_barrier keeps
+-- the ORDER BY ... LIMIT above it): 36 ms for a page in the middle of 5,000
+-- revisions, against well under 1 ms this way.
 CREATE FUNCTION helmq.release_history_page(p_release_id uuid, p_after integer, p_limit integer)
     RETURNS TABLE (entries json, next_after integer) LANGUAGE sql STABLE AS $$
-    WITH page AS (
-        SELECT h.revision, h.chart_version, h.app_version, h.display_status, h.description,
-               h.performed_by, h.created_at, row_number() OVER (ORDER BY h.revision) AS n
-          FROM (SELECT * FROM helmq.release_history_view v
-                 WHERE v.release_id = p_release_id AND v.revision > COALESCE(p_after, -2147483648)
-                 ORDER BY v.revision LIMIT p_limit + 1) h)
+    WITH page AS MATERIALIZED (
+        SELECT h.release_id, h.revision, h.chart_version, h.app_version, h.status, h.description,
+               h.performed_by, h.created_at
+          FROM helmq.release_history h
+         WHERE h.release_id = p_release_id AND h.revision > COALESCE(p_after, -2147483648)
+         ORDER BY h.revision LIMIT p_limit + 1),
+    numbered AS (
+        SELECT p.*, row_number() OVER (ORDER BY p.revision) AS n,
+               CASE WHEN p.status = 'deployed' AND EXISTS (
+                        SELECT 1 FROM helmq.release_history l
+                         WHERE l.release_id = p.release_id AND l.revision > p.revision
+                           AND l.status IN ('deployed', 'uninstalled', 'superseded'))
+                    THEN 'superseded' ELSE p.status END AS display_status
+          FROM page p)
     SELECT COALESCE(json_agg(json_build_object(
                'revision', p.revision, 'chartVersion', p.chart_version, 'appVersion', p.app_version,
                'status', p.display_status, 'description', p.description, 'performedBy', p.performed_by,
                'createdAt', p.created_at) ORDER BY p.revision) FILTER (WHERE p.n <= p_limit), '[]'),
            CASE WHEN count(*) > p_limit THEN max(p.revision) FILTER (WHERE p.n <= p_limit) END
-      FROM page p;
+      FROM numbered p;
 $$;
 
 COMMENT ON FUNCTION helmq.release_history_page(uuid, integer, integer) IS
