@@ -16,6 +16,7 @@
 #   BENCH_REALHELM_COMMANDS=100 BENCH_REALHELM_CONCURRENCY="8 16"   real helm: installs per run
 #                              (worker and kcat|xargs peer, real helm 3.17, emulated cluster, OCI registry)
 #   BENCH_KEEP=1               keep the scratch directory (logs)
+#   BENCH_LEDGER_ROWS=N        worker throughput: the ledger holds N finished commands before each run
 #   BENCH_ONLY=scaleapi        (not in the default set; also run when SCALE_RELEASES or SCALE_SMALL is set)
 #                              helmq-api's reads on a generated projection, 1,000,000 releases and
 #                              20,000,000 history rows by default (tests/bench/scale-api; SCALE_SMALL=1 for
