@@ -18,19 +18,25 @@ static const config_opt_t query_opts[] = {
     {"tenant", 't', "HELMQ_TENANT_ID", CONFIG_STRING, NULL,
      "tenant UUID: list's tenant, summary's tenant (all without it), and the session's tenant scope "
      "(helmq.tenant_id) for row-level security"},
+    {"limit", 0, NULL, CONFIG_INT, NULL,
+     "history: one page of at most this many revisions (1..1000); the next page's --after goes to stderr"},
+    {"after", 0, NULL, CONFIG_INT, NULL,
+     "history: the revisions after this one (a page: --limit, default 100)"},
     {NULL, 0, NULL, 0, NULL, NULL},
 };
 
 static void query_usage(void) {
-    printf("Usage: helmq releases get RELEASE_ID        a release by id\n"
-           "       helmq releases list --tenant TENANT   a tenant's releases, current status and revision\n"
-           "       helmq releases history RELEASE_ID     the revision history of a release\n"
-           "       helmq releases summary [--tenant TENANT]\n"
-           "                                            counts by status, by chart, and by status and\n"
-           "                                            chart together (groups), of one tenant or of all\n"
-           "                                            (administrators)\n\n"
-           "Reads the projection (schema helmq). Exit codes: 0 found, 1 not found or database error,\n"
-           "2 invalid input.\n\nOptions:\n");
+    printf(
+        "Usage: helmq releases get RELEASE_ID        a release by id\n"
+        "       helmq releases list --tenant TENANT   a tenant's releases, current status and revision\n"
+        "       helmq releases history RELEASE_ID [--limit N] [--after REVISION]\n"
+        "                                            the revision history of a release (whole, or a page)\n"
+        "       helmq releases summary [--tenant TENANT]\n"
+        "                                            counts by status, by chart, and by status and\n"
+        "                                            chart together (groups), of one tenant or of all\n"
+        "                                            (administrators)\n\n"
+        "Reads the projection (schema helmq). Exit codes: 0 found, 1 not found or database error,\n"
+        "2 invalid input.\n\nOptions:\n");
     config_usage(query_opts, stdout);
 }
 
@@ -123,10 +129,23 @@ int cli_releases(int argc, char **argv) {
     const char *what = cfg.args[0];
     const char *output = config_get(&cfg, "output");
     const char *tenant = config_get(&cfg, "tenant");
-    const char *sql = NULL, *param = NULL;
-    int want_args = 2;
+    const char *sql = NULL, *param = NULL, *limit = config_get(&cfg, "limit"),
+               *after = config_get(&cfg, "after");
+    int want_args = 2, paged = 0;
     if (strcmp(what, "get") == 0) {
         sql = "SELECT helmq.release_get($1::uuid)";
+    } else if (strcmp(what, "history") == 0 && (limit || after)) {
+        paged = 1; /* sql/0004_projection_history_paging.sql */
+        sql = "SELECT p.entries, p.next_after FROM helmq.releases r CROSS JOIN LATERAL "
+              "helmq.release_history_page(r.release_id, $2::integer, COALESCE($3::integer, 100)) p "
+              "WHERE r.release_id = $1::uuid";
+        if ((limit && (config_int(&cfg, "limit") < 1 || config_int(&cfg, "limit") > 1000)) ||
+            (after && config_int(&cfg, "after") < 0)) {
+            fprintf(stderr,
+                    "helmq releases history: --limit must be 1..1000, --after a revision (0 or more)\n");
+            config_free(&cfg);
+            return EXIT_USAGE;
+        }
     } else if (strcmp(what, "history") == 0) {
         sql = "SELECT CASE WHEN EXISTS (SELECT 1 FROM helmq.releases WHERE release_id = $1::uuid)"
               " THEN helmq.release_history($1::uuid) END";
@@ -175,8 +194,9 @@ int cli_releases(int argc, char **argv) {
         PQclear(
             PQexecParams(c, "SELECT set_config('helmq.tenant_id', $1, false)", 1, NULL, p, NULL, NULL, 0));
     }
-    const char *params[1] = {param};
-    PGresult *r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0); /* every query takes $1 */
+    const char *params[3] = {param, after, limit};
+    /* every query takes $1; a page of a history $2 and $3 too */
+    PGresult *r = PQexecParams(c, sql, paged ? 3 : 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "helmq releases %s: %s", what, PQresultErrorMessage(r));
         rc = EXIT_RUNTIME;
@@ -187,6 +207,8 @@ int cli_releases(int argc, char **argv) {
         json_t *doc = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
         print_result(what, doc, strcmp(output, "table") == 0);
         json_decref(doc);
+        if (paged && !PQgetisnull(r, 0, 1))
+            fprintf(stderr, "helmq releases history: more follow: --after %s\n", PQgetvalue(r, 0, 1));
         rc = 0;
     }
     PQclear(r);

@@ -251,6 +251,14 @@ x "uninstall" 202 DELETE "$B/$RID?reason=Tenant%20migration" "$ACME_TOKEN"
 wait_projection "$RID" uninstalled 2
 ok $? "the uninstall reaches the projection"
 x "uninstall again" 409 DELETE "$B/$RID" "$ACME_TOKEN"
+# History pages (two revisions now): the first of one names the next in Link, the last has none.
+x "its history, a page of 1" 200 GET "$B/$RID/history?limit=1" "$ACME_TOKEN"
+is "$(jq -c '[.[].revision]' "$T/b") $(tr -d '\r' <"$T/h" | grep -i '^link:')" \
+    "[1] Link: <$B/$RID/history?limit=1&after=1>; rel=\"next\"" "the first page of 1, and its Link"
+x "its history, the page after revision 1" 200 GET "$B/$RID/history?limit=1&after=1" "$ACME_TOKEN"
+is "$(jq -c '[.[].revision]' "$T/b") $(grep -ci '^link:' "$T/h")" "[2] 0" "the last page, without Link"
+x "its history, a limit out of range" 400 GET "$B/$RID/history?limit=1001" "$ACME_TOKEN"
+x "its history, after not a revision" 400 GET "$B/$RID/history?after=-1" "$ACME_TOKEN"
 
 # Health and metrics, then PostgreSQL down: 503.
 x "health" 200 GET /healthz ""

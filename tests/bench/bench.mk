@@ -8,6 +8,8 @@
 #   BENCH_ONLY="worker projector scale latency memory realhelm"   a subset
 #                      (realhelm: the worker and kcat|xargs running real helm against the
 #                      emulated cluster; BENCH_REALHELM_COMMANDS, BENCH_REALHELM_CONCURRENCY)
+#   BENCH_ONLY=scaleapi  helmq-api's reads at 1,000,000 releases / 20,000,000 history rows
+#                      (tests/bench/scale-api; not in the default set; SCALE_SMALL=1 for a quick run)
 #
 # The tools are built from tests/bench/*.c into $(BUILD)/bench/; benchtool links
 # helmq's own codec ($(BUILD)/libhelmq.a). Results: build/bench/*.md.

@@ -16,6 +16,11 @@
 #   BENCH_REALHELM_COMMANDS=100 BENCH_REALHELM_CONCURRENCY="8 16"   real helm: installs per run
 #                              (worker and kcat|xargs peer, real helm 3.17, emulated cluster, OCI registry)
 #   BENCH_KEEP=1               keep the scratch directory (logs)
+#   BENCH_LEDGER_ROWS=N        worker throughput: the ledger holds N finished commands before each run
+#   BENCH_ONLY=scaleapi        (not in the default set; also run when SCALE_RELEASES or SCALE_SMALL is set)
+#                              helmq-api's reads on a generated projection, 1,000,000 releases and
+#                              20,000,000 history rows by default (tests/bench/scale-api; SCALE_SMALL=1 for
+#                              a quick run; the data is kept in build/bench/scale-pg between runs)
 #
 # Embedded broker sizing: helmq-broker (librdkafka's mock cluster) keeps at most
 # ~5 MiB or 100,000 message sets per partition and drops the oldest beyond.
@@ -74,6 +79,11 @@ cmp -s "$T/sample.helmq" "$T/sample.bt" || die "benchtool and helmq encode disag
 . "$(dirname "$0")/throughput.sh"
 . "$(dirname "$0")/scale.sh"
 . "$(dirname "$0")/realhelm.sh"
+# Cost as the data grows: self-contained (its own PostgreSQL and data), long at full size.
+if runs scaleapi || [ -n "${SCALE_RELEASES:-}${SCALE_SMALL:-}" ]; then
+    say "scaleapi: helmq-api on a generated projection (tests/bench/scale-api)"
+    HELMQ_BIN=$HELMQ_BIN bash "$(dirname "$0")/scale-api" >"$REPORT.scaleapi.md" || die "scale-api failed"
+fi
 
 # --- the report ---------------------------------------------------------------------------------------
 {
@@ -233,6 +243,12 @@ cmp -s "$T/sample.helmq" "$T/sample.bt" || die "benchtool and helmq encode disag
             printf ' c=%s worker %s, peer %s;' "$c" "$(vals realhelm "worker-c$c" 9)" "$(vals realhelm "peer-c$c" 8)"
         done
         echo
+        echo
+    fi
+    if [ -f "$REPORT.scaleapi.md" ]; then
+        echo "## 7. Cost as the data grows: helmq-api's reads on a generated projection"
+        echo
+        cat "$REPORT.scaleapi.md"
         echo
     fi
     echo "Embedded broker: a fresh helmq-broker (librdkafka mock cluster: ~5 MiB / 100,000 message sets kept per"

@@ -104,6 +104,27 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     rm -rf "$T/state/$ns"
 }
 
+# BENCH_LEDGER_ROWS=N: the ledger holds N finished commands of other releases
+# before a worker run (issue 25: per-command cost against the ledger's size).
+ledger_fill() { # ledger_fill DB ROWS
+    local t0
+    t0=$(now_ms)
+    psql -X -q -v ON_ERROR_STOP=1 -d "$1" -c "SET synchronous_commit = off" -c "
+        INSERT INTO helmq_worker.commands (command_id, release_key, operation, state, source_topic,
+            source_partition, source_offset, release_id, base_revision, base_deployed, outcome, terminal_event,
+            received_at, started_at, finished_at, content_digest)
+        SELECT md5('ledger-' || i)::uuid, 'ledger-' || (i % 10000) || '/ns-' || (i % 10000) || '/rel-' || (i % 1000000),
+               CASE WHEN i % 20 = 0 THEN 'install' ELSE 'upgrade' END, 'finished', 'helm.release.commands',
+               i % 64, i, md5('ledger-release-' || (i % 1000000))::uuid, i / 1000000, i / 1000000,
+               'UPGRADE_SUCCEEDED', decode(repeat(md5(i::text), 8), 'hex'),
+               now() - interval '30 days' + i * interval '100 ms', now() - interval '30 days' + i * interval '100 ms',
+               now() - interval '30 days' + i * interval '100 ms', md5('digest-' || i)
+          FROM generate_series(1, $2) i" -c "VACUUM (ANALYZE) helmq_worker.commands" ||
+        die "ledger_fill $2"
+    say "ledger: $2 finished commands in $(( ($(now_ms) - t0) / 1000 )) s," \
+        "$(psql -X -tA -d "$1" -c "SELECT pg_size_pretty(pg_total_relation_size('helmq_worker.commands'))")"
+}
+
 if runs worker; then
     say "1. worker throughput: $N commands over $KEYS releases, concurrency $CONCS, $REPS repetitions," \
         "fresh broker with $CMD_PARTS partitions per run"
@@ -116,6 +137,7 @@ if runs worker; then
             # autovacuum) of the runs before it, and the last concurrency
             # measured looks slowest.
             db_create bench_worker
+            [ "${BENCH_LEDGER_ROWS:-0}" -gt 0 ] && ledger_fill bench_worker "$BENCH_LEDGER_ROWS"
             worker_run "$c" "$rep"
             db_drop bench_worker
             limit_run "$c" "$rep"

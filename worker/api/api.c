@@ -13,21 +13,16 @@
  * One libuv loop: HTTP (httpd.h, on http-parser), PostgreSQL (db.h,
  * non-blocking) and librdkafka (delivery reports wake the loop through
  * rd_kafka_queue_io_event_enable). */
-#include "api_command.h"
-#include "api_metrics.h"
+
+#include "api_internal.h"
+
+#include "api_history.h"
 #include "api_openapi.h"
 #include "api_options.h"
 #include "api_static.h"
-#include "api_stream.h"
-#include "api_tokens.h"
 #include "codec.h"
-#include "config.h"
-#include "db.h"
-#include "httpd.h"
 #include "kafka.h"
 #include "log.h"
-#include "util.h"
-#include "validate.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -35,312 +30,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define API_RETRY_AFTER_S "5" /* Retry-After of a 503: the longest reconnect backoff of db.c */
-#define API_DB_QUEUE_MAX 1024 /* queries waiting on one connection before 503 at once */
-
-typedef struct pending pending_t;
-
-typedef struct api {
-    uv_loop_t *loop;
-    config_t *cfg;
-    httpd_t *http;
-    db_t **dbs; /* a small pool, used round-robin */
-    int ndbs, next_db;
-    unsigned db_timeout_ms;
-    pending_t *db_waiting; /* requests whose query has not answered yet */
-    rd_kafka_t *producer;
-    rd_kafka_queue_t *queue;
-    int wake_fd[2];
-    uv_poll_t wake;
-    uv_timer_t tick;
-    uv_signal_t sigterm, sigint;
-    api_tokens_t tokens;
-    const char *topic;
-    api_metrics_t metrics;
-    api_streams_t streams;
-} api_t;
-
-/* A request being answered. One waiting on PostgreSQL is on api.db_waiting
- * until its query's callback runs: when the query outlives db-timeout-ms,
- * the request is answered 503 and req is NULL (abandoned), and the callback
- * only frees it. */
-struct pending {
-    api_t *api;
-    http_req_t *req;
-    const api_token_t *tok; /* borrowed from api.tokens */
-    uint64_t started;
-    int status;
-    char command_id[UUID_STR_LEN], release_id[UUID_STR_LEN];
-    char *reason;
-    db_cb on_row; /* the query's own callback */
-    uint64_t db_deadline;
-    pending_t *db_next, *db_prev;
-};
-
 static api_t A;
-
-/* --- responses ------------------------------------------------------------------ */
-
-static void count(api_t *a, int status, uint64_t started) {
-    api_metrics_request(&a->metrics, status, (double)(uv_now(a->loop) - started) / 1000.0);
-}
-
-static void reply(pending_t *p, int status, const char *body) {
-    count(p->api, status, p->started);
-    httpd_respond(p->req, status, "application/json", body, body ? strlen(body) : 0);
-    free(p->reason);
-    free(p);
-}
-
-static void reply_error(pending_t *p, int status, const char *msg, const char *field, const char *rule) {
-    count(p->api, status, p->started);
-    httpd_error(p->req, status, msg, field, rule);
-    free(p->reason);
-    free(p);
-}
-
-/* 400 naming the field (null for the body as a whole) and the rule. */
-static void reply_invalid(pending_t *p, const validate_error_t *verr) {
-    char msg[VALIDATE_FIELD_TEXT_SIZE + sizeof(verr->message) + 16];
-    const char *field = api_invalid_answer(verr, msg, sizeof(msg));
-    reply_error(p, 400, msg, field, verr->rule);
-}
-
-/* The next connection that is up and not swamped, in turn; NULL when none. */
-static db_t *api_db(api_t *a) {
-    for (int i = 0; i < a->ndbs; i++) {
-        db_t *db = a->dbs[a->next_db++ % a->ndbs];
-        if (db_ready(db) && db_pending(db) < API_DB_QUEUE_MAX)
-            return db;
-    }
-    return NULL;
-}
-
-/* 503 with Retry-After: PostgreSQL is down, or did not answer in time. */
-static void reply_db_unavailable(pending_t *p, const char *detail) {
-    json_t *e = json_pack("{s:s,s:s}", "error", "database unavailable", "detail", detail);
-    char *s = json_dumps(e, JSON_COMPACT);
-    httpd_add_header(p->req, "Retry-After", API_RETRY_AFTER_S);
-    reply(p, 503, s);
-    free(s);
-    json_decref(e);
-}
-
-static void db_waiting_unlink(pending_t *p) {
-    if (p->db_prev)
-        p->db_prev->db_next = p->db_next;
-    else
-        p->api->db_waiting = p->db_next;
-    if (p->db_next)
-        p->db_next->db_prev = p->db_prev;
-    p->db_next = p->db_prev = NULL;
-}
-
-static void on_db_answer(void *arg, const PGresult *res, const char *err) {
-    pending_t *p = arg;
-    db_waiting_unlink(p);
-    if (!p->req) { /* answered 503 meanwhile */
-        free(p->reason);
-        free(p);
-        return;
-    }
-    p->on_row(p, res, err);
-}
-
-/* Runs sql with (id, the token's tenant or NULL) for p; on_row answers. No
- * connection up: 503 at once; no answer within db-timeout-ms: 503 then (the
- * tick sweeps), instead of waiting for PostgreSQL to come back. */
-static void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row) {
-    api_t *a = p->api;
-    db_t *db = api_db(a);
-    if (!db) {
-        reply_db_unavailable(p, "no connection to PostgreSQL is up; retry later");
-        return;
-    }
-    const char *params[2] = {id, api_token_tenant(p->tok)};
-    p->on_row = on_row;
-    p->db_deadline = uv_now(a->loop) + a->db_timeout_ms;
-    p->db_next = a->db_waiting;
-    if (a->db_waiting)
-        a->db_waiting->db_prev = p;
-    a->db_waiting = p;
-    db_query(db, sql, 2, params, NULL, NULL, on_db_answer, p);
-}
-
-/* Answers 503 to requests whose query outlived db-timeout-ms. */
-static void db_waiting_sweep(api_t *a) {
-    uint64_t now = uv_now(a->loop);
-    for (pending_t *p = a->db_waiting; p; p = p->db_next) {
-        if (!p->req || now < p->db_deadline)
-            continue;
-        http_req_t *req = p->req;
-        count(a, 503, p->started);
-        json_t *e = json_pack("{s:s,s:s}", "error", "database unavailable", "detail",
-                              "PostgreSQL did not answer in time; retry later");
-        char *s = json_dumps(e, JSON_COMPACT);
-        httpd_add_header(req, "Retry-After", API_RETRY_AFTER_S);
-        httpd_respond(req, 503, "application/json", s, strlen(s));
-        free(s);
-        json_decref(e);
-        p->req = NULL; /* abandoned: on_db_answer frees p */
-    }
-}
-
-static int api_db_ready(const api_t *a) {
-    for (int i = 0; i < a->ndbs; i++)
-        if (!db_ready(a->dbs[i]))
-            return 0;
-    return 1;
-}
-
-/* --- reads ------------------------------------------------------------------------ */
-
-/* The single JSON column of a query answers the request; SQL NULL is 404. */
-static void on_json_row(void *arg, const PGresult *res, const char *err) {
-    pending_t *p = arg;
-    if (err) {
-        log_error("query failed: %s", err);
-        reply_error(p, 500, "database error", NULL, NULL);
-        return;
-    }
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        reply_error(p, 404, "not found", NULL, NULL);
-        return;
-    }
-    reply(p, 200, PQgetvalue(res, 0, 0));
-}
-
-static void query_json(pending_t *p, const char *sql, const char *id) {
-    api_query(p, sql, id, on_json_row);
-}
-
-/* --- commands ----------------------------------------------------------------------- */
-
-static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-    pending_t *p = m->_private;
-    if (!p)
-        return;
-    if (m->err) {
-        p->api->metrics.commands_failed++;
-        log_error("commandId=%s not delivered: %s", p->command_id, rd_kafka_err2str(m->err));
-        reply_error(p, 503, "the command could not be delivered to Kafka", NULL, NULL);
-        return;
-    }
-    p->api->metrics.commands_sent++;
-    json_t *body = json_pack("{s:s,s:s,s:s}", "commandId", p->command_id, "releaseId", p->release_id,
-                             "status", "accepted");
-    char *s = json_dumps(body, JSON_COMPACT);
-    log_info("commandId=%s releaseId=%s accepted (%s[%d]@%lld)", p->command_id, p->release_id,
-             rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
-    reply(p, 202, s);
-    free(s);
-    json_decref(body);
-}
-
-/* Validates doc, encodes it and produces it; the answer follows delivery. */
-static void send_command(pending_t *p, json_t *doc) {
-    validate_error_t verr;
-    unsigned char *buf;
-    size_t len;
-    if (api_command_encode(doc, &buf, &len, &verr) < 0) {
-        reply_invalid(p, &verr);
-        return;
-    }
-    char key[512];
-    snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(doc, "tenantId")),
-             json_string_value(json_object_get(doc, "namespace")),
-             json_string_value(json_object_get(doc, "releaseName")));
-    snprintf(p->command_id, sizeof(p->command_id), "%s",
-             json_string_value(json_object_get(doc, "commandId")));
-    rd_kafka_resp_err_t err =
-        rd_kafka_producev(p->api->producer, RD_KAFKA_V_TOPIC(p->api->topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                          RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
-    free(buf);
-    if (err) {
-        p->api->metrics.commands_failed++;
-        reply_error(p, 503, rd_kafka_err2str(err), NULL, NULL);
-    }
-}
-
-static api_caller_t caller(const pending_t *p) {
-    return api_token_caller(p->tok);
-}
-
-static void post_install(pending_t *p) {
-    validate_error_t verr;
-    json_t *doc;
-    api_caller_t who = caller(p);
-    int rc = api_install_command(p->req->body, p->req->body_len, &who, &doc, p->release_id, &verr);
-    if (rc == API_COMMAND_NOT_FOUND) {
-        reply_error(p, 404, "tenant not found", NULL, NULL);
-        return;
-    }
-    if (rc < 0) {
-        reply_invalid(p, &verr);
-        return;
-    }
-    send_command(p, doc);
-    json_decref(doc);
-}
-
-static void on_release_for_delete(void *arg, const PGresult *res, const char *err) {
-    pending_t *p = arg;
-    validate_error_t verr;
-    if (err) {
-        log_error("query failed: %s", err);
-        reply_error(p, 500, "database error", NULL, NULL);
-        return;
-    }
-    if (PQntuples(res) != 1) {
-        reply_error(p, 404, "not found", NULL, NULL);
-        return;
-    }
-    if (strcmp(PQgetvalue(res, 0, 3), "uninstalled") == 0) {
-        reply_error(p, 409, "the release is already uninstalled", NULL, NULL);
-        return;
-    }
-    json_t *doc;
-    api_caller_t who = caller(p);
-    if (api_uninstall_command(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                              p->release_id, p->reason, p->reason ? strlen(p->reason) : 0, &who, &doc,
-                              &verr) < 0) {
-        reply_invalid(p, &verr);
-        return;
-    }
-    send_command(p, doc);
-    json_decref(doc);
-}
-
-/* --- metrics and health ----------------------------------------------------------------- */
-
-static void metrics(api_t *a, http_req_t *req) {
-    char body[4096];
-    httpd_stats_t hs;
-    httpd_stats_get(a->http, &hs);
-    a->metrics.streams_open = a->streams.open;
-    a->metrics.stream_events = a->streams.events_sent;
-    a->metrics.streams_cut = a->streams.cut_slow;
-    int n = api_metrics_render(&a->metrics, api_db_ready(a), rd_kafka_outq_len(a->producer) < 1000, &hs, body,
-                               sizeof(body));
-    httpd_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
-}
-
-static void health(api_t *a, http_req_t *req) {
-    int pg = api_db_ready(a);
-    char body[128];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":%s}", pg ? "ok" : "degraded",
-                     pg ? "true" : "false");
-    httpd_respond(req, pg ? 200 : 503, "application/json", body, (size_t)n);
-}
-
-/* --- routing ---------------------------------------------------------------------------- */
 
 static const char SQL_GET[] =
     "SELECT helmq.release_json(r) FROM helmq.releases r "
-    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
-static const char SQL_HISTORY[] =
-    "SELECT helmq.release_history(r.release_id) FROM helmq.releases r "
     "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
 static const char SQL_TENANT[] =
     "SELECT helmq.releases_by_tenant($1::uuid) WHERE $2::uuid IS NULL OR $1::uuid = $2::uuid";
@@ -373,7 +66,7 @@ static void reply_method(pending_t *p, const char *allow) {
     char msg[128];
     snprintf(msg, sizeof(msg), "method not allowed: use %s", allow);
     httpd_add_header(p->req, "Allow", allow);
-    reply_error(p, 405, msg, NULL, NULL);
+    api_reply_error(p, 405, msg, NULL, NULL);
 }
 
 #define ALLOW_GET "GET, HEAD"
@@ -387,7 +80,7 @@ static int tenant_param(pending_t *p, char **tenant) {
     if (*tenant && (len != strlen(*tenant) || !uuid_valid(*tenant))) {
         free(*tenant);
         *tenant = NULL;
-        reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
+        api_reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
         return -1;
     }
     return 0;
@@ -397,7 +90,7 @@ static int tenant_param(pending_t *p, char **tenant) {
 static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
     validate_error_t verr;
     if (nrest > 1) {
-        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        api_reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
     if (strcmp(p->req->method, "GET") != 0) {
@@ -406,16 +99,16 @@ static void handle_namespaces(pending_t *p, char *const *rest, int nrest) {
     }
     if (nrest == 1) {
         if (validate_namespace(rest[0], &verr) < 0) {
-            reply_invalid(p, &verr);
+            api_reply_invalid(p, &verr);
             return;
         }
-        api_query(p, SQL_NAMESPACE, rest[0], on_json_row);
+        api_query(p, SQL_NAMESPACE, rest[0], api_on_json_row);
         return;
     }
     char *tenant;
     if (tenant_param(p, &tenant) < 0)
         return;
-    api_query(p, SQL_NAMESPACES, tenant, on_json_row); /* the parameters are copied */
+    api_query(p, SQL_NAMESPACES, tenant, api_on_json_row); /* the parameters are copied */
     free(tenant);
 }
 
@@ -427,10 +120,10 @@ static void list_releases(pending_t *p) {
     long n = limit ? strtol(limit, &end, 10) : 0;
     if (limit && (len != strlen(limit) || !*limit || *end || n < 1 || n > API_LIST_MAX)) {
         free(limit);
-        reply_error(p, 400, "limit must be an integer from 1 to 5000", "limit", "range");
+        api_reply_error(p, 400, "limit must be an integer from 1 to 5000", "limit", "range");
         return;
     }
-    api_query(p, SQL_LIST, limit ? limit : API_LIST_DEFAULT, on_json_row);
+    api_query(p, SQL_LIST, limit ? limit : API_LIST_DEFAULT, api_on_json_row);
     free(limit);
 }
 
@@ -441,10 +134,10 @@ static void status_page(pending_t *p, const char *file) {
         return;
     }
     if (api_static(p->req, file) < 0) {
-        reply_error(p, 404, "no such file", NULL, NULL);
+        api_reply_error(p, 404, "no such file", NULL, NULL);
         return;
     }
-    count(p->api, 200, p->started);
+    api_count(p->api, 200, p->started);
     free(p);
 }
 
@@ -453,7 +146,7 @@ static void status_page(pending_t *p, const char *file) {
 /* Opens the stream with filter, or answers HEAD with its headers. */
 static void stream_open(pending_t *p, const api_stream_filter_t *f) {
     int status = api_stream_open(&p->api->streams, p->req, f);
-    count(p->api, status ? status : 200, p->started);
+    api_count(p->api, status ? status : 200, p->started);
     free(p);
 }
 
@@ -462,11 +155,11 @@ static void on_release_for_stream(void *arg, const PGresult *res, const char *er
     pending_t *p = arg;
     if (err) {
         log_error("query failed: %s", err);
-        reply_error(p, 500, "database error", NULL, NULL);
+        api_reply_error(p, 500, "database error", NULL, NULL);
         return;
     }
     if (PQntuples(res) != 1) {
-        reply_error(p, 404, "not found", NULL, NULL);
+        api_reply_error(p, 404, "not found", NULL, NULL);
         return;
     }
     api_stream_filter_t f;
@@ -488,7 +181,7 @@ static void handle_events(pending_t *p, const char *tenant, const char *release)
     const char *msg, *field;
     int status = api_stream_scope(p->req, api_token_tenant(p->tok), tenant, &f, &msg, &field);
     if (status) {
-        reply_error(p, status, msg, field, field ? "uuid" : NULL);
+        api_reply_error(p, status, msg, field, field ? "uuid" : NULL);
     } else if (release) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", release);
         api_query(p, SQL_FOR_DELETE, release, on_release_for_stream);
@@ -502,7 +195,7 @@ static void handle_events(pending_t *p, const char *tenant, const char *release)
  * "tenant/:tenantId[/events]", ":releaseId[/events]" or
  * ":releaseId/history"; /api/v1/helm/namespaces, then "" or ":namespace".
  * A trailing '/' is ignored. HEAD comes as GET. */
-static void handle(http_req_t *req, void *ctx) {
+static void api_handle(http_req_t *req, void *ctx) {
     static const char *const prefix[] = {"api", "v1", "helm"};
     api_t *a = ctx;
     const char *m = req->method;
@@ -521,9 +214,9 @@ static void handle(http_req_t *req, void *ctx) {
             return;
         }
         if (seg[0][0] == 'h')
-            health(a, req);
+            api_serve_health(a, req);
         else if (seg[0][0] == 'm')
-            metrics(a, req);
+            api_serve_metrics(a, req);
         else
             api_openapi(req);
         free(p);
@@ -538,13 +231,13 @@ static void handle(http_req_t *req, void *ctx) {
         matched = strcmp(seg[i], prefix[i]) == 0;
     int namespaces = matched && strcmp(seg[3], "namespaces") == 0;
     if (!matched || (!namespaces && strcmp(seg[3], "releases") != 0)) {
-        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        api_reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
     p->tok = api_tokens_authenticate(&a->tokens, req->authorization);
     if (!p->tok) {
-        reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required", NULL,
-                    NULL);
+        api_reply_error(p, 401, req->authorization ? "invalid bearer token" : "a bearer token is required",
+                        NULL, NULL);
         return;
     }
     char *const *rest = seg + 4;
@@ -557,7 +250,7 @@ static void handle(http_req_t *req, void *ctx) {
         if (strcmp(m, "GET") == 0)
             list_releases(p);
         else if (strcmp(m, "POST") == 0)
-            post_install(p);
+            api_post_install(p);
         else
             reply_method(p, "GET, HEAD, POST");
         return;
@@ -572,7 +265,7 @@ static void handle(http_req_t *req, void *ctx) {
     }
     if (nrest == 2 && strcmp(rest[1], "events") == 0) {
         if (!uuid_valid(rest[0])) {
-            reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
+            api_reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
             return;
         }
         handle_events(p, NULL, rest[0]);
@@ -584,13 +277,13 @@ static void handle(http_req_t *req, void *ctx) {
             return;
         }
         if (!p->tok->admin) {
-            reply_error(p, 403, "the summary is for administrators", NULL, NULL);
+            api_reply_error(p, 403, "the summary is for administrators", NULL, NULL);
             return;
         }
         char *tenant;
         if (tenant_param(p, &tenant) < 0)
             return;
-        api_query(p, SQL_SUMMARY, tenant, on_json_row);
+        api_query(p, SQL_SUMMARY, tenant, api_on_json_row);
         free(tenant);
         return;
     }
@@ -600,28 +293,28 @@ static void handle(http_req_t *req, void *ctx) {
             return;
         }
         if (!uuid_valid(rest[1])) {
-            reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
+            api_reply_error(p, 400, "tenantId must be a UUID (8-4-4-4-12 hex digits)", "tenantId", "uuid");
             return;
         }
-        query_json(p, SQL_TENANT, rest[1]);
+        api_query_json(p, SQL_TENANT, rest[1]);
         return;
     }
     if (nrest > 2 || (nrest == 2 && strcmp(rest[1], "history") != 0)) {
-        reply_error(p, 404, "no such endpoint", NULL, NULL);
+        api_reply_error(p, 404, "no such endpoint", NULL, NULL);
         return;
     }
     const char *id = rest[0];
     if (!uuid_valid(id)) { /* exactly 36 characters: a decoded NUL never gets here */
-        reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
+        api_reply_error(p, 400, "releaseId must be a UUID (8-4-4-4-12 hex digits)", "releaseId", "uuid");
         return;
     }
     if (nrest == 2) {
         if (strcmp(m, "GET") != 0)
             reply_method(p, ALLOW_GET);
         else
-            query_json(p, SQL_HISTORY, id);
+            api_query_history(p, id);
     } else if (strcmp(m, "GET") == 0) {
-        query_json(p, SQL_GET, id);
+        api_query_json(p, SQL_GET, id);
     } else if (strcmp(m, "DELETE") == 0) {
         snprintf(p->release_id, sizeof(p->release_id), "%s", id);
         uuid_lower(p->release_id); /* the canonical form the answer and the command carry */
@@ -629,15 +322,14 @@ static void handle(http_req_t *req, void *ctx) {
         p->reason = httpd_query_param(req, "reason", &reason_len);
         validate_error_t verr;
         if (p->reason && validate_utf8("reason", p->reason, reason_len, &verr) < 0) {
-            reply_invalid(p, &verr); /* jansson would drop it: the uninstall would lose its reason */
+            api_reply_invalid(p, &verr); /* jansson would drop it: the uninstall would lose its reason */
             return;
         }
-        api_query(p, SQL_FOR_DELETE, id, on_release_for_delete);
+        api_query(p, SQL_FOR_DELETE, id, api_on_release_for_delete);
     } else {
         reply_method(p, ALLOW_RELEASE);
     }
 }
-
 /* --- loop plumbing ---------------------------------------------------------------------- */
 
 static void on_wake(uv_poll_t *h, int status, int events) {
@@ -650,7 +342,7 @@ static void on_wake(uv_poll_t *h, int status, int events) {
 
 static void on_tick(uv_timer_t *t) {
     rd_kafka_poll(((api_t *)t->data)->producer, 0);
-    db_waiting_sweep(t->data);
+    api_db_waiting_sweep(t->data);
 }
 
 static void closed(uv_handle_t *h) {
@@ -674,7 +366,7 @@ static void on_signal(uv_signal_t *s, int sig) {
      * requests that waited on them (their connections are gone too). */
     while (a->db_waiting) {
         pending_t *p = a->db_waiting;
-        db_waiting_unlink(p);
+        api_db_waiting_unlink(p);
         if (p->req)
             httpd_respond(p->req, 503, NULL, NULL, 0);
         free(p->reason);
@@ -726,7 +418,7 @@ int main(int argc, char **argv) {
         log_error("kafka: %s", errstr);
         return 2;
     }
-    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_dr_msg_cb(conf, api_on_delivery);
     a->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!a->producer) {
         log_error("kafka: %s", errstr);
@@ -770,7 +462,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "helmq-api: %s\n", errstr);
         return 2;
     }
-    a->http = httpd_start(a->loop, listen, &limits, handle, a, errstr, sizeof(errstr));
+    a->http = httpd_start(a->loop, listen, &limits, api_handle, a, errstr, sizeof(errstr));
     if (!a->http) {
         log_error("%s", errstr);
         return 1;
