@@ -6,12 +6,13 @@
 --                          order after a revision, through the primary key
 --                          (release_id, revision), with the cursor of the
 --                          next page;
---   release_counts         releases by (status, chart name), kept by
---                          statement-level triggers on helmq.releases (the
---                          projector's inserts, upserts and TRUNCATE fire
---                          them; its C code is unchanged); the summary views
---                          and release_summary() read it: a few rows instead
---                          of a scan of every release.
+--   release_counts         releases by (tenant, status, chart name), kept
+--                          by statement-level triggers on helmq.releases
+--                          (the projector's inserts, upserts and TRUNCATE
+--                          fire them; its C code is unchanged); the summary
+--                          views and release_summary(uuid) of 0003 read it:
+--                          a row per tenant's (status, chart) instead of a
+--                          scan of every release.
 
 -- --- history pages ----------------------------------------------------------------
 
@@ -56,45 +57,51 @@ COMMENT ON FUNCTION helmq.release_history_page(uuid, integer, integer) IS
 
 -- --- the summary's counts, kept as releases change -----------------------------------
 
--- Releases by status and chart name ('' for none), the summary's source. A
--- row whose count reaches 0 is deleted, as the grouping it replaces would
--- not show it.
+-- Releases by tenant, status and chart name ('' for none), the summary's
+-- source. A row whose count reaches 0 is deleted, as the grouping it
+-- replaces would not show it. The tenant is in the key so that the summary
+-- of one tenant reads that tenant's rows only, and so that projector
+-- transactions writing different tenants' releases update different rows.
 CREATE TABLE helmq.release_counts (
+    tenant_id  uuid NOT NULL,
     status     text NOT NULL,
     chart_name text NOT NULL,
     count      bigint NOT NULL, -- no CHECK: a negative delta is the proposed row of an upsert
-    PRIMARY KEY (status, chart_name)
+    PRIMARY KEY (tenant_id, status, chart_name)
 );
 
 COMMENT ON TABLE helmq.release_counts IS
-    'releases by status and chart name ('''' for none), kept by the triggers on helmq.releases; '
+    'releases by tenant, status and chart name ('''' for none), kept by the triggers on helmq.releases; '
     'the summary reads it instead of counting every release';
 
-INSERT INTO helmq.release_counts (status, chart_name, count)
-    SELECT status, COALESCE(chart_name, ''), count(*) FROM helmq.releases GROUP BY 1, 2;
+INSERT INTO helmq.release_counts (tenant_id, status, chart_name, count)
+    SELECT tenant_id, status, COALESCE(chart_name, ''), count(*) FROM helmq.releases GROUP BY 1, 2, 3;
 
 -- Adds the rows of one statement's transition tables: +1 for each new row,
--- -1 for each old one, one upsert per (status, chart) in key order (two
--- transactions lock the same counts rows in the same order: no deadlock).
+-- -1 for each old one, one upsert per (tenant, status, chart) in key order
+-- (two transactions lock the same counts rows in the same order: no
+-- deadlock).
 CREATE FUNCTION helmq.release_counts_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO helmq.release_counts AS c (status, chart_name, count)
-            SELECT status, COALESCE(chart_name, ''), count(*) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
+        INSERT INTO helmq.release_counts AS c (tenant_id, status, chart_name, count)
+            SELECT tenant_id, status, COALESCE(chart_name, ''), count(*) FROM new_rows
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (tenant_id, status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO helmq.release_counts AS c (status, chart_name, count)
-            SELECT status, chart, sum(d) FROM (
-                SELECT status, COALESCE(chart_name, '') AS chart, 1 AS d FROM new_rows
+        INSERT INTO helmq.release_counts AS c (tenant_id, status, chart_name, count)
+            SELECT tenant_id, status, chart, sum(d) FROM (
+                SELECT tenant_id, status, COALESCE(chart_name, '') AS chart, 1 AS d FROM new_rows
                 UNION ALL
-                SELECT status, COALESCE(chart_name, ''), -1 FROM old_rows) x
-             GROUP BY 1, 2 HAVING sum(d) <> 0 ORDER BY 1, 2
-            ON CONFLICT (status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
+                SELECT tenant_id, status, COALESCE(chart_name, ''), -1 FROM old_rows) x
+             GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
+            ON CONFLICT (tenant_id, status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
         DELETE FROM helmq.release_counts WHERE count = 0;
     ELSE -- DELETE
-        INSERT INTO helmq.release_counts AS c (status, chart_name, count)
-            SELECT status, COALESCE(chart_name, ''), -count(*) FROM old_rows GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
+        INSERT INTO helmq.release_counts AS c (tenant_id, status, chart_name, count)
+            SELECT tenant_id, status, COALESCE(chart_name, ''), -count(*) FROM old_rows
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (tenant_id, status, chart_name) DO UPDATE SET count = c.count + EXCLUDED.count;
         DELETE FROM helmq.release_counts WHERE count = 0;
     END IF;
     RETURN NULL;
@@ -123,22 +130,33 @@ CREATE TRIGGER release_counts_delete AFTER DELETE ON helmq.releases
 CREATE TRIGGER release_counts_truncate AFTER TRUNCATE ON helmq.releases
     FOR EACH STATEMENT EXECUTE FUNCTION helmq.release_counts_clear();
 
--- The summary's views and function, the same answers from the counts.
+-- The summary's views and function (0003's release_summary(uuid), which
+-- release_summary() calls), the same answers from the counts.
 CREATE OR REPLACE VIEW helmq.summary_by_status AS
     SELECT status, sum(count)::bigint AS count FROM helmq.release_counts GROUP BY status;
 CREATE OR REPLACE VIEW helmq.summary_by_chart AS
     SELECT NULLIF(chart_name, '') AS chart_name, sum(count)::bigint AS count
       FROM helmq.release_counts GROUP BY chart_name;
 
-CREATE OR REPLACE FUNCTION helmq.release_summary() RETURNS json LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION helmq.release_summary(p_tenant_id uuid) RETURNS json LANGUAGE sql STABLE AS $$
+    WITH g AS (
+        SELECT status, NULLIF(chart_name, '') AS chart_name, sum(count)::bigint AS n FROM helmq.release_counts
+         WHERE p_tenant_id IS NULL OR tenant_id = p_tenant_id
+         GROUP BY status, chart_name)
     SELECT json_build_object(
-        'total', (SELECT COALESCE(sum(count), 0)::bigint FROM helmq.summary_by_status),
-        'byStatus', (SELECT COALESCE(json_object_agg(status, count ORDER BY status), '{}') FROM helmq.summary_by_status),
-        'byChart', (SELECT COALESCE(json_object_agg(COALESCE(chart_name, ''), count ORDER BY chart_name),
-                                    '{}') FROM helmq.summary_by_chart));
+        'total', (SELECT COALESCE(sum(n), 0)::bigint FROM g),
+        'byStatus', (SELECT COALESCE(json_object_agg(status, n ORDER BY status), '{}')
+                       FROM (SELECT status, sum(n)::bigint AS n FROM g GROUP BY status) s),
+        'byChart', (SELECT COALESCE(json_object_agg(COALESCE(chart_name, ''), n ORDER BY chart_name), '{}')
+                      FROM (SELECT chart_name, sum(n)::bigint AS n FROM g GROUP BY chart_name) c),
+        'groups', (SELECT COALESCE(json_agg(json_build_object('status', status, 'chartName', chart_name, 'count', n)
+                                            ORDER BY status COLLATE "C", chart_name COLLATE "C"), '[]')
+                     FROM g));
 $$;
 
 REVOKE ALL ON helmq.release_counts FROM PUBLIC;
+-- release_summary(uuid) runs as its caller: the administrators read the counts.
+GRANT SELECT ON helmq.release_counts TO helmq_admin;
 REVOKE ALL ON FUNCTION helmq.release_history_page(uuid, integer, integer), helmq.release_counts_apply(),
     helmq.release_counts_clear() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION helmq.release_history_page(uuid, integer, integer) TO helmq_reader, helmq_admin;

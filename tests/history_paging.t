@@ -84,16 +84,23 @@ is "$("$HELMQ_BIN/helmq" releases history "$RID" | jq -c .)" "$WHOLE" "without -
 is $? 2 "--limit 0: invalid input (exit 2)"
 
 # The summary's counts (release_counts, kept by triggers) against a count.
-counted() {
-    psql_q "SELECT json_build_object('total', (SELECT count(*) FROM helmq.releases),
+counted() { # counted [TENANT]: the summary counted from helmq.releases (of one tenant)
+    psql_q "WITH r AS (SELECT * FROM helmq.releases WHERE ${1:+tenant_id = '$1' AND} true),
+         g AS (SELECT status, chart_name, count(*) n FROM r GROUP BY 1, 2)
+        SELECT json_build_object('total', (SELECT count(*) FROM r),
         'byStatus', (SELECT COALESCE(json_object_agg(status, n ORDER BY status), '{}')
-                       FROM (SELECT status, count(*) n FROM helmq.releases GROUP BY 1) s),
+                       FROM (SELECT status, count(*) n FROM r GROUP BY 1) s),
         'byChart', (SELECT COALESCE(json_object_agg(COALESCE(chart_name, ''), n ORDER BY chart_name), '{}')
-                      FROM (SELECT chart_name, count(*) n FROM helmq.releases GROUP BY 1) c))" | jq -cS .
+                      FROM (SELECT chart_name, count(*) n FROM r GROUP BY 1) c),
+        'groups', (SELECT COALESCE(json_agg(json_build_object('status', status, 'chartName', chart_name, 'count', n)
+                                            ORDER BY status COLLATE \"C\", chart_name COLLATE \"C\"), '[]') FROM g))" |
+        jq -cS .
 }
-summary() { curl -s -H "Authorization: Bearer $ADMIN_TOKEN" "$B/summary" | jq -cS .; }
+summary() { curl -s -H "Authorization: Bearer $ADMIN_TOKEN" "$B/summary${1:+?tenantId=$1}" | jq -cS .; }
 is "$(summary)" "$(counted)" "the summary after scale-gen equals a count of the releases"
 is "$(summary | jq .total)" 20 "20 releases in it"
+T1=$(psql_q "SELECT tenant_id FROM helmq.releases ORDER BY release_id LIMIT 1")
+is "$(summary "$T1")" "$(counted "$T1")" "one tenant's summary equals a count of its releases"
 psql_q "UPDATE helmq.releases SET status = 'uninstalled', chart_name = 'other'
          WHERE release_id IN (md5('release-3')::uuid, md5('release-4')::uuid)" >/dev/null
 ok $? "an update of two releases' status and chart"
@@ -112,8 +119,9 @@ is "$(summary | jq -c '[.total, .byStatus["pending-upgrade"], .byChart[""]]')" "
 psql_q "DELETE FROM helmq.releases WHERE status = 'failed'" >/dev/null
 ok $? "a delete"
 is "$(summary)" "$(counted)" "after a delete"
+is "$(summary "$T1")" "$(counted "$T1")" "  and one tenant's too"
 is "$(psql_q "SELECT count(*) FROM helmq.release_counts WHERE count = 0")" 0 "no row counts 0"
 psql_q "SELECT helmq.truncate_projection()" >/dev/null
-is "$(summary)" '{"byChart":{},"byStatus":{},"total":0}' "after truncate_projection (a rebuild): all zero"
+is "$(summary)" '{"byChart":{},"byStatus":{},"groups":[],"total":0}' "after truncate_projection (a rebuild): all zero"
 
 done_testing

@@ -41,7 +41,7 @@ ok $? "check.js lists the document's routes"
 # README: the first cell of each row of the HTTP API section's table.
 awk '/^## HTTP API/ { on = 1; next } /^## / { on = 0 } on && /^\| `/' README.md | cut -d'|' -f2 |
     grep -oE '`(GET|POST|PUT|PATCH|DELETE) [^`]+`' | tr -d '`' | sed -e 's/?.*//' -e 's/\[.*//' | sort >"$T/routes.readme"
-is "$(wc -l <"$T/routes.doc")" 14 "the document has 14 routes"
+is "$(wc -l <"$T/routes.doc")" 17 "the document has 17 routes"
 is "$(cat "$T/routes.help")" "$(cat "$T/routes.doc")" "helmq-api --help lists exactly the document's routes"
 is "$(cat "$T/routes.readme")" "$(cat "$T/routes.doc")" "the README's HTTP API table lists exactly the document's routes"
 

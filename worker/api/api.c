@@ -153,15 +153,8 @@ static void stream_open(pending_t *p, const api_stream_filter_t *f) {
 /* SQL_FOR_DELETE's first column: the release's tenant, when the token may see it. */
 static void on_release_for_stream(void *arg, const PGresult *res, const char *err) {
     pending_t *p = arg;
-    if (err) {
-        log_error("query failed: %s", err);
-        api_reply_error(p, 500, "database error", NULL, NULL);
+    if (!api_one_row(p, res, err))
         return;
-    }
-    if (PQntuples(res) != 1) {
-        api_reply_error(p, 404, "not found", NULL, NULL);
-        return;
-    }
     api_stream_filter_t f;
     memset(&f, 0, sizeof(f));
     snprintf(f.tenant, sizeof(f.tenant), "%s", PQgetvalue(res, 0, 0));

@@ -63,21 +63,37 @@ struct pending {
 
 /* --- api_requests.c ------------------------------------------------------------------------ */
 
+/* The replies: each answers p's request and frees p. api_count counts an
+ * answer given some other way (a stream, a static file). */
 void api_count(api_t *a, int status, uint64_t started);
 void api_reply_error(pending_t *p, int status, const char *msg, const char *field, const char *rule);
 void api_reply_invalid(pending_t *p, const validate_error_t *verr);
+
+/* PostgreSQL: a query on the next connection of the pool, with the request's
+ * deadline (503 when no connection is up or the deadline passes); $1 is id,
+ * $2 the token's tenant (NULL for admins). on_row answers. */
+void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row);
+/* A query's answer that should be one row: 1 when it is; else answers
+ * (500 for an error, 404 for no row) and returns 0. */
+int api_one_row(pending_t *p, const PGresult *res, const char *err);
+/* Reads answered with the query's one JSON value (404 when no row). */
 void api_on_json_row(void *arg, const PGresult *res, const char *err);
 void api_query_json(pending_t *p, const char *sql, const char *id);
+/* A page of a release's history (p->page_limit, ?after=), with its Link. */
 void api_query_history(pending_t *p, const char *id);
+/* Requests that answered no longer wait; those past their deadline get 503. */
+void api_db_waiting_sweep(api_t *a);
+void api_db_waiting_unlink(pending_t *p);
+
+/* Commands: POST's install, and DELETE's uninstall once the release is
+ * found (SQL_FOR_DELETE's row); 202 when the broker has the command. */
 api_caller_t api_caller(const pending_t *p);
 void api_post_install(pending_t *p);
 void api_on_release_for_delete(void *arg, const PGresult *res, const char *err);
+void api_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+/* GET /metrics and /healthz, without a token. */
 void api_serve_metrics(api_t *a, http_req_t *req);
 void api_serve_health(api_t *a, http_req_t *req);
-void api_query(pending_t *p, const char *sql, const char *id, db_cb on_row);
-
-void api_db_waiting_sweep(api_t *a);
-void api_db_waiting_unlink(pending_t *p);
-void api_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 
 #endif

@@ -277,18 +277,24 @@ void api_post_install(pending_t *p) {
     json_decref(doc);
 }
 
-void api_on_release_for_delete(void *arg, const PGresult *res, const char *err) {
-    pending_t *p = arg;
-    validate_error_t verr;
+int api_one_row(pending_t *p, const PGresult *res, const char *err) {
     if (err) {
         log_error("query failed: %s", err);
         api_reply_error(p, 500, "database error", NULL, NULL);
-        return;
+        return 0;
     }
     if (PQntuples(res) != 1) {
         api_reply_error(p, 404, "not found", NULL, NULL);
-        return;
+        return 0;
     }
+    return 1;
+}
+
+void api_on_release_for_delete(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    validate_error_t verr;
+    if (!api_one_row(p, res, err))
+        return;
     if (strcmp(PQgetvalue(res, 0, 3), "uninstalled") == 0) {
         api_reply_error(p, 409, "the release is already uninstalled", NULL, NULL);
         return;
