@@ -32,6 +32,8 @@ serve_start "$T/serve.out"
 banner=$(cat "$T/serve.out")
 like "$banner" "VOLATILE: it keeps nothing on disk" "the banner says the embedded broker is volatile"
 like "$banner" "bash tests/lib/run.sh restart worker" "and how to restart one component"
+like "$banner" "/api/v1/helm/releases/events" "and where the live event stream is"
+like "$banner" "the status page" "and where the status page is"
 . "$R/env.sh"
 
 W1=$(cat "$R/worker.pid")

@@ -318,6 +318,8 @@ Next, in another terminal:
   helmq releases list --tenant 3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b --output table
   helmq events
   curl -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/summary
+  curl -N -H "Authorization: Bearer ${ADMIN_TOKEN:-TOKEN}" http://$API_LISTEN/api/v1/helm/releases/events   # live events (SSE)
+  open http://$API_LISTEN/ in a browser: the status page (paste a token from $RUN/api-tokens)
   make demo                     # the seed's whole story, step by step
 $CLUSTER_NEXT
 If the worker, the projector or the API dies, make run says so and starts it again
