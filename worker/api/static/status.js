@@ -81,6 +81,13 @@
         return span;
     }
 
+    function badgeCell(tr, status) {
+        const td = document.createElement('td');
+        td.className = 'status';
+        td.appendChild(badge(status));
+        tr.appendChild(td);
+    }
+
     function timeCell(tr, iso) {
         const td = document.createElement('td');
         if (iso) {
@@ -114,10 +121,7 @@
         tr.appendChild(name);
         cell(tr, r.namespace, 'namespace');
         cell(tr, r.tenantId, 'tenant mono');
-        const st = document.createElement('td');
-        st.className = 'status';
-        st.appendChild(badge(r.status));
-        tr.appendChild(st);
+        badgeCell(tr, r.status);
         cell(tr, r.revision, 'revision num');
         cell(tr, (r.chartName || '') + (r.chartVersion ? ' ' + r.chartVersion : ''), 'chart');
         timeCell(tr, r.updatedAt);
@@ -151,10 +155,7 @@
             cell(tr, h.revision, 'revision num');
             cell(tr, h.chartVersion, 'chart-version');
             cell(tr, h.appVersion, 'app-version');
-            const st = document.createElement('td');
-            st.className = 'status';
-            st.appendChild(badge(h.status));
-            tr.appendChild(st);
+            badgeCell(tr, h.status);
             cell(tr, h.description, 'description');
             cell(tr, h.performedBy, 'performed-by');
             timeCell(tr, h.createdAt);
