@@ -15,7 +15,7 @@
 # helmq's own codec ($(BUILD)/libhelmq.a). Results: build/bench/*.md.
 
 BENCH_OUT := $(BUILD)/bench
-BENCH_TOOLS := $(BENCH_OUT)/noop-helm $(BENCH_OUT)/spawn-limit $(BENCH_OUT)/benchtool
+BENCH_TOOLS := $(BENCH_OUT)/noop-helm $(BENCH_OUT)/spawn-limit $(BENCH_OUT)/benchtool $(BENCH_OUT)/calib
 
 .PHONY: bench bench-long bench-tools
 
@@ -29,6 +29,10 @@ $(BENCH_OUT)/noop-helm: tests/bench/noop-helm.c
 $(BENCH_OUT)/spawn-limit: tests/bench/spawn-limit.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -o $@ $<
+
+$(BENCH_OUT)/calib: tests/bench/calib.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -o $@ $<
 
 $(BENCH_OUT)/benchtool: tests/bench/benchtool.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -68,6 +68,10 @@ partitions_for() {
 
 bench_init
 say "scratch $T; programs snapshot from $HELMQ_BIN; report $REPORT"
+# How fast the machine is right now (compute, a page fault, a spawn), at the start and the
+# end: on a virtual machine these move between runs, and every CPU figure below with them.
+CALIB_START=$("$BIN/calib" "$NOOP") || die "calib"
+say "machine: $CALIB_START"
 
 # The records bench tools write are helmq's: the same bytes as `helmq encode`.
 "$BT" sample-command --ns bench-check --index 1001 >"$T/sample.json"
@@ -85,6 +89,21 @@ if runs scaleapi || [ -n "${SCALE_RELEASES:-}${SCALE_SMALL:-}" ]; then
     HELMQ_BIN=$HELMQ_BIN bash "$(dirname "$0")/scale-api" >"$REPORT.scaleapi.md" || die "scale-api failed"
 fi
 
+CALIB_END=$("$BIN/calib" "$NOOP") || die "calib"
+
+# pg_table KEY: the statements and ledger functions of the worker runs KEY, summed over the
+# repetitions, per command and per 1,000 commands, largest first.
+pg_table() {
+    [ -s "$T/pgstat-$1.tsv" ] || { echo "(no pg_stat_statements figures)"; return; }
+    echo "| kind | statement or function | calls per command | µs per call | ms per 1,000 commands |"
+    echo "|---|---|---|---|---|"
+    awk -F'\t' -v n=$((N * REPS)) '{ k = $1 "\t" $4; calls[k] += $2; ms[k] += $3 }
+        END { for (k in ms) { split(k, a, "\t"); t = a[2]; gsub(/\|/, "\\|", t);
+              printf "%.3f\t| %s | `%s` | %.2f | %.1f | %.1f |\n", ms[k], a[1], t, calls[k] / n,
+                  calls[k] ? ms[k] * 1000 / calls[k] : 0, ms[k] / n * 1000 } }' "$T/pgstat-$1.tsv" |
+        sort -t$'\t' -k1,1gr | head -n 12 | cut -f2-
+}
+
 # --- the report ---------------------------------------------------------------------------------------
 {
     echo "# helmq benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -96,6 +115,8 @@ fi
     echo "| memory | $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) |"
     echo "| kernel | $(uname -sr) |"
     echo "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    echo "| machine speed at the start (\`calib\`) | $CALIB_START |"
+    echo "| machine speed at the end | $CALIB_END |"
     echo "| helmq | $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$BENCH_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (working tree modified)') |"
     echo "| repetitions | $REPS (medians; every repetition's value in brackets where useful) |"
     echo
@@ -118,6 +139,28 @@ fi
             echo "| $c | $(fmt0 "$w") | $(fmt0 "$l") | $(fmt0 "$p") | $(ratio "$w" "$l") | $(ratio "$w" "$p") |" \
                 "$(vals worker "c$c" 1) | $(med worker "c$c" 3) / $(med worker "c$c" 4) / $(med worker "c$c" 5) |" \
                 "$(med limit "c$c" 3) / $(med peer "c$c" 3) | $(med worker "c$c" 6) / $(med limit "c$c" 4) / $(med peer "c$c" 4) |"
+        done
+        echo
+        echo "\`calib\` (top table): cpu_ms = a fixed integer loop; fault_us = the first touch of a fresh 4 KiB page;"
+        echo "spawn_us = CPU of one spawn, exit and reap of the no-op helm, one at a time; spawn_faults = its page faults."
+        echo "A command's CPU is mostly its processes' page faults times fault_us plus compute: compare the faults"
+        echo "below, and fault_us between runs, before comparing CPU figures of runs taken at different times."
+        echo
+        echo "### 1b. Where a command's CPU goes: page faults, PostgreSQL's statements"
+        echo
+        echo "| concurrency | minor page faults per command: worker (+helm) / PostgreSQL / limit (+helm) / peer (kcat+xargs+helm) |"
+        echo "|---|---|"
+        for c in $CONCS; do
+            echo "| $c | $(med worker "c$c" 7) / $(med worker "c$c" 8) / $(med limit "c$c" 5) / $(med peer "c$c" 5) |"
+        done
+        echo
+        echo "PostgreSQL during the worker runs (pg_stat_statements, top-level statements: execution time; ledger"
+        echo "functions from pg_stat_user_functions: time in the function itself), over every repetition:"
+        for c in $CONCS; do
+            echo
+            echo "Concurrency $c:"
+            echo
+            pg_table "c$c"
         done
         echo
     fi

@@ -45,7 +45,7 @@ PARTS=$(awk -v n="$N" 'BEGIN { p = int(n / 20000) + 1; if (p < 8) p = 8; print p
 RAWF=$T/raw
 
 run_one() { # run_one SIDE REP
-    local s=$1 rep=$2 tag ns wpid self0 ch0 self1 ch1 secs prod out
+    local s=$1 rep=$2 tag ns wpid self0 ch0 self1 ch1 pg0 pg1 secs prod out
     tag=$(next_tag_cmp)
     ns=cmp-$s-$tag
     local wbin=$T/bin-$s/helmq-worker
@@ -54,11 +54,13 @@ run_one() { # run_one SIDE REP
     HELMQ_DATABASE_URL=$(db_url bench_cmp) "$wbin" migrate >>"$T/migrate.log" 2>&1 || die "migrate $s"
     broker_start "$PARTS"
     mkdir -p "$T/state/$ns"
-    local log=$T/worker-$ns.log wrap=()
+    local log=$T/worker-$ns.log wrap=() extra=()
+    # Builds from before tenant confinement (issue 21) have no --tenant-identity.
+    "$wbin" --help 2>&1 | grep -q -- --tenant-identity && extra=(--tenant-identity=false)
     [ "$MODE" = callgrind ] && wrap=(valgrind --tool=callgrind --callgrind-out-file="$OUT/compare-$s.callgrind"
         --trace-children=no)
     HELMQ_DATABASE_URL=$(db_url bench_cmp) NOOP_HELM_STATE=$T/state/$ns HELMQ_BROKERS=$B "${wrap[@]}" "$wbin" \
-        --helm "$NOOP" --chart-repo oci://registry.example/charts --tenant-identity=false --tmpdir "$T/tmp" \
+        --helm "$NOOP" --chart-repo oci://registry.example/charts "${extra[@]}" --tmpdir "$T/tmp" \
         "${KAFKA_ARGS[@]}" --concurrency "$C" --group-id "g-$ns" >>"$log" 2>&1 &
     WORKER_PID=$!
     track "$WORKER_PID"
@@ -74,6 +76,7 @@ run_one() { # run_one SIDE REP
     track $wpid
     while [ ! -e "$T/ready" ]; do sleep 0.05; done
     read -r self0 ch0 < <(cpu_split "$WORKER_PID")
+    pg0=$(pg_ticks)
     [ "$MODE" = callgrind ] && callgrind_control -z "$WORKER_PID" >/dev/null
     local perf_pid=
     if [ "$MODE" = perf ]; then
@@ -86,6 +89,7 @@ run_one() { # run_one SIDE REP
     wait $wpid
     untrack $wpid
     read -r self1 ch1 < <(cpu_split "$WORKER_PID")
+    pg1=$(pg_ticks)
     [ "$MODE" = callgrind ] && callgrind_control -d "$WORKER_PID" >/dev/null
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"
@@ -96,8 +100,9 @@ run_one() { # run_one SIDE REP
     [ "$(kv types "$out")" = "succeeded:$N" ] || die "$s: not all succeeded: $out"
     secs=$(awk -v a="$(kv first_send_ms "$prod")" -v b="$(kv last_ms "$out")" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     echo "$s $(per1k $((self1 - self0)) "$N" 3) $(per1k $((ch1 - ch0)) "$N" 3) \
-$(per1k $((self1 - self0 + ch1 - ch0)) "$N" 3) $(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')" >>"$RAWF"
-    say "$s rep $rep: $(tail -1 "$RAWF") (worker / helm / worker+helm CPU s per 1,000; commands/s)"
+$(per1k $((self1 - self0 + ch1 - ch0)) "$N" 3) $(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }') \
+$(per1k $((pg1 - pg0)) "$N" 3)" >>"$RAWF"
+    say "$s rep $rep: $(tail -1 "$RAWF") (worker / helm / worker+helm / PostgreSQL CPU s per 1,000; commands/s)"
     if [ "$MODE" = callgrind ]; then
         pkill -TERM -P "$WORKER_PID" -x helmq-worker || kill -TERM "$WORKER_PID"
     else
@@ -112,20 +117,22 @@ _cmp=0
 next_tag_cmp() { _cmp=$((_cmp + 1)); printf '%04x%04x' $(($(date +%s) & 0xffff)) "$_cmp"; }
 
 say "compare: A=$A_DIR B=$B_DIR, $N commands at concurrency $C, $REPS repetitions, mode $MODE"
+say "machine at the start: $("$BIN/calib" "$NOOP")"
 for rep in $(seq 1 "$REPS"); do
     if [ $((rep % 2)) = 1 ]; then order="a b"; else order="b a"; fi
     for s in $order; do run_one "$s" "$rep"; done
 done
 
+say "machine at the end: $("$BIN/calib" "$NOOP")"
 col() { awk -v s="$1" -v f="$2" '$1 == s { print $f }' "$RAWF"; }
 {
-    echo "| build | worker CPU s per 1,000 (median) | helm children | worker+helm | commands/s | worker CPU per repetition |"
-    echo "|---|---|---|---|---|---|"
+    echo "| build | worker CPU s per 1,000 (median) | helm children | worker+helm | PostgreSQL | commands/s | worker CPU per repetition | PostgreSQL per repetition |"
+    echo "|---|---|---|---|---|---|---|---|"
     for s in a b; do
         d=$A_DIR
         [ $s = b ] && d=$B_DIR
-        echo "| $s: $d | $(col $s 2 | median) | $(col $s 3 | median) | $(col $s 4 | median) | $(col $s 5 | median) |" \
-            "$(col $s 2 | tr '\n' ' ')|"
+        echo "| $s: $d | $(col $s 2 | median) | $(col $s 3 | median) | $(col $s 4 | median) | $(col $s 6 | median) |" \
+            "$(col $s 5 | median) | $(col $s 2 | tr '\n' ' ')| $(col $s 6 | tr '\n' ' ')|"
     done
 } | tee "$OUT/compare-$MODE.md"
 if [ "$MODE" = callgrind ]; then

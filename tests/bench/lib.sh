@@ -10,7 +10,7 @@
 #   worker_stop                SIGTERM, wait
 #   projector_start LOG ARGS...  sets PROJECTOR_PID
 #   now_ms, cpu_ticks PID..., cpu_split PID, machine_ticks, per1k TICKS N [DECIMALS], pg_ticks, rss_kb PID,
-#   median, pctl P
+#   minflt PID..., pg_minflt, per_cmd COUNT N, median, pctl P
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELMQ_BIN=${HELMQ_BIN:-$BENCH_ROOT/bin}
@@ -74,6 +74,24 @@ pg_ticks() {
     cpu_ticks "$pm" $(ps -o pid= --ppid "$pm")
 }
 
+# Minor page faults (minflt+cminflt) of the given processes, their reaped children's included.
+minflt() {
+    local p sum=0 t
+    for p in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $8 + $9 }' "/proc/$p/stat" 2>/dev/null) || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+pg_minflt() {
+    local pm
+    pm=$(head -n 1 "$T/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    # shellcheck disable=SC2046
+    minflt "$pm" $(ps -o pid= --ppid "$pm")
+}
+# per_cmd COUNT N: COUNT over N items, one decimal
+per_cmd() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.1f", c / n }'; }
+
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # median of the numbers on stdin (one per line); the mean of the two middle ones when even
@@ -89,15 +107,23 @@ bench_init() {
     # A snapshot of the programs: other builds may replace bin/ while this runs.
     cp "$HELMQ_BIN"/helmq "$HELMQ_BIN"/helmq-broker "$HELMQ_BIN"/helmq-worker "$HELMQ_BIN"/helmq-projector "$T/bin/" ||
         die "programs missing in $HELMQ_BIN (run make)"
-    for f in noop-helm spawn-limit benchtool; do
+    for f in noop-helm spawn-limit benchtool calib; do
         cp "$BENCH_TOOLS_DIR/$f" "$T/bin/" || die "$BENCH_TOOLS_DIR/$f missing (make bench-tools)"
     done
     BIN=$T/bin
     NOOP=$BIN/noop-helm
     BT=$BIN/benchtool
     export HELMQ_LOG_LEVEL=info
-    pg_start "$T/pg" >"$T/pg.out" 2>&1 || { cat "$T/pg.out" >&2; die "PostgreSQL did not start"; }
+    # pg_stat_statements and per-function times: where PostgreSQL's time goes per statement
+    # (the worker section reports them per 1,000 commands).
+    PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
+track_functions = pl" pg_start "$T/pg" >"$T/pg.out" 2>&1 || { cat "$T/pg.out" >&2; die "PostgreSQL did not start"; }
     BASE_URL=$HELMQ_DATABASE_URL
+    # In template1, so that every database the benchmarks create has the view.
+    psql -X -q -d template1 -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null &&
+        psql -X -q -d postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null ||
+        die "CREATE EXTENSION pg_stat_statements"
 }
 
 db_url() { echo "host=$T/pg port=$PGPORT user=postgres dbname=$1"; }

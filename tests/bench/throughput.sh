@@ -9,7 +9,7 @@ EV_PARTS_NEEDED=$(partitions_for $((N * 2)) 700)
 [ "$EV_PARTS_NEEDED" -gt "$CMD_PARTS" ] && CMD_PARTS=$EV_PARTS_NEEDED
 
 worker_run() { # worker_run CONC REP
-    local c=$1 rep=$2 tag ns out prod w0 p0 b0 m0 w1 p1 b1 m1 first last tput
+    local c=$1 rep=$2 tag ns out prod w0 p0 b0 m0 w1 p1 b1 m1 wf0 wf1 pf0 pf1 first last tput
     tag=$(next_tag)
     ns=bw-$tag
     broker_start "$CMD_PARTS"
@@ -20,8 +20,11 @@ worker_run() { # worker_run CONC REP
     local wpid=$!
     track $wpid
     while [ ! -e "$T/ready" ]; do sleep 0.05; done
+    psql -X -q -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null || die "pg_stat_statements_reset"
     w0=$(cpu_ticks "$WORKER_PID")
     p0=$(pg_ticks)
+    wf0=$(minflt "$WORKER_PID")
+    pf0=$(pg_minflt)
     b0=$(cpu_ticks "$BROKER_PID")
     m0=$(machine_ticks)
     prod=$("$BT" commands -b "$B" --count "$N" --keys "$KEYS" --ns "$ns" --tag "$tag")
@@ -31,6 +34,8 @@ worker_run() { # worker_run CONC REP
     w1=$(cpu_ticks "$WORKER_PID")
     p1=$(pg_ticks)
     b1=$(cpu_ticks "$BROKER_PID")
+    wf1=$(minflt "$WORKER_PID")
+    pf1=$(pg_minflt)
     out=$(cat "$T/wait-$ns.out")
     first=$(kv first_send_ms "$prod")
     last=$(kv last_ms "$out")
@@ -51,9 +56,11 @@ worker_run() { # worker_run CONC REP
     # CPU seconds per 1,000 commands: worker (its helm children included), PostgreSQL, broker;
     # the whole machine (the load generator and the event counter too)
     raw worker "c$c" "$tput" "$secs" "$(per1k $((w1 - w0)) "$N")" "$(per1k $((p1 - p0)) "$N")" \
-        "$(per1k $((b1 - b0)) "$N")" "$(per1k $((m1 - m0)) "$N")"
+        "$(per1k $((b1 - b0)) "$N")" "$(per1k $((m1 - m0)) "$N")" \
+        "$(per_cmd $((wf1 - wf0)) "$N")" "$(per_cmd $((pf1 - pf0)) "$N")"
     say "worker    c=$c rep $rep: $tput commands/s ($N in ${secs}s)"
     worker_stop
+    pg_statements "c$c" # after the worker's sessions ended: their function counts are flushed
     broker_stop
     rm -rf "$T/state/$ns" "$T/worker-$ns.log"
 }
@@ -68,7 +75,7 @@ limit_run() { # limit_run CONC REP
     m1=$(machine_ticks)
     raw limit "c$c" "$(kv per_second "$out")" "$(kv seconds "$out")" \
         "$(awk -v t="$(kv cpu_seconds "$out")" -v n="$N" 'BEGIN { printf "%.2f", t / n * 1000 }')" \
-        "$(per1k $((m1 - m0)) "$N")"
+        "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$(kv minflt "$out")" "$N")"
     say "limit     c=$c rep $rep: $(kv per_second "$out") commands/s"
     rm -rf "$T/state/$ns"
 }
@@ -89,8 +96,11 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     own=$(
         kcat -C -b "$B" -t helm.release.commands -e -q -f '%k\n' 2>/dev/null |
             NOOP_HELM_STATE=$T/state/$ns xargs -P "$c" -n1 "$NOOP" install >/dev/null
-        cpu_ticks "$BASHPID"
+        me=$BASHPID # this subshell's (a command substitution below would be another)
+        echo "$(cpu_ticks "$me") $(minflt "$me")"
     )
+    local faults=${own#* }
+    own=${own%% *}
     t1=$(now_ms)
     m1=$(machine_ticks)
     local done_keys
@@ -98,10 +108,25 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     [ "$done_keys" = "$KEYS" ] || die "peer: $done_keys of $KEYS releases installed"
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     tput=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
-    raw peer "c$c" "$tput" "$secs" "$(per1k "$own" "$N")" "$(per1k $((m1 - m0)) "$N")"
+    raw peer "c$c" "$tput" "$secs" "$(per1k "$own" "$N")" "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$faults" "$N")"
     say "peer      c=$c rep $rep: $tput commands/s"
     broker_stop
     rm -rf "$T/state/$ns"
+}
+
+# pg_statements KEY: the worker run's statements and ledger functions, from pg_stat_statements
+# (top-level statements: calls, execution ms) and pg_stat_user_functions (self ms), appended to
+# $T/pgstat-KEY.tsv as "kind calls ms text" for the report (bench.sh sums them over repetitions).
+pg_statements() {
+    psql -X -q -tA -F $'\t' -d bench_worker -c "
+        SELECT 'statement', calls, round(total_exec_time::numeric, 3),
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+          FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        UNION ALL
+        SELECT 'function', calls, round(self_time::numeric, 3), schemaname || '.' || funcname
+          FROM pg_stat_user_functions" >>"$T/pgstat-$1.tsv" 2>>"$T/pgstat.err" ||
+        say "pg_stat_statements unavailable: $(tail -1 "$T/pgstat.err")"
 }
 
 # BENCH_LEDGER_ROWS=N: the ledger holds N finished commands of other releases

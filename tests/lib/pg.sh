@@ -25,6 +25,8 @@
 # PostgreSQL service is not. Functions return non-zero with a message on
 # stderr on failure; they never exit the caller's shell.
 # PG_BIN overrides the binaries' directory (default /usr/lib/postgresql/15/bin).
+# PG_EXTRA_CONF: more postgresql.conf lines for this start (the benchmarks load
+# pg_stat_statements with it).
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_SERVER_USER=${PG_SERVER_USER:-helmq}
@@ -162,6 +164,7 @@ full_page_writes = off
 max_connections = 100
 logging_collector = off
 log_min_messages = warning
+${PG_EXTRA_CONF:-}
 EOF
 
     if ! _pg_as "$dir" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start >/dev/null 2>&1; then
