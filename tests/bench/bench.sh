@@ -142,16 +142,20 @@ pg_table() {
         done
         echo
         echo "\`calib\` (top table): cpu_ms = a fixed integer loop; fault_us = the first touch of a fresh 4 KiB page;"
-        echo "spawn_us = CPU of one spawn, exit and reap of the no-op helm, one at a time; spawn_faults = its page faults."
-        echo "A command's CPU is mostly its processes' page faults times fault_us plus compute: compare the faults"
-        echo "below, and fault_us between runs, before comparing CPU figures of runs taken at different times."
+        echo "mem_ns = a cache-missing load; syscall_ns = an empty system call; spawn_us = CPU of one spawn, exit and"
+        echo "reap of the no-op helm, one at a time; spawn_faults = its page faults. All are CPU time, not wall time."
+        echo "A command's CPU moves with its system calls (times syscall_ns), its page faults (times fault_us), its"
+        echo "processes' births and deaths (spawn_us) and its memory traffic (mem_ns): compare the counts below and"
+        echo "calib's figures before comparing CPU figures of runs taken at different times."
         echo
         echo "### 1b. Where a command's CPU goes: page faults, PostgreSQL's statements"
         echo
-        echo "| concurrency | minor page faults per command: worker (+helm) / PostgreSQL / limit (+helm) / peer (kcat+xargs+helm) |"
-        echo "|---|---|"
+        echo "| concurrency | minor page faults per command: worker (+helm) / PostgreSQL / limit (+helm) / peer (kcat+xargs+helm) | the whole machine per command (\`perf stat -a\`): system calls, worker / limit / peer | page faults, worker / limit / peer |"
+        echo "|---|---|---|---|"
         for c in $CONCS; do
-            echo "| $c | $(med worker "c$c" 7) / $(med worker "c$c" 8) / $(med limit "c$c" 5) / $(med peer "c$c" 5) |"
+            echo "| $c | $(med worker "c$c" 7) / $(med worker "c$c" 8) / $(med limit "c$c" 5) / $(med peer "c$c" 5) |" \
+                "$(med worker "c$c" 9) / $(med limit "c$c" 6) / $(med peer "c$c" 6) |" \
+                "$(med worker "c$c" 10) / $(med limit "c$c" 7) / $(med peer "c$c" 7) |"
         done
         echo
         echo "PostgreSQL during the worker runs (pg_stat_statements, top-level statements: execution time; ledger"

@@ -11,6 +11,8 @@
  *   cpu_ms    a fixed integer loop (300 M multiply-adds): pure user-space compute
  *   mem_ns    one dependent load in a random cycle over 64 MiB (a cache miss each):
  *             the memory's latency, which a busy neighbour on the host moves
+ *   syscall_ns  one system call that does nothing (getppid): the kernel's entry and
+ *             exit, which mitigations such as page-table isolation make dear
  *   fault_us  one first touch of a fresh anonymous 4 KiB page (mmap, touch
  *             64 MiB page by page, munmap; the mean over 4 rounds): the kernel's
  *             page fault plus whatever the hypervisor adds when it backs a page
@@ -19,7 +21,7 @@
  *             times: the no-op helm's whole life as the spawn limit pays it
  *   spawn_faults  minor page faults per spawn (the child's, from getrusage)
  *
- * Prints one line: "cpu_ms=X mem_ns=M fault_us=Y spawn_us=Z spawn_faults=F". */
+ * Prints one line: "cpu_ms=X mem_ns=M syscall_ns=S fault_us=Y spawn_us=Z spawn_faults=F". */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <spawn.h>
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,6 +101,16 @@ static double mem_ns(void) {
     return ns;
 }
 
+/* Nanoseconds of CPU per system call (getppid: the kernel's entry and exit and
+ * nearly nothing else), which page-table isolation and other mitigations set. */
+static double syscall_ns(void) {
+    const int n = 1000000;
+    double t0 = cpu_now_ms();
+    for (int i = 0; i < n; i++)
+        syscall(SYS_getppid);
+    return (cpu_now_ms() - t0) * 1e6 / n;
+}
+
 static double tv_us(struct timeval tv) { return (double)tv.tv_sec * 1e6 + (double)tv.tv_usec; }
 
 static int spawn_cost(const char *helm, double *us, double *faults) {
@@ -130,7 +143,7 @@ static int spawn_cost(const char *helm, double *us, double *faults) {
 
 int main(int argc, char **argv) {
     if (argc != 2 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: calib HELM   (prints cpu_ms= mem_ns= fault_us= spawn_us= spawn_faults=)\n");
+        fprintf(stderr, "usage: calib HELM   (prints cpu_ms= mem_ns= syscall_ns= fault_us= spawn_us= spawn_faults=)\n");
         return 2;
     }
     double spawn_us, spawn_faults;
@@ -138,7 +151,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "calib: cannot spawn %s\n", argv[1]);
         return 1;
     }
-    printf("cpu_ms=%.1f mem_ns=%.1f fault_us=%.2f spawn_us=%.0f spawn_faults=%.0f\n", cpu_loop_ms(), mem_ns(),
-           fault_us(), spawn_us, spawn_faults);
+    printf("cpu_ms=%.1f mem_ns=%.1f syscall_ns=%.0f fault_us=%.2f spawn_us=%.0f spawn_faults=%.0f\n", cpu_loop_ms(),
+           mem_ns(), syscall_ns(), fault_us(), spawn_us, spawn_faults);
     return 0;
 }

@@ -10,7 +10,7 @@
 #   worker_stop                SIGTERM, wait
 #   projector_start LOG ARGS...  sets PROJECTOR_PID
 #   now_ms, cpu_ticks PID..., cpu_split PID, machine_ticks, per1k TICKS N [DECIMALS], pg_ticks, rss_kb PID,
-#   minflt PID..., pg_minflt, per_cmd COUNT N, median, pctl P
+#   minflt PID..., pg_minflt, kcount_start, kcount_stop, per_cmd COUNT N, median, pctl P
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HELMQ_BIN=${HELMQ_BIN:-$BENCH_ROOT/bin}
@@ -89,8 +89,39 @@ pg_minflt() {
     # shellcheck disable=SC2046
     minflt "$pm" $(ps -o pid= --ppid "$pm")
 }
-# per_cmd COUNT N: COUNT over N items, one decimal
-per_cmd() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.1f", c / n }'; }
+# kcount_start / kcount_stop: system calls and page faults (user and kernel) of the whole
+# machine in between, counted by `perf stat -a` on the kernel's tracepoints; kcount_stop
+# sets KSYS and KFLT to the counts, or to "n/a" where perf or its tracepoints are missing.
+kcount_start() {
+    KCOUNT_PID=
+    command -v perf >/dev/null || return 0
+    rm -f "$T/kcount.out"
+    perf stat -a -x, -e raw_syscalls:sys_enter -e exceptions:page_fault_user -e exceptions:page_fault_kernel \
+        -o "$T/kcount.out" >/dev/null 2>&1 &
+    KCOUNT_PID=$!
+    track "$KCOUNT_PID"
+    local i
+    for i in $(seq 1 50); do # counting once the file has its header
+        [ -s "$T/kcount.out" ] && break
+        sleep 0.05
+    done
+    sleep 0.2
+}
+kcount_stop() { # sets KSYS and KFLT (in this shell: not in a subshell, which could not wait for perf)
+    KSYS=n/a KFLT=n/a
+    [ -n "$KCOUNT_PID" ] || return 0
+    kill -INT "$KCOUNT_PID" 2>/dev/null
+    wait "$KCOUNT_PID" 2>/dev/null
+    untrack "$KCOUNT_PID"
+    local counts
+    counts=$(awk -F, '$3 == "raw_syscalls:sys_enter" { s = $1 } $3 ~ /^exceptions:page_fault/ { f += $1 }
+        END { if (s ~ /^[0-9]+$/) print s, f }' "$T/kcount.out" 2>/dev/null)
+    [ -n "$counts" ] && read -r KSYS KFLT <<<"$counts"
+    return 0
+}
+
+# per_cmd COUNT N: COUNT over N items, one decimal ("n/a" stays)
+per_cmd() { awk -v c="$1" -v n="$2" 'BEGIN { if (c == "n/a") print c; else printf "%.1f", c / n }'; }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

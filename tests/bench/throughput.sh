@@ -9,7 +9,7 @@ EV_PARTS_NEEDED=$(partitions_for $((N * 2)) 700)
 [ "$EV_PARTS_NEEDED" -gt "$CMD_PARTS" ] && CMD_PARTS=$EV_PARTS_NEEDED
 
 worker_run() { # worker_run CONC REP
-    local c=$1 rep=$2 tag ns out prod w0 p0 b0 m0 w1 p1 b1 m1 wf0 wf1 pf0 pf1 first last tput
+    local c=$1 rep=$2 tag ns out prod w0 p0 b0 m0 w1 p1 b1 m1 wf0 wf1 pf0 pf1 ksys kflt first last tput
     tag=$(next_tag)
     ns=bw-$tag
     broker_start "$CMD_PARTS"
@@ -21,6 +21,7 @@ worker_run() { # worker_run CONC REP
     track $wpid
     while [ ! -e "$T/ready" ]; do sleep 0.05; done
     psql -X -q -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null || die "pg_stat_statements_reset"
+    kcount_start
     w0=$(cpu_ticks "$WORKER_PID")
     p0=$(pg_ticks)
     wf0=$(minflt "$WORKER_PID")
@@ -31,6 +32,8 @@ worker_run() { # worker_run CONC REP
     wait $wpid
     untrack $wpid
     m1=$(machine_ticks)
+    kcount_stop
+    ksys=$KSYS kflt=$KFLT
     w1=$(cpu_ticks "$WORKER_PID")
     p1=$(pg_ticks)
     b1=$(cpu_ticks "$BROKER_PID")
@@ -57,7 +60,8 @@ worker_run() { # worker_run CONC REP
     # the whole machine (the load generator and the event counter too)
     raw worker "c$c" "$tput" "$secs" "$(per1k $((w1 - w0)) "$N")" "$(per1k $((p1 - p0)) "$N")" \
         "$(per1k $((b1 - b0)) "$N")" "$(per1k $((m1 - m0)) "$N")" \
-        "$(per_cmd $((wf1 - wf0)) "$N")" "$(per_cmd $((pf1 - pf0)) "$N")"
+        "$(per_cmd $((wf1 - wf0)) "$N")" "$(per_cmd $((pf1 - pf0)) "$N")" "$(per_cmd "$ksys" "$N")" \
+        "$(per_cmd "$kflt" "$N")"
     say "worker    c=$c rep $rep: $tput commands/s ($N in ${secs}s)"
     worker_stop
     pg_statements "c$c" # after the worker's sessions ended: their function counts are flushed
@@ -66,16 +70,20 @@ worker_run() { # worker_run CONC REP
 }
 
 limit_run() { # limit_run CONC REP
-    local c=$1 rep=$2 ns out m0 m1
+    local c=$1 rep=$2 ns out m0 m1 ksys kflt
     ns=bl-$(next_tag)
     mkdir -p "$T/state/$ns"
+    kcount_start
     m0=$(machine_ticks)
     out=$(NOOP_HELM_STATE=$T/state/$ns "$BIN/spawn-limit" -n "$N" -c "$c" -k "$KEYS" -s "$ns" "$NOOP") ||
         die "spawn-limit: $out"
     m1=$(machine_ticks)
+    kcount_stop
+    ksys=$KSYS kflt=$KFLT
     raw limit "c$c" "$(kv per_second "$out")" "$(kv seconds "$out")" \
         "$(awk -v t="$(kv cpu_seconds "$out")" -v n="$N" 'BEGIN { printf "%.2f", t / n * 1000 }')" \
-        "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$(kv minflt "$out")" "$N")"
+        "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$(kv minflt "$out")" "$N")" "$(per_cmd "$ksys" "$N")" \
+        "$(per_cmd "$kflt" "$N")"
     say "limit     c=$c rep $rep: $(kv per_second "$out") commands/s"
     rm -rf "$T/state/$ns"
 }
@@ -89,6 +97,7 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     wm=$("$BT" watermarks -b "$B" -t helm.release.commands)
     [ "$(kv retained "$wm")" = "$N" ] || die "peer preload: $wm"
     mkdir -p "$T/state/$ns"
+    kcount_start
     m0=$(machine_ticks)
     t0=$(now_ms)
     # In a subshell that reaps kcat and xargs (and, through xargs, every helm):
@@ -103,12 +112,16 @@ peer_run() { # peer_run CONC REP: kcat | xargs -P, the same records, the same no
     own=${own%% *}
     t1=$(now_ms)
     m1=$(machine_ticks)
+    local ksys kflt
+    kcount_stop
+    ksys=$KSYS kflt=$KFLT
     local done_keys
     done_keys=$(find "$T/state/$ns" -type f | wc -l)
     [ "$done_keys" = "$KEYS" ] || die "peer: $done_keys of $KEYS releases installed"
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
     tput=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
-    raw peer "c$c" "$tput" "$secs" "$(per1k "$own" "$N")" "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$faults" "$N")"
+    raw peer "c$c" "$tput" "$secs" "$(per1k "$own" "$N")" "$(per1k $((m1 - m0)) "$N")" "$(per_cmd "$faults" "$N")" \
+        "$(per_cmd "$ksys" "$N")" "$(per_cmd "$kflt" "$N")"
     say "peer      c=$c rep $rep: $tput commands/s"
     broker_stop
     rm -rf "$T/state/$ns"
