@@ -17,6 +17,7 @@
 #                              (worker and kcat|xargs peer, real helm 3.17, emulated cluster, OCI registry)
 #   BENCH_KEEP=1               keep the scratch directory (logs)
 #   BENCH_LEDGER_ROWS=N        worker throughput: the ledger holds N finished commands before each run
+#   BENCH_PGSS_TRACK=all       pg_stat_statements also counts the statements inside the ledger functions
 #   BENCH_ONLY=scaleapi        (not in the default set; also run when SCALE_RELEASES or SCALE_SMALL is set)
 #                              helmq-api's reads on a generated projection, 1,000,000 releases and
 #                              20,000,000 history rows by default (tests/bench/scale-api; SCALE_SMALL=1 for

@@ -148,7 +148,7 @@ bench_init() {
     # pg_stat_statements and per-function times: where PostgreSQL's time goes per statement
     # (the worker section reports them per 1,000 commands).
     PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'
-pg_stat_statements.track = top
+pg_stat_statements.track = ${BENCH_PGSS_TRACK:-top}
 track_functions = pl" pg_start "$T/pg" >"$T/pg.out" 2>&1 || { cat "$T/pg.out" >&2; die "PostgreSQL did not start"; }
     BASE_URL=$HELMQ_DATABASE_URL
     # In template1, so that every database the benchmarks create has the view.
