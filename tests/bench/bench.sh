@@ -18,6 +18,7 @@
 #   BENCH_KEEP=1               keep the scratch directory (logs)
 #   BENCH_LEDGER_ROWS=N        worker throughput: the ledger holds N finished commands before each run
 #   BENCH_PGSS_TRACK=all       pg_stat_statements also counts the statements inside the ledger functions
+#   BENCH_SQL="ALTER TABLE …"  run in every benchmark database after its migrations (to try a schema change)
 #   BENCH_ONLY=scaleapi        (not in the default set; also run when SCALE_RELEASES or SCALE_SMALL is set)
 #                              helmq-api's reads on a generated projection, 1,000,000 releases and
 #                              20,000,000 history rows by default (tests/bench/scale-api; SCALE_SMALL=1 for
@@ -105,6 +106,18 @@ pg_table() {
         sort -t$'\t' -k1,1gr | head -n 12 | cut -f2-
 }
 
+# pg_tables KEY: the worker runs' table writes per command, summed over the repetitions.
+pg_tables() {
+    [ -s "$T/pgtab-$1.tsv" ] || return 0
+    echo
+    echo "| table | rows inserted per command | updated | of which HOT (no index entries) | deleted |"
+    echo "|---|---|---|---|---|"
+    awk -F'\t' -v n=$((N * REPS)) '{ i[$1] += $2; u[$1] += $3; h[$1] += $4; d[$1] += $5 }
+        END { for (t in i) if ((i[t] + u[t] + d[t]) / n >= 0.005)
+              printf "| %s | %.2f | %.2f | %.0f %% | %.2f |\n", t, i[t] / n, u[t] / n,
+              u[t] ? h[t] * 100 / u[t] : 0, d[t] / n }' "$T/pgtab-$1.tsv" | sort
+}
+
 # --- the report ---------------------------------------------------------------------------------------
 {
     echo "# helmq benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -166,6 +179,7 @@ pg_table() {
             echo "Concurrency $c:"
             echo
             pg_table "c$c"
+            pg_tables "c$c"
         done
         echo
     fi

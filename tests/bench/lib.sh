@@ -164,6 +164,9 @@ db_create() { # db_create NAME: a fresh database with the worker's and the proje
     psql -X -q -d postgres -v ON_ERROR_STOP=1 -c "CREATE DATABASE $1" >/dev/null || die "createdb $1"
     HELMQ_DATABASE_URL=$(db_url "$1") "$BIN/helmq-worker" migrate >>"$T/migrate.log" 2>&1 || die "worker migrate $1"
     HELMQ_DATABASE_URL=$(db_url "$1") "$BIN/helmq-projector" migrate >>"$T/migrate.log" 2>&1 || die "projector migrate $1"
+    if [ -n "${BENCH_SQL:-}" ]; then
+        psql -X -q -v ON_ERROR_STOP=1 -d "$1" -c "$BENCH_SQL" >>"$T/migrate.log" 2>&1 || die "BENCH_SQL in $1"
+    fi
 }
 
 db_drop() { psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $1" >/dev/null 2>&1; }

@@ -140,6 +140,10 @@ pg_statements() {
         SELECT 'function', calls, round(self_time::numeric, 3), schemaname || '.' || funcname
           FROM pg_stat_user_functions" >>"$T/pgstat-$1.tsv" 2>>"$T/pgstat.err" ||
         say "pg_stat_statements unavailable: $(tail -1 "$T/pgstat.err")"
+    # The ledger's tables: rows inserted, updated, updated HOT (no index entry), deleted.
+    psql -X -q -tA -F $'\t' -d bench_worker -c "
+        SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del
+          FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0" >>"$T/pgtab-$1.tsv" 2>>"$T/pgstat.err"
 }
 
 # BENCH_LEDGER_ROWS=N: the ledger holds N finished commands of other releases
