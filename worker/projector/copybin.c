@@ -9,9 +9,27 @@
  * whose semantics the direct form's are (sql/0002). Pure: no libpq here. */
 #include "projector.h"
 
+#include "log.h"
+
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+void copy_buf_reserve(copy_buf_t *b, size_t n) {
+    if (b->len + n <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        log_error("out of memory building a batch of %zu bytes", cap);
+        abort();
+    }
+    b->data = d;
+    b->cap = cap;
+}
 
 static void bin_raw(copy_buf_t *b, const void *s, size_t n) {
     copy_buf_reserve(b, n);

@@ -48,7 +48,7 @@ typedef struct copy_buf {
     size_t len, cap;
 } copy_buf_t;
 
-/* Room for n more bytes in b (batch.c; aborts when out of memory). */
+/* Room for n more bytes in b (copybin.c; aborts when out of memory). */
 void copy_buf_reserve(copy_buf_t *b, size_t n);
 
 /* copybin.c: COPY's binary format. The header and trailer of a COPY's
