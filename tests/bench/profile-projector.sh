@@ -7,6 +7,7 @@
 #                                                                statement over 1 ms into OUT.pglog
 #   TOP=N                                                        lines of the perf summary printed
 #
+# Prints the helmq tables' inserts, updates and HOT updates (pg_stat_user_tables).
 # Outputs: build/bench/profile-projector.{data,txt,pglog}. Needs `make bench-tools` and bin/.
 # (perf record -a sees the whole machine: `perf report --pid` picks the projector or its backend.)
 . "$(dirname "$0")/lib.sh"
@@ -31,6 +32,12 @@ pp=$!
 out=$("$BT" pgwait --conninfo "$url" --sql "SELECT count(*) FROM helmq.applied_events" --target "$PE" --interval-ms 20 --wait-timeout 600)
 wait $pp
 echo "$out"
+# How the batches wrote: row versions per table, and how many updates were HOT
+# (no index entries) once the statistics are flushed.
+sleep 1
+psql -X -q "$url" -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables
+    WHERE schemaname = 'helmq' AND relname IN ('applied_events', 'release_history', 'releases', 'release_counts')
+    ORDER BY relname"
 projector_stop
 broker_stop
 [ -n "${EXPLAIN:-}" ] && cp "$T/pg/postgres.log" "$OUT.pglog"

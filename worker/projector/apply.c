@@ -174,17 +174,18 @@ static PGresult *stage_finish(projector_t *p, const copy_buf_t *more, int nmore)
  * staged form (sql/0002): every event into pg_temp.helmq_stage, applied by
  * helmq.apply_staged(). The direct form (sql/0002): a batch's new events,
  * history rows and releases computed by the projector, COPY'd straight into
- * the tables (the releases through pg_temp.helmq_direct_releases). */
+ * the tables (the releases through pg_temp.helmq_direct_releases), in COPY's
+ * binary format (copybin.c). */
 static const char sql_staged[] =
     "BEGIN; COPY pg_temp.helmq_stage FROM STDIN; SELECT helmq.apply_staged(); COMMIT";
 static const char sql_direct[] =
     "BEGIN; "
     "COPY helmq.applied_events (event_id, command_id, release_id, tenant_id, event_type, status, revision, "
-    "occurred_at, error_code, error_message) FROM STDIN; "
+    "occurred_at, error_code, error_message) FROM STDIN (FORMAT binary); "
     "COPY helmq.release_history (release_id, revision, tenant_id, chart_name, chart_version, app_version, "
     "status, operation, description, performed_by, command_id, error, values_digest, values_redacted, "
-    "created_at) FROM STDIN; "
-    "COPY pg_temp.helmq_direct_releases FROM STDIN; "
+    "created_at) FROM STDIN (FORMAT binary); "
+    "COPY pg_temp.helmq_direct_releases FROM STDIN (FORMAT binary); "
     "SELECT helmq.apply_direct_releases(); COMMIT";
 
 /* Sends sql (one of the above) with the rows of its first COPY, without

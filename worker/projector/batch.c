@@ -14,23 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void copy_reserve(copy_buf_t *b, size_t n) {
-    if (b->len + n <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->len + n)
-        cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d) {
-        log_error("out of memory building a batch of %zu bytes", cap);
-        abort();
-    }
-    b->data = d;
-    b->cap = cap;
-}
-
 static void copy_raw(copy_buf_t *b, const char *s, size_t n) {
-    copy_reserve(b, n);
+    copy_buf_reserve(b, n);
     memcpy(b->data + b->len, s, n);
     b->len += n;
 }
@@ -39,7 +24,7 @@ static void copy_raw(copy_buf_t *b, const char *s, size_t n) {
  * CR as backslash sequences, NUL as \000 (which PostgreSQL then refuses as
  * text, as it refuses \u0000 in jsonb: such an event is parked). */
 static void copy_text(copy_buf_t *b, const char *s, size_t n) {
-    copy_reserve(b, 4 * n + 1);
+    copy_buf_reserve(b, 4 * n + 1);
     char *o = b->data + b->len;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
@@ -200,22 +185,11 @@ static int val_is(const codec_val_t *v, const char *text) {
     return v->kind == CODEC_V_TEXT && v->len == n && memcmp(v->text, text, n) == 0;
 }
 
-/* The direct form writes timestamps as text; the staged form converts ms
- * with to_timestamp(ms / 1000.0), whose float arithmetic gives the exact
- * millisecond only within a range: outside it, the batch is staged. */
+/* The direct form writes timestamps as microseconds (copybin.c); the staged
+ * form converts ms with to_timestamp(ms / 1000.0), whose float arithmetic
+ * gives the exact millisecond only within a range: outside it, the batch is
+ * staged. */
 #define DIRECT_MS_MAX 4102444800000LL /* 2100-01-01 */
-
-/* A timestamp column from ms since the epoch (util.c's ISO 8601 form, which
- * COPY reads as timestamptz); -1 when out of range. */
-static int copy_ts(copy_buf_t *b, const codec_val_t *v, char sep) {
-    if (v->kind != CODEC_V_INT || v->num < 0 || v->num >= DIRECT_MS_MAX)
-        return -1;
-    char text[48];
-    format_time_ms(v->num, text, sizeof(text));
-    copy_raw(b, text, strlen(text));
-    copy_raw(b, &sep, 1);
-    return 0;
-}
 
 static void key_set_reset(key_set_t *ks, int n) {
     size_t cap = 16;
@@ -286,8 +260,10 @@ int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_b
         }
         w->cap = n;
     }
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
         rows[k].len = 0;
+        copybin_header(&rows[k]);
+    }
     for (int i = 0; i < n; i++) {
         const codec_flat_t *e = &evs[i].ev;
         const codec_val_t *id = ev_val(e, C_EVENT_ID), *rid = ev_val(e, C_RELEASE_ID);
@@ -297,14 +273,18 @@ int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_b
         if (found) /* a duplicate within the batch counts once, at its first place */
             continue;
         fresh++;
-        static const int applied_cols[] = {C_EVENT_ID,   C_COMMAND_ID, C_RELEASE_ID, C_TENANT_ID,
-                                           C_EVENT_TYPE, C_STATUS,     C_REVISION};
-        for (size_t c = 0; c < sizeof(applied_cols) / sizeof(applied_cols[0]); c++)
-            copy_val(&rows[0], ev_val(e, applied_cols[c]), '\t');
-        if (copy_ts(&rows[0], ev_val(e, C_AT), '\t') < 0)
+        /* applied_events: (event_id, command_id, release_id, tenant_id, event_type, status, revision,
+         * occurred_at, error_code, error_message) */
+        copybin_tuple(&rows[0], 10);
+        if (copybin_uuid(&rows[0], id) < 0 || copybin_text(&rows[0], ev_val(e, C_COMMAND_ID)) < 0 ||
+            copybin_uuid(&rows[0], rid) < 0 || copybin_uuid(&rows[0], ev_val(e, C_TENANT_ID)) < 0 ||
+            copybin_text(&rows[0], ev_val(e, C_EVENT_TYPE)) < 0 ||
+            copybin_text(&rows[0], ev_val(e, C_STATUS)) < 0 ||
+            copybin_int4(&rows[0], ev_val(e, C_REVISION)) < 0 ||
+            copybin_ts_ms(&rows[0], ev_val(e, C_AT), DIRECT_MS_MAX) < 0 ||
+            copybin_text(&rows[0], ev_val(e, C_ERROR_CODE)) < 0 ||
+            copybin_text(&rows[0], ev_val(e, C_ERROR_MESSAGE)) < 0)
             return -1;
-        copy_val(&rows[0], ev_val(e, C_ERROR_CODE), '\t');
-        copy_val(&rows[0], ev_val(e, C_ERROR_MESSAGE), '\n');
         const codec_val_t *terminal = ev_val(e, C_TERMINAL), *revision = ev_val(e, C_REVISION);
         if (!(terminal->kind == CODEC_V_BOOL && terminal->num) ||
             val_is(ev_val(e, C_EVENT_TYPE), "rejected") || rid->kind != CODEC_V_TEXT)
@@ -320,20 +300,23 @@ int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_b
             if (found)
                 continue;
             int own = hrev->num == revision->num;
-            copy_val(&rows[1], rid, '\t');
-            copy_val(&rows[1], hrev, '\t');
-            copy_val(&rows[1], ev_val(e, C_TENANT_ID), '\t');
+            copy_buf_t *h = &rows[1];
+            copybin_tuple(h, 15);
+            if (copybin_uuid(h, rid) < 0 || copybin_int4(h, hrev) < 0 ||
+                copybin_uuid(h, ev_val(e, C_TENANT_ID)) < 0)
+                return -1;
             static const int hist_cols[] = {C_CHART_NAME, C_CHART_VERSION, C_APP_VERSION,
                                             C_STATUS,     C_OPERATION,     C_DESCRIPTION};
             for (size_t c = 0; c < sizeof(hist_cols) / sizeof(hist_cols[0]); c++)
-                copy_val(&rows[1], hist_val(e, k, hist_cols[c]), '\t');
-            copy_val(&rows[1], ev_val(e, C_PERFORMED_BY), '\t');
-            copy_val(&rows[1], ev_val(e, C_COMMAND_ID), '\t');
-            copy_val(&rows[1], val_is(hist_val(e, k, C_STATUS), "failed") ? ev_val(e, C_ERROR_MESSAGE) : NULL,
-                     '\t');
-            copy_val(&rows[1], own ? ev_val(e, C_DIGEST) : NULL, '\t');
-            copy_val(&rows[1], own ? ev_val(e, C_REDACTED) : NULL, '\t');
-            if (copy_ts(&rows[1], hist_val(e, k, C_AT), '\n') < 0)
+                if (copybin_text(h, hist_val(e, k, hist_cols[c])) < 0)
+                    return -1;
+            if (copybin_text(h, ev_val(e, C_PERFORMED_BY)) < 0 ||
+                copybin_text(h, ev_val(e, C_COMMAND_ID)) < 0 ||
+                copybin_text(h, val_is(hist_val(e, k, C_STATUS), "failed") ? ev_val(e, C_ERROR_MESSAGE)
+                                                                           : NULL) < 0 ||
+                copybin_text(h, own ? ev_val(e, C_DIGEST) : NULL) < 0 ||
+                copybin_text(h, own ? ev_val(e, C_REDACTED) : NULL) < 0 ||
+                copybin_ts_ms(h, hist_val(e, k, C_AT), DIRECT_MS_MAX) < 0)
                 return -1;
         }
         /* The release's winner: the highest (revision, occurredAt), the
@@ -354,21 +337,27 @@ int batch_direct_rows(const batch_record_t *evs, int n, direct_work_t *w, copy_b
         qsort(w->winners, (size_t)nwin, sizeof(*w->winners), winner_cmp);
     for (int r = 0; r < nwin; r++) {
         const codec_flat_t *e = &evs[w->winners[r].ev].ev;
-        char num[16];
-        int len = snprintf(num, sizeof(num), "%d\t", w->winners[r].ev + 1);
-        copy_raw(&rows[2], num, (size_t)len);
-        static const int rel_cols[] = {C_RELEASE_ID, C_TENANT_ID,     C_NAMESPACE,   C_RELEASE_NAME,
-                                       C_CHART_NAME, C_CHART_VERSION, C_APP_VERSION, C_STATUS,
-                                       C_REVISION,   C_DESCRIPTION,   C_DIGEST,      C_REDACTED};
-        for (size_t c = 0; c < sizeof(rel_cols) / sizeof(rel_cols[0]); c++)
-            copy_val(&rows[2], ev_val(e, rel_cols[c]), '\t');
-        copy_val(&rows[2], val_is(ev_val(e, C_STATUS), "uninstalled") ? ev_val(e, C_REASON) : NULL, '\t');
-        copy_val(&rows[2], ev_val(e, C_ERROR_MESSAGE), '\t');
-        copy_val(&rows[2], ev_val(e, C_EVENT_ID), '\t');
-        if (copy_ts(&rows[2], ev_val(&evs[w->winners[r].first].ev, C_AT), '\t') < 0 ||
-            copy_ts(&rows[2], ev_val(e, C_AT), '\n') < 0)
+        copy_buf_t *d = &rows[2];
+        /* pg_temp.helmq_direct_releases: ord, then the release's columns. */
+        copybin_tuple(d, 18);
+        copybin_int4_raw(d, w->winners[r].ev + 1);
+        if (copybin_uuid(d, ev_val(e, C_RELEASE_ID)) < 0 || copybin_uuid(d, ev_val(e, C_TENANT_ID)) < 0)
+            return -1;
+        static const int rel_text[] = {C_NAMESPACE,     C_RELEASE_NAME, C_CHART_NAME,
+                                       C_CHART_VERSION, C_APP_VERSION,  C_STATUS};
+        for (size_t c = 0; c < sizeof(rel_text) / sizeof(rel_text[0]); c++)
+            if (copybin_text(d, ev_val(e, rel_text[c])) < 0)
+                return -1;
+        if (copybin_int4(d, ev_val(e, C_REVISION)) < 0 || copybin_text(d, ev_val(e, C_DESCRIPTION)) < 0 ||
+            copybin_text(d, ev_val(e, C_DIGEST)) < 0 || copybin_text(d, ev_val(e, C_REDACTED)) < 0 ||
+            copybin_text(d, val_is(ev_val(e, C_STATUS), "uninstalled") ? ev_val(e, C_REASON) : NULL) < 0 ||
+            copybin_text(d, ev_val(e, C_ERROR_MESSAGE)) < 0 || copybin_uuid(d, ev_val(e, C_EVENT_ID)) < 0 ||
+            copybin_ts_ms(d, ev_val(&evs[w->winners[r].first].ev, C_AT), DIRECT_MS_MAX) < 0 ||
+            copybin_ts_ms(d, ev_val(e, C_AT), DIRECT_MS_MAX) < 0)
             return -1;
     }
+    for (int k = 0; k < 3; k++)
+        copybin_trailer(&rows[k]);
     return fresh;
 }
 

@@ -41,11 +41,29 @@ typedef struct batch_record {
     char *decode_error;
 } batch_record_t;
 
-/* A growing buffer of COPY text-format rows. */
+/* A growing buffer of COPY rows (text format for the staged form, binary
+ * for the direct form). */
 typedef struct copy_buf {
     char *data;
     size_t len, cap;
 } copy_buf_t;
+
+/* Room for n more bytes in b (copybin.c; aborts when out of memory). */
+void copy_buf_reserve(copy_buf_t *b, size_t n);
+
+/* copybin.c: COPY's binary format. The header and trailer of a COPY's
+ * data, a tuple's field count, and one field each: from a flat event's
+ * value, 0 when written, -1 when the value has no exact binary form here
+ * (the caller stages the batch instead). */
+void copybin_header(copy_buf_t *b);
+void copybin_trailer(copy_buf_t *b);
+void copybin_tuple(copy_buf_t *b, int nfields);
+void copybin_null(copy_buf_t *b);
+void copybin_int4_raw(copy_buf_t *b, int32_t v);
+int copybin_text(copy_buf_t *b, const codec_val_t *v);
+int copybin_uuid(copy_buf_t *b, const codec_val_t *v);
+int copybin_int4(copy_buf_t *b, const codec_val_t *v);
+int copybin_ts_ms(copy_buf_t *b, const codec_val_t *v, int64_t max_ms);
 
 /* A set of (text, number) keys with an int each, for one batch: eventIds,
  * (releaseId, revision) history keys, releaseIds. Open addressing; the
