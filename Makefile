@@ -66,18 +66,25 @@ UNIT_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard tests/unit/sup
 
 PROGRAMS := $(BIN)/helmq $(BIN)/helmq-broker $(BIN)/helmq-worker $(BIN)/helmq-projector $(BIN)/helmq-api
 
-.PHONY: all deps test unit check run demo readme clean format format-check
+.PHONY: all deps test unit check run demo readme clean format format-check FORCE
 all: $(PROGRAMS) $(UNIT_BIN)
 
 deps:
 	@bash tests/lib/deps.sh
+
+FORCE:
 
 # The schemas are the only definition of the records: they are compiled into
 # every program as strings, never copied by hand.
 $(BUILD)/schemas_gen.c: $(SCHEMAS) tests/lib/embed.sh
 	@mkdir -p $(dir $@)
 	bash tests/lib/embed.sh schema_sources $(SCHEMAS) > $@.tmp && mv $@.tmp $@
-$(BUILD)/sql_gen.c: $(MIGRATIONS) tests/lib/embed.sh
+# The list of files itself is a prerequisite (rewritten only when it changes):
+# a migration removed or renamed rebuilds the embedded list too.
+$(BUILD)/sql-files: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MIGRATIONS)' | cmp -s - $@ || echo '$(MIGRATIONS)' > $@
+$(BUILD)/sql_gen.c: $(MIGRATIONS) $(BUILD)/sql-files tests/lib/embed.sh
 	@mkdir -p $(dir $@)
 	bash tests/lib/embed.sh sql_migrations $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
