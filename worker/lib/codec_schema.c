@@ -8,6 +8,7 @@
 
 #include "avro_canon.h"
 #include "codec_datum.h"
+#include "codec_write.h"
 #include "embedded.h"
 
 #include <stdio.h>
@@ -171,6 +172,7 @@ fail:
 
 void codec_term(void) {
     default_caches_free();
+    codec_write_free();
     for (int i = 0; i < schema_count; i++) {
         codec_schema_t *cs = &schemas[i];
         if (cs->iface) {

@@ -73,72 +73,229 @@ static void put_fixed_le(codec_wbuf_t *w, uint64_t bits, int n) {
         w->p[w->len++] = (unsigned char)(bits >> (8 * i));
 }
 
+/* --- the plan: each schema node walked once -------------------------------- */
+
+/* avro-c's schema accessors look fields and branches up in hash tables, and
+ * which fields are flattened unions and what their defaults are took a walk
+ * of their own for every field of every datum: a third of the encoder's
+ * instructions. A plan holds all of it per node, built at cs's first encode
+ * and kept until codec_term (codec_write_free). */
+typedef struct wnode wnode_t;
+
+typedef struct wfield {
+    const char *name;
+    const json_t *def; /* its default in cs, or NULL */
+    int flattened;     /* a union with a record branch (codec.h) */
+    wnode_t *node;
+} wfield_t;
+
+struct wnode {
+    avro_schema_t s; /* dereferenced */
+    avro_type_t type;
+    size_t n;         /* a record's fields, a union's branches */
+    wfield_t *fields; /* a record's */
+    wnode_t **sub;    /* a union's branches; an array's items or a map's values in sub[0] */
+    wnode_t *next;    /* every node of the plan, for lookup and freeing */
+};
+
+typedef struct wplan {
+    const codec_schema_t *cs;
+    wnode_t *root, *all;
+    struct wplan *next;
+} wplan_t;
+
+static wplan_t *plans;
+
+/* The node of s in plan p, built on first use (a named type's node is
+ * shared by every reference to it, so a recursive schema ends). */
+static wnode_t *node_for(wplan_t *p, avro_schema_t s) {
+    s = codec_deref(s);
+    for (wnode_t *x = p->all; x; x = x->next)
+        if (x->s == s)
+            return x;
+    wnode_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    x->s = s;
+    x->type = avro_typeof(s);
+    x->next = p->all;
+    p->all = x;
+    switch (x->type) {
+    case AVRO_RECORD:
+        x->n = avro_schema_record_size(s);
+        if (!(x->fields = calloc(x->n ? x->n : 1, sizeof(*x->fields))))
+            return NULL;
+        for (size_t i = 0; i < x->n; i++) {
+            avro_schema_t fs = avro_schema_record_field_get_by_index(s, (int)i);
+            x->fields[i].name = avro_schema_record_field_name(s, (int)i);
+            x->fields[i].def = codec_schema_field_default_at(p->cs, s, i);
+            x->fields[i].flattened = codec_is_flattened_union(fs);
+            if (!(x->fields[i].node = node_for(p, fs)))
+                return NULL;
+        }
+        return x;
+    case AVRO_UNION:
+        x->n = avro_schema_union_size(s);
+        if (!(x->sub = calloc(x->n ? x->n : 1, sizeof(*x->sub))))
+            return NULL;
+        for (size_t b = 0; b < x->n; b++)
+            if (!(x->sub[b] = node_for(p, avro_schema_union_branch(s, (int)b))))
+                return NULL;
+        return x;
+    case AVRO_ARRAY:
+    case AVRO_MAP:
+        if (!(x->sub = calloc(1, sizeof(*x->sub))) ||
+            !(x->sub[0] = node_for(p, x->type == AVRO_ARRAY ? avro_schema_array_items(s)
+                                                            : avro_schema_map_values(s))))
+            return NULL;
+        return x;
+    default: return x;
+    }
+}
+
+static void plan_free(wplan_t *p) {
+    while (p->all) {
+        wnode_t *x = p->all;
+        p->all = x->next;
+        free(x->fields);
+        free(x->sub);
+        free(x);
+    }
+    free(p);
+}
+
+/* cs's plan, built on first use; NULL when out of memory. */
+static wplan_t *plan_for(const codec_schema_t *cs) {
+    wplan_t *p = plans;
+    while (p && p->cs != cs)
+        p = p->next;
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof(*p))))
+        return NULL;
+    p->cs = cs;
+    if (!(p->root = node_for(p, cs->schema))) {
+        plan_free(p);
+        return NULL;
+    }
+    p->next = plans;
+    plans = p;
+    return p;
+}
+
+void codec_write_free(void) {
+    while (plans) {
+        wplan_t *p = plans;
+        plans = p->next;
+        plan_free(p);
+    }
+}
+
+/* codec_union_branch_for on the plan's branch types: the first branch that
+ * can hold j, or -1. */
+static int branch_for(const wnode_t *u, const json_t *j) {
+    for (size_t b = 0; b < u->n; b++) {
+        switch (u->sub[b]->type) {
+        case AVRO_NULL:
+            if (json_is_null(j))
+                return (int)b;
+            break;
+        case AVRO_STRING:
+        case AVRO_ENUM:
+            if (json_is_string(j))
+                return (int)b;
+            break;
+        case AVRO_INT32:
+        case AVRO_INT64:
+            if (json_is_integer(j))
+                return (int)b;
+            break;
+        case AVRO_FLOAT:
+        case AVRO_DOUBLE:
+            if (json_is_number(j))
+                return (int)b;
+            break;
+        case AVRO_BOOLEAN:
+            if (json_is_boolean(j))
+                return (int)b;
+            break;
+        case AVRO_RECORD:
+        case AVRO_MAP:
+            if (json_is_object(j))
+                return (int)b;
+            break;
+        case AVRO_ARRAY:
+            if (json_is_array(j))
+                return (int)b;
+            break;
+        default: break;
+        }
+    }
+    return -1;
+}
+
 /* --- the walk ------------------------------------------------------------- */
 
-static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t s, codec_wbuf_t *w,
-                       const codec_field_path_t *path, int depth, char *errstr, size_t errstr_size);
+static int write_value(const json_t *j, const wnode_t *x, codec_wbuf_t *w, const codec_field_path_t *path,
+                       int depth, char *errstr, size_t errstr_size);
 
-/* rs is a dereferenced record schema. A flattened union field (codec.h)
- * takes its branch from the discriminator field of the same name and the
- * branch's fields from obj itself. */
-static int write_record(const codec_schema_t *cs, const json_t *obj, avro_schema_t rs, codec_wbuf_t *w,
-                        const codec_field_path_t *path, int depth, char *errstr, size_t errstr_size) {
+/* x is a record node. A flattened union field (codec.h) takes its branch
+ * from the discriminator field of the same name and the branch's fields from
+ * obj itself. */
+static int write_record(const json_t *obj, const wnode_t *x, codec_wbuf_t *w, const codec_field_path_t *path,
+                        int depth, char *errstr, size_t errstr_size) {
     char pt[256];
     if (!json_is_object(obj)) {
         snprintf(errstr, errstr_size, "%s: expected a JSON object", codec_path_text(path, pt, sizeof(pt)));
         return -1;
     }
-    size_t n = avro_schema_record_size(rs);
-    for (size_t i = 0; i < n; i++) {
-        const char *name = avro_schema_record_field_name(rs, (int)i);
-        avro_schema_t fs = avro_schema_record_field_get_by_index(rs, (int)i);
-        if (codec_is_flattened_union(fs)) {
-            const char *disc = json_string_value(json_object_get(obj, name));
-            avro_schema_t us = codec_deref(fs);
-            size_t b = 0, nb = avro_schema_union_size(us);
+    for (size_t i = 0; i < x->n; i++) {
+        const wfield_t *f = &x->fields[i];
+        if (f->flattened) {
+            const char *disc = json_string_value(json_object_get(obj, f->name));
+            const wnode_t *u = f->node;
+            size_t b = 0;
             if (!disc) {
                 snprintf(errstr, errstr_size,
-                         "%s: missing required field (one of the schema's record names in lower case)", name);
+                         "%s: missing required field (one of the schema's record names in lower case)",
+                         f->name);
                 return -1;
             }
-            for (; b < nb; b++)
-                if (codec_name_matches_lower(
-                        avro_schema_type_name(codec_deref(avro_schema_union_branch(us, (int)b))), disc))
+            for (; b < u->n; b++)
+                if (codec_name_matches_lower(avro_schema_type_name(u->sub[b]->s), disc))
                     break;
-            if (b == nb) {
-                snprintf(errstr, errstr_size, "%s: unknown value \"%s\"", name, disc);
+            if (b == u->n) {
+                snprintf(errstr, errstr_size, "%s: unknown value \"%s\"", f->name, disc);
                 return -1;
             }
             put_long(w, (int64_t)b);
-            if (write_record(cs, obj, codec_deref(avro_schema_union_branch(us, (int)b)), w, path, depth + 1,
-                             errstr, errstr_size) < 0)
+            if (write_record(obj, u->sub[b], w, path, depth + 1, errstr, errstr_size) < 0)
                 return -1;
             continue;
         }
-        const json_t *jv = json_object_get(obj, name);
+        const json_t *jv = json_object_get(obj, f->name);
         if (!jv) {
-            jv = codec_schema_field_default_at(cs, rs, i);
+            jv = f->def;
             if (!jv) {
-                snprintf(errstr, errstr_size, "%s: missing required field", name);
+                snprintf(errstr, errstr_size, "%s: missing required field", f->name);
                 return -1;
             }
         }
-        codec_field_path_t sub = {path, name};
-        if (write_value(cs, jv, fs, w, &sub, depth + 1, errstr, errstr_size) < 0)
+        codec_field_path_t sub = {path, f->name};
+        if (write_value(jv, f->node, w, &sub, depth + 1, errstr, errstr_size) < 0)
             return -1;
     }
     return 0;
 }
 
-static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t s, codec_wbuf_t *w,
-                       const codec_field_path_t *path, int depth, char *errstr, size_t errstr_size) {
+static int write_value(const json_t *j, const wnode_t *x, codec_wbuf_t *w, const codec_field_path_t *path,
+                       int depth, char *errstr, size_t errstr_size) {
     char pt[256];
-    s = codec_deref(s);
     if (depth > CODEC_MAX_DEPTH) {
         snprintf(errstr, errstr_size, "%s: nested too deeply", codec_path_text(path, pt, sizeof(pt)));
         return -1;
     }
-    switch (avro_typeof(s)) {
+    switch (x->type) {
     case AVRO_NULL:
         if (!json_is_null(j))
             goto mismatch;
@@ -151,13 +308,13 @@ static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t 
     case AVRO_INT32: {
         if (!json_is_integer(j))
             goto mismatch;
-        json_int_t x = json_integer_value(j);
-        if (x < INT32_MIN || x > INT32_MAX) {
+        json_int_t v = json_integer_value(j);
+        if (v < INT32_MIN || v > INT32_MAX) {
             snprintf(errstr, errstr_size, "%s: %" JSON_INTEGER_FORMAT " is out of range for an int",
-                     codec_path_text(path, pt, sizeof(pt)), x);
+                     codec_path_text(path, pt, sizeof(pt)), v);
             return -1;
         }
-        put_long(w, (int64_t)x);
+        put_long(w, (int64_t)v);
         return 0;
     }
     case AVRO_INT64:
@@ -199,7 +356,7 @@ static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t 
         put_bytes(w, json_string_value(j), json_string_length(j));
         return 0;
     case AVRO_ENUM: {
-        int idx = json_is_string(j) ? avro_schema_enum_get_by_name(s, json_string_value(j)) : -1;
+        int idx = json_is_string(j) ? avro_schema_enum_get_by_name(x->s, json_string_value(j)) : -1;
         if (idx < 0) {
             snprintf(errstr, errstr_size, "%s: not one of the allowed symbols",
                      codec_path_text(path, pt, sizeof(pt)));
@@ -208,17 +365,16 @@ static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t 
         put_long(w, idx);
         return 0;
     }
-    case AVRO_RECORD: return write_record(cs, j, s, w, path, depth, errstr, errstr_size);
+    case AVRO_RECORD: return write_record(j, x, w, path, depth, errstr, errstr_size);
     case AVRO_ARRAY: {
         if (!json_is_array(j))
             goto mismatch;
         size_t n = json_array_size(j);
-        avro_schema_t items = avro_schema_array_items(s);
         /* One block of n items, then the empty block (avro-c's layout). */
         if (n > 0)
             put_long(w, (int64_t)n);
         for (size_t i = 0; i < n; i++)
-            if (write_value(cs, json_array_get(j, i), items, w, path, depth + 1, errstr, errstr_size) < 0)
+            if (write_value(json_array_get(j, i), x->sub[0], w, path, depth + 1, errstr, errstr_size) < 0)
                 return -1;
         put_long(w, 0);
         return 0;
@@ -229,23 +385,22 @@ static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t 
         if (!json_is_object(j))
             goto mismatch;
         size_t n = json_object_size(j);
-        avro_schema_t values = avro_schema_map_values(s);
         if (n > 0)
             put_long(w, (int64_t)n);
         json_object_foreach((json_t *)j, key, val) {
             put_bytes(w, key, strlen(key));
-            if (write_value(cs, val, values, w, path, depth + 1, errstr, errstr_size) < 0)
+            if (write_value(val, x->sub[0], w, path, depth + 1, errstr, errstr_size) < 0)
                 return -1;
         }
         put_long(w, 0);
         return 0;
     }
     case AVRO_UNION: {
-        int b = codec_union_branch_for(s, j);
+        int b = branch_for(x, j);
         if (b < 0)
             goto mismatch;
         put_long(w, b);
-        return write_value(cs, j, avro_schema_union_branch(s, b), w, path, depth + 1, errstr, errstr_size);
+        return write_value(j, x->sub[b], w, path, depth + 1, errstr, errstr_size);
     }
     default:
         snprintf(errstr, errstr_size, "%s: unsupported schema type", codec_path_text(path, pt, sizeof(pt)));
@@ -253,13 +408,18 @@ static int write_value(const codec_schema_t *cs, const json_t *j, avro_schema_t 
     }
 mismatch:
     snprintf(errstr, errstr_size, "%s: expected %s", codec_path_text(path, pt, sizeof(pt)),
-             avro_typeof(s) == AVRO_UNION ? "a value of one of the union's types" : avro_schema_type_name(s));
+             x->type == AVRO_UNION ? "a value of one of the union's types" : avro_schema_type_name(x->s));
     return -1;
 }
 
 int codec_write_datum(const codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
                       size_t errstr_size) {
-    if (write_record(cs, doc, codec_deref(cs->schema), w, NULL, 0, errstr, errstr_size) < 0)
+    wplan_t *p = plan_for(cs);
+    if (!p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (write_record(doc, p->root, w, NULL, 0, errstr, errstr_size) < 0)
         return -1;
     if (w->oom) {
         snprintf(errstr, errstr_size, "out of memory");

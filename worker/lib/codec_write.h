@@ -27,6 +27,9 @@ typedef struct codec_wbuf {
 int codec_write_datum(const codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
                       size_t errstr_size);
 
+/* Frees the per-schema plans codec_write_datum builds (codec_term calls it). */
+void codec_write_free(void);
+
 /* codec_encode through avro-c's generic values: the reference encoder, for
  * the unit test only. Same contract as codec_encode (codec.h). */
 int codec_encode_reference(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len,
