@@ -299,7 +299,7 @@ static int random_mix(codec_type_t type, json_t **base, int nbase, int n, char *
 }
 
 int main(void) {
-    char err[512];
+    char err[512] = "";
     is_int(codec_init(err, sizeof(err)), 0, "codec_init (%s)", err);
     cff_schema_load();
     ok(cff_samples_build(NULL) >= 10, "the projector fixtures' sample events encode");
