@@ -8,7 +8,6 @@
 
 #include "avro_canon.h"
 #include "codec_datum.h"
-#include "codec_write.h"
 #include "embedded.h"
 
 #include <stdio.h>
@@ -172,9 +171,10 @@ fail:
 
 void codec_term(void) {
     default_caches_free();
-    codec_write_free();
     for (int i = 0; i < schema_count; i++) {
         codec_schema_t *cs = &schemas[i];
+        if (cs->plan && cs->plan_free)
+            cs->plan_free(cs->plan);
         if (cs->iface) {
             avro_value_decref(&cs->value);
             avro_value_iface_decref(cs->iface);

@@ -79,7 +79,8 @@ static void put_fixed_le(codec_wbuf_t *w, uint64_t bits, int n) {
  * which fields are flattened unions and what their defaults are took a walk
  * of their own for every field of every datum: a third of the encoder's
  * instructions. A plan holds all of it per node, built at cs's first encode
- * and kept until codec_term (codec_write_free). */
+ * and kept in cs->plan until codec_term, which frees it through
+ * cs->plan_free (a pointer, so that codec_schema.c calls nothing here). */
 typedef struct wnode wnode_t;
 
 typedef struct wfield {
@@ -101,10 +102,7 @@ struct wnode {
 typedef struct wplan {
     const codec_schema_t *cs;
     wnode_t *root, *all;
-    struct wplan *next;
 } wplan_t;
-
-static wplan_t *plans;
 
 /* The node of s in plan p, built on first use (a named type's node is
  * shared by every reference to it, so a recursive schema ends). */
@@ -153,7 +151,8 @@ static wnode_t *node_for(wplan_t *p, avro_schema_t s) {
     }
 }
 
-static void plan_free(wplan_t *p) {
+static void plan_free(void *plan) {
+    wplan_t *p = plan;
     while (p->all) {
         wnode_t *x = p->all;
         p->all = x->next;
@@ -165,30 +164,20 @@ static void plan_free(wplan_t *p) {
 }
 
 /* cs's plan, built on first use; NULL when out of memory. */
-static wplan_t *plan_for(const codec_schema_t *cs) {
-    wplan_t *p = plans;
-    while (p && p->cs != cs)
-        p = p->next;
-    if (p)
-        return p;
-    if (!(p = calloc(1, sizeof(*p))))
+static wplan_t *plan_for(codec_schema_t *cs) {
+    if (cs->plan)
+        return cs->plan;
+    wplan_t *p = calloc(1, sizeof(*p));
+    if (!p)
         return NULL;
     p->cs = cs;
     if (!(p->root = node_for(p, cs->schema))) {
         plan_free(p);
         return NULL;
     }
-    p->next = plans;
-    plans = p;
+    cs->plan = p;
+    cs->plan_free = plan_free;
     return p;
-}
-
-void codec_write_free(void) {
-    while (plans) {
-        wplan_t *p = plans;
-        plans = p->next;
-        plan_free(p);
-    }
 }
 
 /* codec_union_branch_for on the plan's branch types: the first branch that
@@ -412,7 +401,7 @@ mismatch:
     return -1;
 }
 
-int codec_write_datum(const codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
+int codec_write_datum(codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
                       size_t errstr_size) {
     wplan_t *p = plan_for(cs);
     if (!p) {

@@ -22,13 +22,10 @@ typedef struct codec_wbuf {
 /* Appends the Avro binary datum of doc (not consumed) under cs's record
  * schema to w. A field absent from doc takes its default in cs, exactly as
  * codec_json_to_avro applies it; the same documents are refused with the
- * same errstr. Returns 0, or -1 with errstr filled (w->len is then
- * unspecified). */
-int codec_write_datum(const codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
+ * same errstr. The first call for cs builds its plan (cs->plan). Returns 0, or -1 with errstr filled (w->len
+ * is then unspecified). */
+int codec_write_datum(codec_schema_t *cs, const json_t *doc, codec_wbuf_t *w, char *errstr,
                       size_t errstr_size);
-
-/* Frees the per-schema plans codec_write_datum builds (codec_term calls it). */
-void codec_write_free(void);
 
 /* codec_encode through avro-c's generic values: the reference encoder, for
  * the unit test only. Same contract as codec_encode (codec.h). */
