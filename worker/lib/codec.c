@@ -1,18 +1,20 @@
 /* The codec's entry points on the wire: Avro single-object framing (C3 01,
- * the writer schema's fingerprint, the datum) around the JSON mapping of
- * codec_json.c, and decoding's order of checks (header, fingerprint, datum
- * bounds, avro-c's read, resolution to the current schema), each with its
- * CODEC_ERR_* code. See codec.h for the contract.
+ * the writer schema's fingerprint, the datum) around the direct encoder of
+ * codec_write.c (and, for the unit test only, codec_encode_reference: the
+ * same through codec_json.c's avro-c generic values), and decoding's order of checks (header, fingerprint,
+ * datum bounds, avro-c's read, resolution to the current schema), each with its CODEC_ERR_* code. See codec.h
+ * for the contract.
  *
  * The rest of the codec, by concern: codec_schema.c (the schema registry,
- * defaults, resolution between versions), codec_json.c (natural JSON <->
- * avro-c values), codec_datum.c (schema walking, the datum bounds check),
- * codec_flat.c (decoding in place). */
+ * defaults, resolution between versions), codec_write.c (natural JSON ->
+ * Avro binary, directly), codec_json.c (natural JSON <-> avro-c values), codec_datum.c (schema walking, the
+ * datum bounds check), codec_flat.c (decoding in place). */
 #include "codec.h"
 
 #include "codec_datum.h"
 #include "codec_json.h"
 #include "codec_schema.h"
+#include "codec_write.h"
 
 #include <avro.h>
 #include <stdio.h>
@@ -29,8 +31,33 @@ const char *codec_strerror(int code) {
     }
 }
 
+static void put_header(unsigned char *buf, const codec_schema_t *cs) {
+    buf[0] = 0xC3;
+    buf[1] = 0x01;
+    for (int i = 0; i < 8; i++)
+        buf[2 + i] = (unsigned char)(cs->fingerprint >> (8 * i));
+}
+
 int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len, char *errstr,
                  size_t errstr_size) {
+    codec_schema_t *cs = codec_schema_current(type);
+    codec_wbuf_t w = {malloc(256), 10, 256, 0};
+    if (!w.p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (codec_write_datum(cs, doc, &w, errstr, errstr_size) < 0) {
+        free(w.p);
+        return -1;
+    }
+    put_header(w.p, cs);
+    *out = w.p;
+    *out_len = w.len;
+    return 0;
+}
+
+int codec_encode_reference(codec_type_t type, const json_t *doc, unsigned char **out, size_t *out_len,
+                           char *errstr, size_t errstr_size) {
     codec_schema_t *cs = codec_schema_current(type);
     size_t size;
     avro_value_reset(&cs->value);
@@ -45,10 +72,7 @@ int codec_encode(codec_type_t type, const json_t *doc, unsigned char **out, size
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    buf[0] = 0xC3;
-    buf[1] = 0x01;
-    for (int i = 0; i < 8; i++)
-        buf[2 + i] = (unsigned char)(cs->fingerprint >> (8 * i));
+    put_header(buf, cs);
     avro_writer_t w = avro_writer_memory((const char *)buf + 10, (int64_t)size);
     int rc = avro_value_write(w, &cs->value);
     avro_writer_free(w);

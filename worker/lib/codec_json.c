@@ -12,16 +12,7 @@
 
 /* --- natural JSON -> avro value --------------------------------------- */
 
-/* Where a value sits in the record ("history.revision"), for error
- * messages: a chain of field names on the stack, formatted only when an
- * error is reported (formatting it for every field was a measurable part of
- * the worker's CPU, docs/PERFORMANCE.md). NULL is the record itself. */
-typedef struct field_path {
-    const struct field_path *up;
-    const char *name;
-} field_path_t;
-
-static const char *path_text(const field_path_t *p, char *buf, size_t size) {
+const char *codec_path_text(const codec_field_path_t *p, char *buf, size_t size) {
     const char *names[CODEC_MAX_DEPTH + 2];
     int n = 0;
     for (; p && n < CODEC_MAX_DEPTH + 2; p = p->up)
@@ -33,15 +24,15 @@ static const char *path_text(const field_path_t *p, char *buf, size_t size) {
     return buf;
 }
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const field_path_t *path,
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const codec_field_path_t *path,
                    int depth, char *errstr, size_t errstr_size);
 
 static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_value_t *v,
-                          const field_path_t *path, int depth, char *errstr, size_t errstr_size) {
+                          const codec_field_path_t *path, int depth, char *errstr, size_t errstr_size) {
     avro_schema_t rs = codec_deref(avro_value_get_schema(v));
     char pt[256];
     if (!json_is_object(obj)) {
-        snprintf(errstr, errstr_size, "%s: expected a JSON object", path_text(path, pt, sizeof(pt)));
+        snprintf(errstr, errstr_size, "%s: expected a JSON object", codec_path_text(path, pt, sizeof(pt)));
         return -1;
     }
     size_t n = avro_schema_record_size(rs);
@@ -84,20 +75,20 @@ static int record_to_avro(const codec_schema_t *cs, const json_t *obj, avro_valu
                 return -1;
             }
         }
-        field_path_t sub = {path, name};
+        codec_field_path_t sub = {path, name};
         if (to_avro(cs, jv, &child, &sub, depth + 1, errstr, errstr_size) < 0)
             return -1;
     }
     return 0;
 }
 
-static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const field_path_t *path,
+static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, const codec_field_path_t *path,
                    int depth, char *errstr, size_t errstr_size) {
     avro_schema_t s = codec_deref(avro_value_get_schema(v));
     int rc = 0;
     char pt[256];
     if (depth > CODEC_MAX_DEPTH) {
-        snprintf(errstr, errstr_size, "%s: nested too deeply", path_text(path, pt, sizeof(pt)));
+        snprintf(errstr, errstr_size, "%s: nested too deeply", codec_path_text(path, pt, sizeof(pt)));
         return -1;
     }
     switch (avro_typeof(s)) {
@@ -115,7 +106,7 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         json_int_t x = json_integer_value(j);
         if (x < INT32_MIN || x > INT32_MAX) {
             snprintf(errstr, errstr_size, "%s: %" JSON_INTEGER_FORMAT " is out of range for an int",
-                     path_text(path, pt, sizeof(pt)), x);
+                     codec_path_text(path, pt, sizeof(pt)), x);
             return -1;
         }
         return avro_value_set_int(v, (int32_t)x) ? -1 : 0;
@@ -136,7 +127,8 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         if (!json_is_string(j))
             goto mismatch;
         if (memchr(json_string_value(j), '\0', json_string_length(j))) {
-            snprintf(errstr, errstr_size, "%s: contains a NUL character", path_text(path, pt, sizeof(pt)));
+            snprintf(errstr, errstr_size, "%s: contains a NUL character",
+                     codec_path_text(path, pt, sizeof(pt)));
             return -1;
         }
         return avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1) ? -1 : 0;
@@ -148,7 +140,7 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         int idx = json_is_string(j) ? avro_schema_enum_get_by_name(s, json_string_value(j)) : -1;
         if (idx < 0) {
             snprintf(errstr, errstr_size, "%s: not one of the allowed symbols",
-                     path_text(path, pt, sizeof(pt)));
+                     codec_path_text(path, pt, sizeof(pt)));
             return -1;
         }
         return avro_value_set_enum(v, idx) ? -1 : 0;
@@ -188,11 +180,11 @@ static int to_avro(const codec_schema_t *cs, const json_t *j, avro_value_t *v, c
         return to_avro(cs, j, &branch, path, depth + 1, errstr, errstr_size);
     }
     default:
-        snprintf(errstr, errstr_size, "%s: unsupported schema type", path_text(path, pt, sizeof(pt)));
+        snprintf(errstr, errstr_size, "%s: unsupported schema type", codec_path_text(path, pt, sizeof(pt)));
         return -1;
     }
 mismatch:
-    snprintf(errstr, errstr_size, "%s: expected %s", path_text(path, pt, sizeof(pt)),
+    snprintf(errstr, errstr_size, "%s: expected %s", codec_path_text(path, pt, sizeof(pt)),
              avro_typeof(s) == AVRO_UNION ? "a value of one of the union's types" : avro_schema_type_name(s));
     return -1;
 }

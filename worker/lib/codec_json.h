@@ -10,6 +10,19 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* Where a value sits in the record ("history.revision"), for error
+ * messages: a chain of field names on the stack, formatted only when an
+ * error is reported (formatting it for every field was a measurable part of
+ * the worker's CPU, docs/PERFORMANCE.md). NULL is the record itself. Shared
+ * by both encoders (codec_json.c's reference path and codec_write.c). */
+typedef struct codec_field_path {
+    const struct codec_field_path *up;
+    const char *name;
+} codec_field_path_t;
+
+/* p's field names joined by dots into buf (size bytes); returns buf. */
+const char *codec_path_text(const codec_field_path_t *p, char *buf, size_t size);
+
 /* Sets record, a reset generic value of cs's record schema, from doc (not
  * consumed). A field absent from doc takes its default in cs; one without a
  * default is an error naming it. Returns 0, or -1 with errstr filled (the

@@ -173,6 +173,8 @@ void codec_term(void) {
     default_caches_free();
     for (int i = 0; i < schema_count; i++) {
         codec_schema_t *cs = &schemas[i];
+        if (cs->plan && cs->plan_free)
+            cs->plan_free(cs->plan);
         if (cs->iface) {
             avro_value_decref(&cs->value);
             avro_value_iface_decref(cs->iface);

@@ -25,6 +25,10 @@ typedef struct codec_schema {
     avro_schema_t schema;
     avro_value_iface_t *iface;
     avro_value_t value; /* reused for every datum of this schema */
+    /* The encoder's plan of this schema (codec_write.c builds it at the
+     * first encode and sets both); codec_term frees it with plan_free. */
+    void *plan;
+    void (*plan_free)(void *plan);
 } codec_schema_t;
 
 /* The current (reader) schema of type, or NULL before codec_init. */

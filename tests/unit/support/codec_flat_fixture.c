@@ -340,9 +340,11 @@ static void add_sample(cff_tap_fn tap, const char *label, json_t *ev) {
     int rc = ev ? codec_encode(CODEC_EVENT, ev, &s->buf, &s->len, err, sizeof(err)) : -1;
     if (tap)
         tap_int(tap, rc, 0, "%s: codec_encode (%s)", label, rc ? err : "ok");
-    json_decref(ev);
-    if (rc == 0)
+    if (rc == 0) {
+        s->doc = ev; /* kept for test_codec_write.c's byte comparison */
         cff_nsamples++;
+    } else
+        json_decref(ev);
 }
 
 int cff_samples_build(cff_tap_fn tap) {
@@ -368,8 +370,10 @@ int cff_samples_build(cff_tap_fn tap) {
 }
 
 void cff_samples_free(void) {
-    for (int s = 0; s < cff_nsamples; s++)
+    for (int s = 0; s < cff_nsamples; s++) {
         free(cff_samples[s].buf);
+        json_decref(cff_samples[s].doc);
+    }
     memset(cff_samples, 0, sizeof(cff_samples));
     cff_nsamples = 0;
 }

@@ -56,6 +56,7 @@ typedef struct cff_sample {
     char label[96];
     unsigned char *buf; /* single-object encoded, owned */
     size_t len;
+    json_t *doc; /* the document it was encoded from, owned */
 } cff_sample_t;
 
 #define CFF_MAX_SAMPLES 24
