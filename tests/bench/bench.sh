@@ -134,6 +134,10 @@ pg_tables() {
     echo "| helmq | $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$BENCH_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (working tree modified)') |"
     echo "| repetitions | $REPS (medians; every repetition's value in brackets where useful) |"
     echo
+    echo "## The targets (issues 7 and 25) beside this run"
+    echo
+    bash "$(dirname "$0")/targets.sh" "$REPORT" || echo "(tests/bench/targets.sh failed)"
+    echo
     if runs worker; then
         echo "## 1. Worker throughput (commands/s)"
         echo
