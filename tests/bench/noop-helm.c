@@ -1,9 +1,10 @@
 /* noop-helm: the cheapest thing that still looks like helm to helmq-worker.
  *
  * Accepts the argv shapes the worker builds (helm install|upgrade|rollback|
- * uninstall|status RELEASE [CHART|REVISION] --namespace NS ... [--output json])
+ * uninstall|status|history RELEASE [CHART|REVISION] --namespace NS ... [--output json])
  * and does no work: install/upgrade/status with `-o json` print a minimal valid
- * release JSON, rollback/uninstall print helm's one-line message, exit 0.
+ * release JSON, history its last revision as helm's JSON array, rollback/uninstall
+ * print helm's one-line message, exit 0.
  *
  * Environment:
  *   NOOP_HELM_STATE=DIR   keep each release's revision in DIR/NS#RELEASE (one
@@ -11,9 +12,12 @@
  *                         uninstall removes it, status reads it and says
  *                         "Error: release: not found" without it). Unset: every
  *                         release is at revision 1.
- *   NOOP_HELM_SLEEP_MS=N  operations (not status) sleep N ms first.
- *   NOOP_HELM_HANG=1      operations (not status) never finish: they wait for a
+ *   NOOP_HELM_SLEEP_MS=N  operations (not status or history) sleep N ms first.
+ *   NOOP_HELM_HANG=1      operations (not status or history) never finish: they wait for a
  *                         signal (SIGTERM kills them as usual; nothing ignored).
+ *   NOOP_HELM_HANG_VERBS="install upgrade"  with NOOP_HELM_HANG, only these
+ *                         operations hang (the others finish at once): a timed-out
+ *                         install's rollback (helm uninstall) then does not hang too.
  *   NOOP_HELM_HANG_LOG=F  with NOOP_HELM_HANG, on SIGTERM append
  *                         "START_NS TERM_NS PID\n" (CLOCK_REALTIME) to F, then
  *                         exit 143 as the default action would.
@@ -28,6 +32,17 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Whether verb is one of the space-separated words of list (any verb when list is unset). */
+static int verb_listed(const char *list, const char *verb) {
+    if (!list)
+        return 1;
+    size_t n = strlen(verb);
+    for (const char *p = list; (p = strstr(p, verb)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+            return 1;
+    return 0;
+}
 
 static char out[4096];
 static size_t out_len;
@@ -200,10 +215,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *rel = pos[0] ? pos[0] : "release";
-    int op = strcmp(sub, "status") != 0;
+    int op = strcmp(sub, "status") != 0 && strcmp(sub, "history") != 0;
     if (op) {
         const char *hang = getenv("NOOP_HELM_HANG");
-        if (hang && *hang && strcmp(hang, "0") != 0) {
+        if (hang && *hang && strcmp(hang, "0") != 0 && verb_listed(getenv("NOOP_HELM_HANG_VERBS"), sub)) {
             hang_start_ns = realtime_ns();
             struct sigaction sa;
             memset(&sa, 0, sizeof(sa));
@@ -254,6 +269,24 @@ int main(int argc, char **argv) {
         }
         release_json(rel, ns, "deployed", "noop", chart_buf[0] ? chart_buf : "chart", ver_buf[0] ? ver_buf : version,
                      rev);
+        flush_out(1);
+        return 0;
+    }
+    if (!strcmp(sub, "history")) { /* helm history RELEASE --max 1 -o json: the last revision */
+        int rev = 1;
+        if (have_state) {
+            rev = state_read(path, chart_buf, sizeof(chart_buf), ver_buf, sizeof(ver_buf));
+            if (rev <= 0) {
+                fputs("Error: release: not found\n", stderr);
+                return 1;
+            }
+        }
+        char line[1024];
+        snprintf(line, sizeof(line),
+                 "[{\"revision\":%d,\"updated\":\"2026-01-01T00:00:00Z\",\"status\":\"deployed\","
+                 "\"chart\":\"%s-%s\",\"app_version\":\"%s\",\"description\":\"noop\"}]\n",
+                 rev, chart_buf[0] ? chart_buf : "chart", ver_buf[0] ? ver_buf : version, ver_buf[0] ? ver_buf : version);
+        put(line);
         flush_out(1);
         return 0;
     }

@@ -94,7 +94,10 @@ scale_run() { # scale_run REP
     ns=bt-$(next_tag)
     mkdir -p "$T/state/$ns"
     rm -f "$T/hang.log"
-    HELMQ_TIMEOUT_GRACE_MS=0 NOOP_HELM_STATE=$T/state/$ns NOOP_HELM_HANG=1 NOOP_HELM_HANG_LOG=$T/hang.log \
+    # Only the operation hangs: since the worker rolls a timed-out install back (helm uninstall,
+    # its own deadline), a hanging uninstall would be a second SIGTERM with another deadline.
+    HELMQ_TIMEOUT_GRACE_MS=0 NOOP_HELM_STATE=$T/state/$ns NOOP_HELM_HANG=1 NOOP_HELM_HANG_VERBS="install upgrade" \
+        NOOP_HELM_HANG_LOG=$T/hang.log \
         worker_start "$T/scale-$ns.log" --concurrency "$SCALE" --group-id "g-$ns"
     "$BT" wait -b "$B" --count "$SCALE" --wait-timeout 600 >"$T/wait-$ns.out" &
     wpid=$!
