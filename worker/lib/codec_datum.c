@@ -33,46 +33,28 @@ void codec_lower_name(const char *name, char *out, size_t n) {
     out[i] = '\0';
 }
 
+int codec_json_fits(avro_type_t type, const json_t *j) {
+    switch (type) {
+    case AVRO_NULL: return json_is_null(j);
+    case AVRO_STRING:
+    case AVRO_ENUM: return json_is_string(j);
+    case AVRO_INT32:
+    case AVRO_INT64: return json_is_integer(j);
+    case AVRO_FLOAT:
+    case AVRO_DOUBLE: return json_is_number(j);
+    case AVRO_BOOLEAN: return json_is_boolean(j);
+    case AVRO_RECORD:
+    case AVRO_MAP: return json_is_object(j);
+    case AVRO_ARRAY: return json_is_array(j);
+    default: return 0;
+    }
+}
+
 int codec_union_branch_for(avro_schema_t us, const json_t *j) {
     size_t nb = avro_schema_union_size(us);
-    for (size_t b = 0; b < nb; b++) {
-        avro_schema_t bs = codec_deref(avro_schema_union_branch(us, (int)b));
-        switch (avro_typeof(bs)) {
-        case AVRO_NULL:
-            if (json_is_null(j))
-                return (int)b;
-            break;
-        case AVRO_STRING:
-        case AVRO_ENUM:
-            if (json_is_string(j))
-                return (int)b;
-            break;
-        case AVRO_INT32:
-        case AVRO_INT64:
-            if (json_is_integer(j))
-                return (int)b;
-            break;
-        case AVRO_FLOAT:
-        case AVRO_DOUBLE:
-            if (json_is_number(j))
-                return (int)b;
-            break;
-        case AVRO_BOOLEAN:
-            if (json_is_boolean(j))
-                return (int)b;
-            break;
-        case AVRO_RECORD:
-        case AVRO_MAP:
-            if (json_is_object(j))
-                return (int)b;
-            break;
-        case AVRO_ARRAY:
-            if (json_is_array(j))
-                return (int)b;
-            break;
-        default: break;
-        }
-    }
+    for (size_t b = 0; b < nb; b++)
+        if (codec_json_fits(avro_typeof(codec_deref(avro_schema_union_branch(us, (int)b))), j))
+            return (int)b;
     return -1;
 }
 

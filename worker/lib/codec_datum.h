@@ -41,6 +41,10 @@ void codec_lower_name(const char *name, char *out, size_t n);
  * value j, or -1 when none can. */
 int codec_union_branch_for(avro_schema_t us, const json_t *j);
 
+/* Whether the JSON value j can be held by a schema of this type (the rule a
+ * union's branch is chosen by). */
+int codec_json_fits(avro_type_t type, const json_t *j);
+
 /* A read position in an Avro binary datum. items counts the values read so
  * far against CODEC_MAX_ITEMS. */
 typedef struct codec_cursor {

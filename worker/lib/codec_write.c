@@ -183,43 +183,9 @@ static wplan_t *plan_for(codec_schema_t *cs) {
 /* codec_union_branch_for on the plan's branch types: the first branch that
  * can hold j, or -1. */
 static int branch_for(const wnode_t *u, const json_t *j) {
-    for (size_t b = 0; b < u->n; b++) {
-        switch (u->sub[b]->type) {
-        case AVRO_NULL:
-            if (json_is_null(j))
-                return (int)b;
-            break;
-        case AVRO_STRING:
-        case AVRO_ENUM:
-            if (json_is_string(j))
-                return (int)b;
-            break;
-        case AVRO_INT32:
-        case AVRO_INT64:
-            if (json_is_integer(j))
-                return (int)b;
-            break;
-        case AVRO_FLOAT:
-        case AVRO_DOUBLE:
-            if (json_is_number(j))
-                return (int)b;
-            break;
-        case AVRO_BOOLEAN:
-            if (json_is_boolean(j))
-                return (int)b;
-            break;
-        case AVRO_RECORD:
-        case AVRO_MAP:
-            if (json_is_object(j))
-                return (int)b;
-            break;
-        case AVRO_ARRAY:
-            if (json_is_array(j))
-                return (int)b;
-            break;
-        default: break;
-        }
-    }
+    for (size_t b = 0; b < u->n; b++)
+        if (codec_json_fits(u->sub[b]->type, j))
+            return (int)b;
     return -1;
 }
 
