@@ -46,10 +46,14 @@ die() { say "FAILED: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
 # Clock ticks (utime+stime+cutime+cstime) of the given processes.
-cpu_ticks() {
-    local p sum=0 t
+cpu_ticks() { stat_sum '$12 + $13 + $14 + $15' "$@"; }
+# stat_sum EXPR PID...: EXPR over the fields of /proc/PID/stat after "(comm) ", summed over the PIDs
+# (a process that is gone counts 0).
+stat_sum() {
+    local expr=$1 p sum=0 t
+    shift
     for p in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || t=0
+        t=$(awk "{ sub(/^.*\\) /, \"\"); print $expr }" "/proc/$p/stat" 2>/dev/null) || t=0
         sum=$((sum + ${t:-0}))
     done
     echo "$sum"
@@ -75,14 +79,7 @@ pg_ticks() {
 }
 
 # Minor page faults (minflt+cminflt) of the given processes, their reaped children's included.
-minflt() {
-    local p sum=0 t
-    for p in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $8 + $9 }' "/proc/$p/stat" 2>/dev/null) || t=0
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
+minflt() { stat_sum '$8 + $9' "$@"; }
 pg_minflt() {
     local pm
     pm=$(head -n 1 "$T/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }

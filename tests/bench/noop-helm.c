@@ -258,7 +258,7 @@ int main(int argc, char **argv) {
         flush_out(1);
         return 0;
     }
-    if (!strcmp(sub, "status")) {
+    if (!strcmp(sub, "status") || !strcmp(sub, "history")) {
         int rev = 1;
         if (have_state) {
             rev = state_read(path, chart_buf, sizeof(chart_buf), ver_buf, sizeof(ver_buf));
@@ -267,26 +267,17 @@ int main(int argc, char **argv) {
                 return 1;
             }
         }
-        release_json(rel, ns, "deployed", "noop", chart_buf[0] ? chart_buf : "chart", ver_buf[0] ? ver_buf : version,
-                     rev);
-        flush_out(1);
-        return 0;
-    }
-    if (!strcmp(sub, "history")) { /* helm history RELEASE --max 1 -o json: the last revision */
-        int rev = 1;
-        if (have_state) {
-            rev = state_read(path, chart_buf, sizeof(chart_buf), ver_buf, sizeof(ver_buf));
-            if (rev <= 0) {
-                fputs("Error: release: not found\n", stderr);
-                return 1;
-            }
+        const char *c = chart_buf[0] ? chart_buf : "chart", *v = ver_buf[0] ? ver_buf : version;
+        if (!strcmp(sub, "status")) {
+            release_json(rel, ns, "deployed", "noop", c, v, rev);
+        } else { /* helm history RELEASE --max 1 -o json: the last revision */
+            char line[1024];
+            snprintf(line, sizeof(line),
+                     "[{\"revision\":%d,\"updated\":\"2026-01-01T00:00:00Z\",\"status\":\"deployed\","
+                     "\"chart\":\"%s-%s\",\"app_version\":\"%s\",\"description\":\"noop\"}]\n",
+                     rev, c, v, v);
+            put(line);
         }
-        char line[1024];
-        snprintf(line, sizeof(line),
-                 "[{\"revision\":%d,\"updated\":\"2026-01-01T00:00:00Z\",\"status\":\"deployed\","
-                 "\"chart\":\"%s-%s\",\"app_version\":\"%s\",\"description\":\"noop\"}]\n",
-                 rev, chart_buf[0] ? chart_buf : "chart", ver_buf[0] ? ver_buf : version, ver_buf[0] ? ver_buf : version);
-        put(line);
         flush_out(1);
         return 0;
     }
