@@ -118,6 +118,14 @@ pg_tables() {
               u[t] ? h[t] * 100 / u[t] : 0, d[t] / n }' "$T/pgtab-$1.tsv" | sort
 }
 
+# pg_xacts KEY: the worker runs' transactions and WAL per 1,000 commands, summed over the repetitions.
+pg_xacts() {
+    [ -s "$T/pgxact-$1.tsv" ] || { echo "| n/a | | | | | |"; return 0; }
+    awk -F'\t' -v n=$((N * REPS)) '{ x += $1; r += $2; b += $3; w += $4; f += $5 }
+        END { printf "| %.0f | %.1f | %.0f | %.0f | %.0f | %.0f |\n", x * 1000 / n, x ? n / x : 0,
+              r * 1000 / n, b / n, w * 1000 / n, f * 1000 / n }' "$T/pgxact-$1.tsv"
+}
+
 # --- the report ---------------------------------------------------------------------------------------
 {
     echo "# helmq benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -178,6 +186,15 @@ pg_tables() {
         echo
         echo "PostgreSQL during the worker runs (pg_stat_statements, top-level statements: execution time; ledger"
         echo "functions from pg_stat_user_functions: time in the function itself), over every repetition:"
+        echo
+        echo "The ledger's transactions (one per group of pipelined statements; a command's statements fall in several) and"
+        echo "the server's WAL during the worker runs, per 1,000 commands (pg_stat_database, pg_stat_wal):"
+        echo
+        echo "| concurrency | transactions | commands per transaction | WAL records | WAL bytes per command | WAL writes | WAL fsyncs |"
+        echo "|---|---|---|---|---|---|---|"
+        for c in $CONCS; do
+            echo "| $c $(pg_xacts "c$c")"
+        done
         for c in $CONCS; do
             echo
             echo "Concurrency $c:"

@@ -20,7 +20,9 @@ worker_run() { # worker_run CONC REP
     local wpid=$!
     track $wpid
     while [ ! -e "$T/ready" ]; do sleep 0.05; done
-    psql -X -q -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null || die "pg_stat_statements_reset"
+    psql -X -q -d postgres -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset_shared('wal')" \
+        >/dev/null || die "pg_stat_statements_reset"
+    psql -X -q -d bench_worker -c "SELECT pg_stat_reset()" >/dev/null || die "pg_stat_reset"
     kcount_start
     w0=$(cpu_ticks "$WORKER_PID")
     p0=$(pg_ticks)
@@ -144,6 +146,12 @@ pg_statements() {
     psql -X -q -tA -F $'\t' -d bench_worker -c "
         SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del
           FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0" >>"$T/pgtab-$1.tsv" 2>>"$T/pgstat.err"
+    # Transactions committed in the worker's database and the server's WAL since the reset at the
+    # run's start: how the ledger's statements were grouped, and what each group's commit wrote.
+    psql -X -q -tA -F $'\t' -d bench_worker -c "
+        SELECT d.xact_commit + d.xact_rollback, w.wal_records, w.wal_bytes, w.wal_write, w.wal_sync
+          FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = current_database()" \
+        >>"$T/pgxact-$1.tsv" 2>>"$T/pgstat.err"
 }
 
 # BENCH_LEDGER_ROWS=N: the ledger holds N finished commands of other releases
