@@ -196,6 +196,49 @@ is "$("$HELMQ_BIN/helmq" releases summary --tenant $OTHER_TENANT --output table 
     "$(printf '%-20s%-30s%s\n' status chart count deployed matih-ai-service 1 deployed tiny-config 1)" \
     "and --tenant narrows them"
 
+# helmq-api renders releases itself (worker/api/api_render.c): its objects are
+# helmq.release_json's, for text that needs escaping and for NULLs too.
+XT=7e57e57e-0000-4000-8000-00000000e5c0
+psql_q "INSERT INTO helmq.releases (release_id, tenant_id, namespace, release_name, chart_name, chart_version,
+            app_version, status, revision, description, uninstall_reason, last_error, values_digest,
+            last_event_id, created_at, updated_at)
+        VALUES ('7e57e57e-0000-4000-8000-00000000e5c1', '$XT', 'ns-esc', 'b', NULL, '1.0.0', NULL, 'failed', 3,
+                E'say \"hi\" \\\\ back\nline\ttab \\x01\\x1f ü → 😀', NULL, E'<script>\r\f\b', NULL,
+                gen_random_uuid(), '2026-01-02 03:04:05.678901+00', '2026-01-02 03:04:05+00'),
+               ('7e57e57e-0000-4000-8000-00000000e5c2', '$XT', 'ns-esc', 'a', 'c', '2.0.0', '2', 'deployed', 1,
+                '', 'gone', NULL, 'sha256:00', gen_random_uuid(), now(), now())"
+is "$?" 0 "two releases with awkward text written straight into the projection"
+r=$(c GET "$B/tenant/$XT" "$ADMIN_TOKEN")
+is "$(status "$r")" 200 "their tenant's list: 200"
+is "$(body "$r" | jq -cS .)" "$(psql_q "SELECT helmq.releases_by_tenant('$XT')" | jq -cS .)" \
+    "the same array as helmq.releases_by_tenant (order, fields, escapes, nulls)"
+is "$(body "$r" | jq -r '.[1].description')" "$(printf 'say "hi" \\ back\nline\ttab \001\037 ü → 😀')" \
+    "the description's quotes, backslash, control characters and non-ASCII text survive"
+r=$(c GET "$B/7e57e57e-0000-4000-8000-00000000e5c1" "$ADMIN_TOKEN")
+is "$(body "$r" | jq -cS .)" \
+    "$(psql_q "SELECT helmq.release_json(r) FROM helmq.releases r WHERE release_id = '7e57e57e-0000-4000-8000-00000000e5c1'" | jq -cS .)" \
+    "GET /:releaseId: the same object as helmq.release_json"
+is "$(body "$r" | jq -r .createdAt)" "$(psql_q "SELECT to_json(timestamptz '2026-01-02 03:04:05.678901+00') #>> '{}'")" \
+    "createdAt in PostgreSQL's JSON form"
+is "$(c GET "$B/7e57e57e-0000-4000-8000-00000000e5c1/history" "$ADMIN_TOKEN")" "200 []" \
+    "a release without history rows: an empty page"
+psql_q "INSERT INTO helmq.release_history (release_id, revision, tenant_id, chart_name, chart_version, app_version,
+            status, operation, description, performed_by, command_id, created_at)
+        SELECT '7e57e57e-0000-4000-8000-00000000e5c2', n, '$XT', 'c', n || '.0.0', NULL, 'deployed', 'upgrade',
+               E'\"q\" \\\\ \n\\x02 ' || n, E'ops\tbot', 'cmd-' || n, timestamptz '2026-01-02 03:04:05.5+00' + n * interval '1 s'
+          FROM generate_series(1, 3) n"
+is "$?" 0 "three revisions with awkward text written straight into the history"
+r=$(c GET "$B/7e57e57e-0000-4000-8000-00000000e5c2/history?limit=2" "$ADMIN_TOKEN")
+is "$(body "$r" | jq -cS .)" \
+    "$(psql_q "SELECT helmq.release_history('7e57e57e-0000-4000-8000-00000000e5c2')" | jq -cS '.[0:2]')" \
+    "a history page: helmq.release_history's entries (superseded shown, escapes, nulls)"
+is "$(body "$r" | jq -r 'map(.status) | join(" ")')" "superseded superseded" "the replaced revisions show superseded"
+r=$(c GET "$B/7e57e57e-0000-4000-8000-00000000e5c2/history?limit=2&after=2" "$ADMIN_TOKEN")
+is "$(body "$r" | jq -c 'map([.revision, .status])')" '[[3,"deployed"]]' "its last page: the current revision, deployed"
+r=$(c GET "$B?limit=2" "$ADMIN_TOKEN")
+is "$(body "$r" | jq -c '[length, .[0].releaseName, .[0].uninstallReason]')" '[2,"a","gone"]' \
+    "GET /?limit=2: two, the most recently changed first"
+
 kill -TERM "$API_PID"
 wait "$API_PID"
 is "$?" 0 "SIGTERM: helmq-api exits 0"

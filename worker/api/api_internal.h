@@ -27,7 +27,7 @@ typedef struct api {
     uv_loop_t *loop;
     config_t *cfg;
     httpd_t *http;
-    db_t **dbs; /* a small pool, used round-robin */
+    db_t **dbs; /* a small pool: a query goes to the least busy (api_db) */
     int ndbs, next_db;
     unsigned db_timeout_ms;
     pending_t *db_waiting; /* requests whose query has not answered yet */
@@ -79,6 +79,9 @@ int api_one_row(pending_t *p, const PGresult *res, const char *err);
 /* Reads answered with the query's one JSON value (404 when no row). */
 void api_on_json_row(void *arg, const PGresult *res, const char *err);
 void api_query_json(pending_t *p, const char *sql, const char *id);
+/* Reads of releases whose columns are API_RELEASE_SQL (api_render.h),
+ * answered with them as a JSON array. */
+void api_on_release_array(void *arg, const PGresult *res, const char *err);
 /* A page of a release's history (p->page_limit, ?after=), with its Link. */
 void api_query_history(pending_t *p, const char *id);
 /* Requests that answered no longer wait; those past their deadline get 503. */

@@ -10,6 +10,7 @@
 #include "api_metrics.h"
 #include "api_openapi.h"
 #include "api_options.h"
+#include "api_render.h"
 #include "api_static.h"
 #include "api_stream.h"
 #include "api_tokens.h"
@@ -55,14 +56,23 @@ void api_reply_invalid(pending_t *p, const validate_error_t *verr) {
     api_reply_error(p, 400, msg, field, verr->rule);
 }
 
-/* The next connection that is up and not swamped, in turn; NULL when none. */
+/* The connection that is up with the fewest queries waiting on it, ties
+ * taken in turn; NULL when none is up or all are swamped. A query sent to a
+ * busy connection waits for the one ahead of it even when another is idle,
+ * which is what a plain round-robin did to the latency's tail. */
 static db_t *api_db(api_t *a) {
+    db_t *best = NULL;
+    int start = a->next_db++ % a->ndbs;
     for (int i = 0; i < a->ndbs; i++) {
-        db_t *db = a->dbs[a->next_db++ % a->ndbs];
-        if (db_ready(db) && db_pending(db) < API_DB_QUEUE_MAX)
-            return db;
+        db_t *db = a->dbs[(start + i) % a->ndbs];
+        if (!db_ready(db) || db_pending(db) >= API_DB_QUEUE_MAX)
+            continue;
+        if (!best || db_pending(db) < db_pending(best))
+            best = db;
+        if (db_pending(best) == 0)
+            break;
     }
-    return NULL;
+    return best;
 }
 
 /* 503 with Retry-After: PostgreSQL is down, or did not answer in time. */
@@ -149,12 +159,20 @@ static int api_db_ready(const api_t *a) {
 
 /* --- reads ------------------------------------------------------------------------ */
 
-/* A page of a release's history (sql/0004_projection_history_paging.sql):
- * $3 the revision it starts after (NULL: the first), $4 its length. */
+/* A page of a release's history (sql/0007_projection_history_rows.sql): $3
+ * the revision it starts after (NULL: the first), $4 its length, one row more
+ * read to learn whether another page follows. A release without history is
+ * one row of NULLs (LEFT JOIN); no row: the release is not the caller's. */
 static const char SQL_HISTORY[] =
-    "SELECT p.entries, p.next_after FROM helmq.releases r "
-    "CROSS JOIN LATERAL helmq.release_history_page(r.release_id, $3::integer, $4::integer) p "
-    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid)";
+    "SELECT h.revision, h.chart_version, h.app_version, h.status, h.description, h.performed_by, "
+    "to_json(h.created_at) FROM helmq.releases r "
+    "LEFT JOIN LATERAL helmq.release_history_rows(r.release_id, $3::integer, $4::integer + 1) h ON true "
+    "WHERE r.release_id = $1::uuid AND ($2::uuid IS NULL OR r.tenant_id = $2::uuid) ORDER BY h.revision";
+static const api_json_col_t history_cols[] = {
+    {"revision", API_JSON_RAW},  {"chartVersion", API_JSON_STRING}, {"appVersion", API_JSON_STRING},
+    {"status", API_JSON_STRING}, {"description", API_JSON_STRING},  {"performedBy", API_JSON_STRING},
+    {"createdAt", API_JSON_RAW},
+};
 
 /* The single JSON column of a query answers the request; SQL NULL is 404. */
 void api_on_json_row(void *arg, const PGresult *res, const char *err) {
@@ -175,21 +193,47 @@ void api_query_json(pending_t *p, const char *sql, const char *id) {
     api_query(p, sql, id, api_on_json_row);
 }
 
-/* A history page (entries, next_after): the entries answer; when more
- * follow, Link names the next page. No row: the release is not the caller's. */
-static void on_history_row(void *arg, const PGresult *res, const char *err) {
-    pending_t *p = arg;
-    if (err || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        api_on_json_row(arg, res, err);
+/* Answers 200 with rows [0, n) of res as a JSON array (api_render.h). */
+static void reply_rows(pending_t *p, const PGresult *res, int n, const api_json_col_t *cols, int ncols) {
+    char *body = api_render_rows(res, 0, n, cols, ncols);
+    if (!body) {
+        log_error("rendering %d rows of %d columns as JSON failed (%d expected, out of memory?)", n,
+                  PQnfields(res), ncols);
+        api_reply_error(p, 500, "internal error", NULL, NULL);
         return;
     }
-    if (!PQgetisnull(res, 0, 1)) {
+    reply(p, 200, body);
+    free(body);
+}
+
+/* Releases selected as API_RELEASE_SQL, rendered here. */
+void api_on_release_array(void *arg, const PGresult *res, const char *err) {
+    if (err) {
+        api_on_json_row(arg, res, err); /* 500 */
+        return;
+    }
+    reply_rows(arg, res, PQntuples(res), api_release_cols, api_release_ncols);
+}
+
+/* A history page's rows: the first page_limit answer; when one more came,
+ * Link names the next page, after the last revision shown. */
+static void on_history_rows(void *arg, const PGresult *res, const char *err) {
+    pending_t *p = arg;
+    if (err || PQntuples(res) == 0) {
+        api_on_json_row(arg, res, err); /* 500, or 404 */
+        return;
+    }
+    int n = PQntuples(res);
+    if (n == 1 && PQgetisnull(res, 0, 0))
+        n = 0; /* the release, without history */
+    if (n > p->page_limit) {
+        n = p->page_limit;
         char link[256];
-        api_history_next_link(PREFIX, p->release_id, p->page_limit, PQgetvalue(res, 0, 1), link,
+        api_history_next_link(PREFIX, p->release_id, p->page_limit, PQgetvalue(res, n - 1, 0), link,
                               sizeof(link));
         httpd_add_header(p->req, "Link", link);
     }
-    reply(p, 200, PQgetvalue(res, 0, 0));
+    reply_rows(p, res, n, history_cols, (int)(sizeof(history_cols) / sizeof(history_cols[0])));
 }
 
 /* GET :releaseId/history[?limit=&after=] (api_history.h). */
@@ -204,7 +248,7 @@ void api_query_history(pending_t *p, const char *id) {
     uuid_lower(p->release_id);
     p->page_limit = pg.limit;
     const char *params[4] = {id, api_token_tenant(p->tok), pg.after_s[0] ? pg.after_s : NULL, pg.limit_s};
-    api_query_n(p, SQL_HISTORY, 4, params, on_history_row);
+    api_query_n(p, SQL_HISTORY, 4, params, on_history_rows);
 }
 
 /* --- commands ----------------------------------------------------------------------- */

@@ -1,0 +1,118 @@
+/* Query rows as JSON (api_render.h). Two passes over the rows: the first
+ * counts the bytes, the second writes them into one allocation. */
+#include "api_render.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const api_json_col_t api_release_cols[] = {
+    {"releaseId", API_JSON_STRING},       {"tenantId", API_JSON_STRING},
+    {"releaseName", API_JSON_STRING},     {"namespace", API_JSON_STRING},
+    {"chartName", API_JSON_STRING},       {"chartVersion", API_JSON_STRING},
+    {"appVersion", API_JSON_STRING},      {"status", API_JSON_STRING},
+    {"revision", API_JSON_RAW},           {"description", API_JSON_STRING},
+    {"uninstallReason", API_JSON_STRING}, {"lastError", API_JSON_STRING},
+    {"valuesDigest", API_JSON_STRING},    {"createdAt", API_JSON_RAW},
+    {"updatedAt", API_JSON_RAW},
+};
+const int api_release_ncols = (int)(sizeof(api_release_cols) / sizeof(api_release_cols[0]));
+
+size_t api_json_quote(const char *s, size_t len, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+#define PUT(c)                                                                                               \
+    do {                                                                                                     \
+        if (out)                                                                                             \
+            out[n] = (c);                                                                                    \
+        n++;                                                                                                 \
+    } while (0)
+    PUT('"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc = c == '"'    ? '"'
+                   : c == '\\' ? '\\'
+                   : c == '\b' ? 'b'
+                   : c == '\f' ? 'f'
+                   : c == '\n' ? 'n'
+                   : c == '\r' ? 'r'
+                   : c == '\t' ? 't'
+                               : 0;
+        if (esc) {
+            PUT('\\');
+            PUT(esc);
+        } else if (c < 0x20) {
+            PUT('\\');
+            PUT('u');
+            PUT('0');
+            PUT('0');
+            PUT(hex[c >> 4]);
+            PUT(hex[c & 15]);
+        } else {
+            PUT((char)c);
+        }
+    }
+    PUT('"');
+#undef PUT
+    return n;
+}
+
+/* One object; returns its length, written to out unless out is NULL. */
+static size_t render_row(const PGresult *res, int row, const api_json_col_t *cols, int ncols, char *out) {
+    size_t n = 0;
+#define EMIT(src, len)                                                                                       \
+    do {                                                                                                     \
+        if (out)                                                                                             \
+            memcpy(out + n, (src), (len));                                                                   \
+        n += (len);                                                                                          \
+    } while (0)
+    EMIT("{", 1);
+    for (int c = 0; c < ncols; c++) {
+        if (c)
+            EMIT(",", 1);
+        n += api_json_quote(cols[c].name, strlen(cols[c].name), out ? out + n : NULL);
+        EMIT(":", 1);
+        if (PQgetisnull(res, row, c)) {
+            EMIT("null", 4);
+            continue;
+        }
+        const char *v = PQgetvalue(res, row, c);
+        size_t len = (size_t)PQgetlength(res, row, c);
+        if (cols[c].kind == API_JSON_RAW)
+            EMIT(v, len);
+        else
+            n += api_json_quote(v, len, out ? out + n : NULL);
+    }
+    EMIT("}", 1);
+#undef EMIT
+    return n;
+}
+
+static size_t render(const PGresult *res, int from, int to, const api_json_col_t *cols, int ncols,
+                     char *out) {
+    size_t n = 1;
+    if (out)
+        out[0] = '[';
+    for (int r = from; r < to; r++) {
+        if (r > from) {
+            if (out)
+                out[n] = ',';
+            n++;
+        }
+        n += render_row(res, r, cols, ncols, out ? out + n : NULL);
+    }
+    if (out)
+        out[n] = ']';
+    return n + 1;
+}
+
+char *api_render_rows(const PGresult *res, int from, int to, const api_json_col_t *cols, int ncols) {
+    if (ncols > PQnfields(res))
+        return NULL;
+    size_t len = render(res, from, to, cols, ncols, NULL);
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    render(res, from, to, cols, ncols, out);
+    out[len] = '\0';
+    return out;
+}
