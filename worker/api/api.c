@@ -26,6 +26,7 @@
 #include "log.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,6 +400,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_init("helmq-api", config_get(&cfg, "log-level"));
+    /* Keep freed memory for the next request. glibc gives the heap's top back
+     * to the kernel once 128 KiB of it is free: a list's answer and its
+     * PGresult (~50 KiB each for 100 releases) made nearly every request
+     * shrink the heap and grow it again, each shrink (brk) a TLB flush on
+     * every CPU: 5 % of the machine's CPU at 1,600 lists/s (perf,
+     * docs/PERFORMANCE.md). The heap keeps up to 64 MiB free; answers of
+     * 8 MiB or more are mapped apart and given back at once. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 8 << 20);
     api_t *a = &A;
     a->loop = uv_default_loop();
     a->cfg = &cfg;

@@ -17,42 +17,54 @@ const api_json_col_t api_release_cols[] = {
 };
 const int api_release_ncols = (int)(sizeof(api_release_cols) / sizeof(api_release_cols[0]));
 
+/* The letter after the backslash that escapes c in a JSON string, 'u' for
+ * \u00XX, 0 when c stands for itself (PostgreSQL's escape_json: the control
+ * characters, the quote and the backslash; every other byte as it is). */
+static char escape_of(unsigned char c) {
+    if (c >= 0x20)
+        return c == '"' ? '"' : c == '\\' ? '\\' : 0;
+    switch (c) {
+    case '\b': return 'b';
+    case '\f': return 'f';
+    case '\n': return 'n';
+    case '\r': return 'r';
+    case '\t': return 't';
+    default: return 'u';
+    }
+}
+
 size_t api_json_quote(const char *s, size_t len, char *out) {
     static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-#define PUT(c)                                                                                               \
-    do {                                                                                                     \
-        if (out)                                                                                             \
-            out[n] = (c);                                                                                    \
-        n++;                                                                                                 \
-    } while (0)
-    PUT('"');
+    if (!out) {
+        size_t n = len + 2;
+        for (size_t i = 0; i < len; i++) {
+            char e = escape_of((unsigned char)s[i]);
+            n += e == 0 ? 0 : e == 'u' ? 5 : 1;
+        }
+        return n;
+    }
+    size_t n = 0, run = 0; /* run: where the bytes not yet copied start */
+    out[n++] = '"';
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        char esc = c == '"'    ? '"'
-                   : c == '\\' ? '\\'
-                   : c == '\b' ? 'b'
-                   : c == '\f' ? 'f'
-                   : c == '\n' ? 'n'
-                   : c == '\r' ? 'r'
-                   : c == '\t' ? 't'
-                               : 0;
-        if (esc) {
-            PUT('\\');
-            PUT(esc);
-        } else if (c < 0x20) {
-            PUT('\\');
-            PUT('u');
-            PUT('0');
-            PUT('0');
-            PUT(hex[c >> 4]);
-            PUT(hex[c & 15]);
-        } else {
-            PUT((char)c);
+        char e = escape_of(c);
+        if (!e)
+            continue;
+        memcpy(out + n, s + run, i - run);
+        n += i - run;
+        run = i + 1;
+        out[n++] = '\\';
+        out[n++] = e;
+        if (e == 'u') {
+            memcpy(out + n, "00", 2);
+            out[n + 2] = hex[c >> 4];
+            out[n + 3] = hex[c & 15];
+            n += 4;
         }
     }
-    PUT('"');
-#undef PUT
+    memcpy(out + n, s + run, len - run);
+    n += len - run;
+    out[n++] = '"';
     return n;
 }
 
