@@ -7,7 +7,10 @@
 set -euo pipefail
 REPORT=${1:?usage: targets.sh REPORT}
 RAW=$REPORT.raw
-[ -f "$RAW" ] || { echo "targets.sh: no $RAW" >&2; exit 1; }
+if [ ! -f "$RAW" ]; then # only the API's scale section ran (BENCH_ONLY=scaleapi): its rows alone
+    [ -f "$REPORT.scaleapi.md" ] || { echo "targets.sh: no $RAW nor $REPORT.scaleapi.md" >&2; exit 1; }
+    RAW=/dev/null
+fi
 
 # med SECTION KEY FIELD: the median of FIELD (1-based after SECTION KEY) over the raw lines
 med() {
