@@ -10,7 +10,7 @@ const config_opt_t api_opts[] = {
     {"database-url", 'd', "HELMQ_DATABASE_URL", CONFIG_STRING, "dbname=helmq",
      "PostgreSQL connection string or URI"},
     {"db-connections", 0, "HELMQ_API_DB_CONNECTIONS", CONFIG_INT, "4",
-     "PostgreSQL connections, used in turn"},
+     "PostgreSQL connections; a query goes to the least busy"},
     {"db-timeout-ms", 0, "HELMQ_API_DB_TIMEOUT_MS", CONFIG_INT, "5000",
      "a request waits this long for PostgreSQL, then gets 503 (at once when no connection is up)"},
     {"brokers", 'b', "HELMQ_BROKERS", CONFIG_STRING, KAFKA_DEFAULT_BROKERS, "Kafka bootstrap servers"},
