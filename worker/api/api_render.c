@@ -33,7 +33,10 @@ static char escape_of(unsigned char c) {
     }
 }
 
-size_t api_json_quote(const char *s, size_t len, char *out) {
+/* s (len bytes) as a JSON string, quoted and escaped as PostgreSQL's
+ * escape_json does, into out; returns the bytes written. out may be NULL to
+ * count them. */
+static size_t json_quote(const char *s, size_t len, char *out) {
     static const char hex[] = "0123456789abcdef";
     if (!out) {
         size_t n = len + 2;
@@ -81,8 +84,9 @@ static size_t render_row(const PGresult *res, int row, const api_json_col_t *col
     for (int c = 0; c < ncols; c++) {
         if (c)
             EMIT(",", 1);
-        n += api_json_quote(cols[c].name, strlen(cols[c].name), out ? out + n : NULL);
-        EMIT(":", 1);
+        EMIT("\"", 1); /* names are plain ASCII: nothing to escape */
+        EMIT(cols[c].name, strlen(cols[c].name));
+        EMIT("\":", 2);
         if (PQgetisnull(res, row, c)) {
             EMIT("null", 4);
             continue;
@@ -92,20 +96,19 @@ static size_t render_row(const PGresult *res, int row, const api_json_col_t *col
         if (cols[c].kind == API_JSON_RAW)
             EMIT(v, len);
         else
-            n += api_json_quote(v, len, out ? out + n : NULL);
+            n += json_quote(v, len, out ? out + n : NULL);
     }
     EMIT("}", 1);
 #undef EMIT
     return n;
 }
 
-static size_t render(const PGresult *res, int from, int to, const api_json_col_t *cols, int ncols,
-                     char *out) {
+static size_t render(const PGresult *res, int nrows, const api_json_col_t *cols, int ncols, char *out) {
     size_t n = 1;
     if (out)
         out[0] = '[';
-    for (int r = from; r < to; r++) {
-        if (r > from) {
+    for (int r = 0; r < nrows; r++) {
+        if (r > 0) {
             if (out)
                 out[n] = ',';
             n++;
@@ -117,14 +120,14 @@ static size_t render(const PGresult *res, int from, int to, const api_json_col_t
     return n + 1;
 }
 
-char *api_render_rows(const PGresult *res, int from, int to, const api_json_col_t *cols, int ncols) {
+char *api_render_rows(const PGresult *res, int nrows, const api_json_col_t *cols, int ncols) {
     if (ncols > PQnfields(res))
         return NULL;
-    size_t len = render(res, from, to, cols, ncols, NULL);
+    size_t len = render(res, nrows, cols, ncols, NULL);
     char *out = malloc(len + 1);
     if (!out)
         return NULL;
-    render(res, from, to, cols, ncols, out);
+    render(res, nrows, cols, ncols, out);
     out[len] = '\0';
     return out;
 }

@@ -31,14 +31,9 @@ typedef struct api_json_col {
 extern const api_json_col_t api_release_cols[];
 extern const int api_release_ncols;
 
-/* Rows [from, to) of res as a JSON array of objects, column i as member
- * cols[i], the first ncols columns. A NUL-terminated string to free(); NULL
- * when res has fewer columns or memory ran out. */
-char *api_render_rows(const PGresult *res, int from, int to, const api_json_col_t *cols, int ncols);
-
-/* Appends s (len bytes) to out as a JSON string, quoted and escaped as
- * PostgreSQL's escape_json does; returns the bytes written. out may be NULL
- * to count them. */
-size_t api_json_quote(const char *s, size_t len, char *out);
+/* The first nrows rows of res as a JSON array of objects, column i as
+ * member cols[i], the first ncols columns. A NUL-terminated string to free();
+ * NULL when res has fewer columns or memory ran out. */
+char *api_render_rows(const PGresult *res, int nrows, const api_json_col_t *cols, int ncols);
 
 #endif

@@ -193,9 +193,9 @@ void api_query_json(pending_t *p, const char *sql, const char *id) {
     api_query(p, sql, id, api_on_json_row);
 }
 
-/* Answers 200 with rows [0, n) of res as a JSON array (api_render.h). */
+/* Answers 200 with the first n rows of res as a JSON array (api_render.h). */
 static void reply_rows(pending_t *p, const PGresult *res, int n, const api_json_col_t *cols, int ncols) {
-    char *body = api_render_rows(res, 0, n, cols, ncols);
+    char *body = api_render_rows(res, n, cols, ncols);
     if (!body) {
         log_error("rendering %d rows of %d columns as JSON failed (%d expected, out of memory?)", n,
                   PQnfields(res), ncols);
